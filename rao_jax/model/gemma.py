@@ -1,0 +1,355 @@
+"""Gemma-family decoder (Gemma 1, 2 and 3 text models) in flax.nnx.
+
+Einsum letters, as in google-deepmind/gemma:
+  B batch, T query length, S key length (= cache length when decoding),
+  D model width, N query heads, K key/value heads, G = N // K query heads
+  per KV head, H head dim, F feed-forward width, V vocab.
+
+Parameters name logical axes only (`vocab`, `embed`, `heads`, `kv_heads`,
+`head_dim`, `mlp`, `norm`); `sharding.py` maps them to the mesh.
+
+The forward pass takes token ids, their positions and segment ids
+(0 = padding). Without a cache, a token attends to earlier tokens of its own
+segment, so several sequences can be packed into one row. With a cache, each
+batch row holds one sequence whose cache index equals its position: a call
+writes its (non-padding) tokens' keys and values at their positions and
+attends to every cache index up to the query's position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import math
+
+import flax.struct
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from rao_jax.model import config as config_lib
+from rao_jax.model import sharding
+
+# Finite stand-in for -inf: a fully masked row (a padding query) then gets a
+# uniform softmax instead of NaNs.
+_MASK_VALUE = -2.3819763e38
+
+
+@flax.struct.dataclass
+class LayerCache:
+  """Keys and values of one layer for every batch row."""
+  k: jax.Array  # [B, S, K, H]
+  v: jax.Array  # [B, S, K, H]
+
+
+Cache = tuple[LayerCache, ...]
+
+# Logical axes of a cache tensor; the sampler shards its slots with them.
+CACHE_AXES = (sharding.BATCH, 'cache_len', sharding.KV_HEADS, 'head_dim')
+
+
+def init_cache(config: config_lib.ModelConfig, batch_size: int, max_len: int,
+               dtype: jnp.dtype | None = None) -> Cache:
+  """A zeroed KV cache of `max_len` positions for `batch_size` rows."""
+  dtype = config.compute_dtype if dtype is None else dtype
+  shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
+
+  def zeros():
+    return sharding.shard(jnp.zeros(shape, dtype), CACHE_AXES)
+
+  return tuple(LayerCache(k=zeros(), v=zeros())
+               for _ in range(config.num_layers))
+
+
+def _param(rngs: nnx.Rngs, init, shape: Sequence[int], dtype: jnp.dtype,
+           names: tuple[str, ...]) -> nnx.Param:
+  # Sharding is applied by `params.create_model` (or a loader), not eagerly
+  # here, so the model can also be built plainly without a mesh.
+  return nnx.Param(init(rngs.params(), tuple(shape), dtype),
+                   out_sharding=names, eager_sharding=False)
+
+
+def _fan_in_init(in_axes: tuple[int, ...], out_axes: tuple[int, ...]):
+  return nnx.initializers.variance_scaling(
+      1.0, 'fan_in', 'truncated_normal', in_axis=in_axes, out_axis=out_axes)
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+  """`cap * tanh(x / cap)`; identity when cap is None."""
+  if cap is None:
+    return x
+  return jnp.tanh(x / cap) * cap
+
+
+def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: float,
+               scale: float = 1.0) -> jax.Array:
+  """Rotary embedding, half-split layout (as Gemma and `transformers` use)."""
+  head_dim = x_BTNH.shape[-1]
+  fraction = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+  inv_freq_h = 1.0 / (base**fraction) / scale
+  angle_BTh = positions_BT.astype(jnp.float32)[..., None] * inv_freq_h
+  sin_BT1h = jnp.sin(angle_BTh)[:, :, None, :]
+  cos_BT1h = jnp.cos(angle_BTh)[:, :, None, :]
+  # RoPE in fp32: bf16 angles lose the low bits of large positions.
+  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate(
+      [x1 * cos_BT1h - x2 * sin_BT1h, x2 * cos_BT1h + x1 * sin_BT1h], axis=-1)
+  return out.astype(x_BTNH.dtype)
+
+
+class RMSNorm(nnx.Module):
+  """RMSNorm with Gemma's `(1 + scale)` gain; scale starts at zero."""
+
+  def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.zeros((dim,), param_dtype),
+                           out_sharding=('norm',), eager_sharding=False)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # Normalise in fp32 whatever the compute dtype.
+    x32 = x.astype(jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(var + self.eps)
+    return (y * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
+
+
+class Embedder(nnx.Module):
+  """Token embedding, scaled by sqrt(D) on the way in, tied on the way out."""
+
+  def __init__(self, config: config_lib.ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    init = nnx.initializers.normal(stddev=config.embed_dim**-0.5)
+    self.table = _param(rngs, init, (config.vocab_size, config.embed_dim),
+                        config.weight_dtype, ('vocab', 'embed'))  # [V, D]
+
+  def encode(self, tokens_BT: jax.Array) -> jax.Array:
+    dtype = self.config.compute_dtype
+    x_BTD = jnp.take(self.table[...], tokens_BT, axis=0).astype(dtype)
+    # The normaliser is rounded to the compute dtype first, as Gemma does.
+    return x_BTD * jnp.asarray(math.sqrt(self.config.embed_dim), dtype)
+
+  def decode(self, x_BTD: jax.Array) -> jax.Array:
+    table_VD = self.table[...].astype(x_BTD.dtype)
+    return jnp.einsum('BTD,VD->BTV', x_BTD, table_VD)
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention with RoPE, optional QK-norm, soft-cap, window."""
+
+  def __init__(self, config: config_lib.ModelConfig, layer_type: str, *,
+               rngs: nnx.Rngs):
+    self.config = config
+    self.is_local = layer_type == config_lib.LOCAL
+    d, n, k, h = (config.embed_dim, config.num_heads, config.num_kv_heads,
+                  config.head_dim)
+    dtype = config.weight_dtype
+    in_init = _fan_in_init((0,), (1, 2))
+    self.q_proj = _param(rngs, in_init, (d, n, h), dtype,
+                         ('embed', 'heads', 'head_dim'))  # [D, N, H]
+    self.k_proj = _param(rngs, in_init, (d, k, h), dtype,
+                         ('embed', 'kv_heads', 'head_dim'))  # [D, K, H]
+    self.v_proj = _param(rngs, in_init, (d, k, h), dtype,
+                         ('embed', 'kv_heads', 'head_dim'))  # [D, K, H]
+    self.o_proj = _param(rngs, _fan_in_init((0, 1), (2,)), (n, h, d), dtype,
+                         ('heads', 'head_dim', 'embed'))  # [N, H, D]
+    if config.use_qk_norm:
+      self.q_norm = RMSNorm(h, eps=config.norm_eps, param_dtype=dtype)
+      self.k_norm = RMSNorm(h, eps=config.norm_eps, param_dtype=dtype)
+
+  def __call__(
+      self,
+      x_BTD: jax.Array,
+      positions_BT: jax.Array,
+      segment_ids_BT: jax.Array,
+      cache: LayerCache | None,
+  ) -> tuple[jax.Array, LayerCache | None]:
+    cfg = self.config
+    dtype = cfg.compute_dtype
+    q_BTNH = jnp.einsum('BTD,DNH->BTNH', x_BTD, self.q_proj[...].astype(dtype))
+    k_BTKH = jnp.einsum('BTD,DKH->BTKH', x_BTD, self.k_proj[...].astype(dtype))
+    v_BTKH = jnp.einsum('BTD,DKH->BTKH', x_BTD, self.v_proj[...].astype(dtype))
+    if cfg.use_qk_norm:
+      q_BTNH = self.q_norm(q_BTNH)
+      k_BTKH = self.k_norm(k_BTKH)
+    if self.is_local:
+      base, scale = cfg.rope_base_local, 1.0
+    else:
+      base, scale = cfg.rope_base_global, cfg.rope_scale_global
+    q_BTNH = apply_rope(q_BTNH, positions_BT, base, scale)
+    k_BTKH = apply_rope(k_BTKH, positions_BT, base, scale)
+    q_BTNH = q_BTNH * jnp.asarray(cfg.query_pre_attn_scalar**-0.5, dtype)
+
+    if cache is None:
+      keys_BSKH, values_BSKH = k_BTKH, v_BTKH
+      mask_BTS = _segment_mask(positions_BT, segment_ids_BT)
+      key_pos_BS = positions_BT
+    else:
+      cache = _write_cache(cache, k_BTKH, v_BTKH, positions_BT,
+                           segment_ids_BT)
+      keys_BSKH, values_BSKH = cache.k, cache.v
+      # Cache index == position: every index up to the query's position holds
+      # this row's own sequence (a reused row is overwritten from 0 up).
+      key_pos_BS = jnp.broadcast_to(
+          jnp.arange(keys_BSKH.shape[1], dtype=positions_BT.dtype),
+          keys_BSKH.shape[:2])
+      mask_BTS = key_pos_BS[:, None, :] <= positions_BT[:, :, None]
+    if self.is_local:
+      distance_BTS = positions_BT[:, :, None] - key_pos_BS[:, None, :]
+      mask_BTS &= distance_BTS < cfg.sliding_window
+
+    b, t, n, h = q_BTNH.shape
+    k_heads = cfg.num_kv_heads
+    q_BTKGH = q_BTNH.reshape(b, t, k_heads, n // k_heads, h)
+    logits_BKGTS = jnp.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, keys_BSKH,
+                              preferred_element_type=jnp.float32)
+    logits_BKGTS = softcap(logits_BKGTS, cfg.attn_logit_softcap)
+    logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS,
+                             _MASK_VALUE)
+    # Softmax in fp32.
+    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dtype)
+    out_BTKGH = jnp.einsum('BKGTS,BSKH->BTKGH', probs_BKGTS, values_BSKH)
+    out_BTNH = out_BTKGH.reshape(b, t, n, h)
+    out_BTD = jnp.einsum('BTNH,NHD->BTD', out_BTNH,
+                         self.o_proj[...].astype(dtype))
+    return out_BTD, cache
+
+
+def _segment_mask(positions_BT: jax.Array,
+                  segment_ids_BT: jax.Array) -> jax.Array:
+  """Causal attention within a segment; padding (segment 0) sees nothing."""
+  t = positions_BT.shape[1]
+  same_segment_BTS = segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
+  key_real_B1S = (segment_ids_BT != 0)[:, None, :]
+  causal_TS = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
+  return same_segment_BTS & key_real_B1S & causal_TS[None]
+
+
+def _write_cache(cache: LayerCache, k_BTKH: jax.Array, v_BTKH: jax.Array,
+                 positions_BT: jax.Array,
+                 segment_ids_BT: jax.Array) -> LayerCache:
+  """Writes keys/values at their positions; padding tokens are not written."""
+  max_len = cache.k.shape[1]
+  # Padding is sent out of range, where the scatter drops it.
+  index_BT = jnp.where(segment_ids_BT != 0, positions_BT, max_len)
+  rows_B1 = jnp.arange(index_BT.shape[0])[:, None]
+  k = cache.k.at[rows_B1, index_BT].set(k_BTKH.astype(cache.k.dtype),
+                                        mode='drop')
+  v = cache.v.at[rows_B1, index_BT].set(v_BTKH.astype(cache.v.dtype),
+                                        mode='drop')
+  return LayerCache(k=sharding.shard(k, CACHE_AXES),
+                    v=sharding.shard(v, CACHE_AXES))
+
+
+class FeedForward(nnx.Module):
+  """GeGLU: down(gelu_tanh(gate(x)) * up(x))."""
+
+  def __init__(self, config: config_lib.ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    d, f, dtype = config.embed_dim, config.mlp_dim, config.weight_dtype
+    in_init = _fan_in_init((0,), (1,))
+    self.gate_proj = _param(rngs, in_init, (d, f), dtype,
+                            ('embed', 'mlp'))  # [D, F]
+    self.up_proj = _param(rngs, in_init, (d, f), dtype,
+                          ('embed', 'mlp'))  # [D, F]
+    self.down_proj = _param(rngs, in_init, (f, d), dtype,
+                            ('mlp', 'embed'))  # [F, D]
+
+  def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    dtype = self.config.compute_dtype
+    gate_BTF = jnp.einsum('BTD,DF->BTF', x_BTD,
+                          self.gate_proj[...].astype(dtype))
+    up_BTF = jnp.einsum('BTD,DF->BTF', x_BTD, self.up_proj[...].astype(dtype))
+    hidden_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
+    hidden_BTF = sharding.shard(
+        hidden_BTF, (sharding.BATCH, sharding.LENGTH, sharding.MLP))
+    return jnp.einsum('BTF,FD->BTD', hidden_BTF,
+                      self.down_proj[...].astype(dtype))
+
+
+class Block(nnx.Module):
+  """Pre-norm attention and MLP, each optionally post-normed (Gemma 2/3)."""
+
+  def __init__(self, config: config_lib.ModelConfig, layer_type: str, *,
+               rngs: nnx.Rngs):
+    norm = lambda: RMSNorm(config.embed_dim, eps=config.norm_eps,
+                           param_dtype=config.weight_dtype)
+    self.pre_attn_norm = norm()
+    self.attn = Attention(config, layer_type, rngs=rngs)
+    self.post_attn_norm = norm() if config.use_post_attn_norm else None
+    self.pre_ffw_norm = norm()
+    self.mlp = FeedForward(config, rngs=rngs)
+    self.post_ffw_norm = norm() if config.use_post_ffw_norm else None
+
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, cache):
+    h_BTD, cache = self.attn(self.pre_attn_norm(x_BTD), positions_BT,
+                             segment_ids_BT, cache)
+    if self.post_attn_norm is not None:
+      h_BTD = self.post_attn_norm(h_BTD)
+    x_BTD = x_BTD + h_BTD
+    h_BTD = self.mlp(self.pre_ffw_norm(x_BTD))
+    if self.post_ffw_norm is not None:
+      h_BTD = self.post_ffw_norm(h_BTD)
+    x_BTD = x_BTD + h_BTD
+    return sharding.shard(x_BTD, _ACT_BTD), cache
+
+
+_ACT_BTD = (sharding.BATCH, sharding.LENGTH, sharding.EMBED)
+
+
+class Transformer(nnx.Module):
+  """The decoder: embed, blocks, final norm, tied (soft-capped) logits."""
+
+  def __init__(self, config: config_lib.ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.embedder = Embedder(config, rngs=rngs)
+    self.blocks = nnx.List(
+        [Block(config, kind, rngs=rngs) for kind in config.layer_types])
+    self.final_norm = RMSNorm(config.embed_dim, eps=config.norm_eps,
+                              param_dtype=config.weight_dtype)
+
+  def hidden_states(
+      self,
+      tokens_BT: jax.Array,
+      positions_BT: jax.Array,
+      segment_ids_BT: jax.Array | None = None,
+      cache: Cache | None = None,
+  ) -> tuple[jax.Array, Cache | None]:
+    """Final-normed hidden states `[B, T, D]` and the updated cache."""
+    if segment_ids_BT is None:
+      segment_ids_BT = jnp.ones_like(tokens_BT)
+    x_BTD = sharding.shard(self.embedder.encode(tokens_BT), _ACT_BTD)
+    new_cache = []
+    for i, block in enumerate(self.blocks):
+      layer_cache = None if cache is None else cache[i]
+      x_BTD, layer_cache = block(x_BTD, positions_BT, segment_ids_BT,
+                                 layer_cache)
+      new_cache.append(layer_cache)
+    x_BTD = self.final_norm(x_BTD)
+    return x_BTD, (None if cache is None else tuple(new_cache))
+
+  def logits(self, x_BTD: jax.Array) -> jax.Array:
+    """Output logits `[B, T, V]` in fp32 from hidden states."""
+    logits_BTV = self.embedder.decode(x_BTD).astype(jnp.float32)
+    logits_BTV = softcap(logits_BTV, self.config.final_logit_softcap)
+    return sharding.shard(
+        logits_BTV, (sharding.BATCH, sharding.LENGTH, sharding.VOCAB))
+
+  def __call__(
+      self,
+      tokens_BT: jax.Array,
+      positions_BT: jax.Array,
+      segment_ids_BT: jax.Array | None = None,
+      cache: Cache | None = None,
+  ) -> tuple[jax.Array, Cache | None]:
+    """Logits `[B, T, V]` (fp32) and the updated cache (None without one).
+
+    Args:
+      tokens_BT: token ids.
+      positions_BT: position of each token within its sequence.
+      segment_ids_BT: sequence id of each token, 0 for padding; defaults to
+        one sequence per row.
+      cache: per-layer KV cache from `init_cache`; when given, each row is one
+        sequence and its tokens are written at their positions.
+    """
+    x_BTD, cache = self.hidden_states(tokens_BT, positions_BT, segment_ids_BT,
+                                      cache)
+    return self.logits(x_BTD), cache

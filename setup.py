@@ -1,0 +1,43 @@
+"""rao_jax: Recursive Agent Optimization in JAX.
+
+Tested versions are pinned in constraints.txt; install with
+`pip install -c constraints.txt -e '.[test]'`.
+"""
+
+import setuptools
+
+setuptools.setup(
+    name='rao_jax',
+    version='0.1.0',
+    description='Recursive Agent Optimization (RAO) for JAX/TPU.',
+    packages=setuptools.find_packages(include=['rao_jax', 'rao_jax.*']),
+    python_requires='>=3.11',
+    install_requires=[
+        'jax>=0.10.2',
+        'flax>=0.12.8',
+        'optax>=0.2.8',
+        'orbax-checkpoint>=0.12.8',
+        'ml-collections>=1.1.0',
+        'absl-py',
+        'tensorflow-datasets>=4.9.10',
+        'array-record',
+        'grain>=0.2.18',
+        'tokenizers>=0.23',
+        'safetensors>=0.8.0',
+        'tensorboardX>=2.6',
+        'numpy',
+    ],
+    extras_require={
+        # transformers and a CPU build of torch serve the parity tests and
+        # the benchmarks only; torch is pinned because an unpinned torch
+        # resolves to a multi-GB CUDA build.
+        'test': [
+            'pytest',
+            'pytest-xdist',
+            'hypothesis',
+            'transformers>=5.24.0',
+            'torch==2.13.0',
+        ],
+        'notebook': ['nbclient', 'nbformat', 'ipykernel', 'papermill'],
+    },
+)

@@ -86,7 +86,7 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: float,
   head_dim = x_BTNH.shape[-1]
   fraction = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
   inv_freq_h = 1.0 / (base**fraction) / scale
-  angle_BTh = positions_BT.astype(jnp.float32)[..., None] * inv_freq_h
+  angle_BTh = positions_BT.astype(jnp.float32)[..., None] * inv_freq_h[None, None]
   sin_BT1h = jnp.sin(angle_BTh)[:, :, None, :]
   cos_BT1h = jnp.cos(angle_BTh)[:, :, None, :]
   # RoPE in fp32: bf16 angles lose the low bits of large positions.
@@ -109,7 +109,8 @@ class RMSNorm(nnx.Module):
     x32 = x.astype(jnp.float32)
     var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
     y = x32 * jax.lax.rsqrt(var + self.eps)
-    return (y * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
+    gain = 1.0 + self.scale[...].astype(jnp.float32)
+    return (y * gain.reshape((1,) * (y.ndim - 1) + gain.shape)).astype(x.dtype)
 
 
 class Embedder(nnx.Module):

@@ -18,3 +18,7 @@ from rao_jax.model.params import create_model
 from rao_jax.model.sharding import DEFAULT_RULES
 from rao_jax.model.sharding import make_mesh
 from rao_jax.model.sharding import use_mesh
+from rao_jax.model.tokenizer import ByteTokenizer
+from rao_jax.model.tokenizer import HFTokenizer
+from rao_jax.model.tokenizer import load_tokenizer
+from rao_jax.model.tokenizer import Tokenizer

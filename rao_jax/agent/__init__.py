@@ -1,0 +1,1 @@
+"""Recursive agents: the delegation protocol, call trees and the scheduler."""

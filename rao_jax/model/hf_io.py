@@ -181,7 +181,10 @@ def config_to_hf(cfg: config_lib.ModelConfig) -> dict[str, Any]:
     hf.update(
         layer_types=list(cfg.layer_types),
         sliding_window=cfg.sliding_window or 4096,
-        query_pre_attn_scalar=cfg.query_pre_attn_scalar,
+        # transformers' config validation wants an int here.
+        query_pre_attn_scalar=(int(cfg.query_pre_attn_scalar)
+                               if cfg.query_pre_attn_scalar.is_integer()
+                               else cfg.query_pre_attn_scalar),
         attn_logit_softcapping=cfg.attn_logit_softcap,
         final_logit_softcapping=cfg.final_logit_softcap)
   if cfg.family != 'gemma3' and (

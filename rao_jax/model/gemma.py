@@ -44,7 +44,7 @@ class LayerCache:
 Cache = tuple[LayerCache, ...]
 
 # Logical axes of a cache tensor; the sampler shards its slots with them.
-CACHE_AXES = (sharding.BATCH, 'cache_len', sharding.KV_HEADS, 'head_dim')
+CACHE_AXES = (sharding.BATCH, sharding.CACHE_LEN, sharding.KV_HEADS, 'head_dim')
 
 
 def init_cache(config: config_lib.ModelConfig, batch_size: int, max_len: int,

@@ -52,6 +52,11 @@ def check_shardable(config: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
   rules = sharding.normalize_rules(rules)
   sharding.validate_rules(rules, mesh)
   table = dict(rules)
+  for name in sharding.ACTIVATION_AXES:
+    if name not in table:
+      raise ValueError(
+          f'activation axis {name!r} has no entry in sharding_rules; add '
+          f'({name!r}, <mesh axes or None>)')
   for path, var in nnx.to_flat_state(nnx.state(_abstract(config), nnx.Param)):
     names = tuple(var.get_metadata().get('out_sharding') or ())
     where = '.'.join(map(str, path))

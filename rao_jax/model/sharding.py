@@ -27,6 +27,8 @@ HEADS = 'act_heads'
 KV_HEADS = 'act_kv_heads'
 VOCAB = 'act_vocab'
 MLP = 'act_mlp'
+CACHE_LEN = 'cache_len'
+ACTIVATION_AXES = (BATCH, LENGTH, EMBED, HEADS, KV_HEADS, VOCAB, MLP, CACHE_LEN)
 
 MeshAxes = str | tuple[str, ...] | None
 Rules = Sequence[tuple[str, MeshAxes]]
@@ -48,6 +50,7 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     (KV_HEADS, 'tensor'),
     (VOCAB, 'tensor'),
     (MLP, 'tensor'),
+    (CACHE_LEN, None),
 )
 
 

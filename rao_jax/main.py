@@ -1,0 +1,32 @@
+r"""rao_jax entry point.
+
+  python -m rao_jax.main --config=configs/cpu_tiny.py --workdir=/tmp/rao_tiny
+  python -m rao_jax.main --config=configs/cpu_tiny.py --workdir=/tmp/rao_tiny \
+      --config.generate.max_new_tokens=64 --config.model.num_layers=4
+
+The config file is ml_collections code (`get_config()`); any field can be
+overridden with `--config.<path>=<value>`. Kept short on purpose: the work
+happens in `rao_jax/train.py`.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from rao_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Directory for checkpoints, metrics and outputs.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  train.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

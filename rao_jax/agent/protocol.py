@@ -1,0 +1,353 @@
+"""The delegation protocol: prompt rendering, step text and step parsing.
+
+A node reads a prompt and acts in steps. Every tag below is one token of
+`ByteTokenizer(SPECIAL_TOKENS)`, so a tiny model sees each tag as a symbol::
+
+  step    := [<think> TEXT </think>] action
+  action  := <tool> NAME [' ' ARGS] </tool>
+           | <spawn> child+ </spawn>        (children of one step: parallel)
+           | <answer> TEXT </answer>
+  child   := <task> TEXT </task> [<data> DATA </data>] [<format> TEXT </format>]
+  DATA    := '@' START ':' END   (the slice [START, END) of the node's data,
+                                  in characters, 0 <= START <= END <= len)
+           | any other TEXT      (literal data handed to the child)
+
+TEXT, NAME, ARGS and DATA never contain a tag; whitespace (spaces and
+newlines) between elements is ignored, inside them it is kept. A generated
+step ends at `</tool>`, `</spawn>` or `</answer>` (`STOP_TAGS`, the
+sampler's stop tokens). The runtime then injects, with loss mask 0:
+
+  after a tool call:  <obs> OBSERVATION </obs>
+  after a spawn:      <obs><result> ANSWER 1 </result>...</obs>, once all
+                      children are done (a failed child's result is its
+                      failure text, e.g. 'error: sub-agent ran out of steps')
+  after an error:     <obs>error: WHAT WENT WRONG</obs>, and the node goes on
+
+A node's prompt (loss mask 0) is `<bos>` followed by `render_prompt(...)`::
+
+  <task>TASK</task><format>FORMAT</format><data>DATA</data>
+  budget: depth D, steps S, children C
+  tools: USAGE; USAGE
+
+where DATA is inline when at most `inline_chars` long, else a handle
+`[N chars] HEAD...` (the node reads it with a tool or hands slices of it to
+children). 'depth 0' means the node may not spawn: it must answer itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+import re
+
+from rao_jax.agent import env as env_lib
+
+THINK, THINK_END = '<think>', '</think>'
+TOOL, TOOL_END = '<tool>', '</tool>'
+SPAWN, SPAWN_END = '<spawn>', '</spawn>'
+ANSWER, ANSWER_END = '<answer>', '</answer>'
+TASK, TASK_END = '<task>', '</task>'
+DATA, DATA_END = '<data>', '</data>'
+FORMAT, FORMAT_END = '<format>', '</format>'
+OBS, OBS_END = '<obs>', '</obs>'
+RESULT, RESULT_END = '<result>', '</result>'
+
+# Order fixes the token ids of a ByteTokenizer: append, never reorder.
+SPECIAL_TOKENS = (THINK, THINK_END, TOOL, TOOL_END, SPAWN, SPAWN_END, ANSWER,
+                  ANSWER_END, TASK, TASK_END, DATA, DATA_END, FORMAT,
+                  FORMAT_END, OBS, OBS_END, RESULT, RESULT_END)
+# A step ends with one of these; the sampler stops on them.
+STOP_TAGS = (TOOL_END, SPAWN_END, ANSWER_END)
+
+_TAG_RE = re.compile('|'.join(re.escape(t) for t in SPECIAL_TOKENS))
+_SLICE_RE = re.compile(r'@(\d+):(\d+)')
+_NAME_RE = re.compile(r'[A-Za-z_][A-Za-z0-9_\-]*')
+_SPACE = ' \t\r\n'
+
+
+# ---------------------------------------------------------------- Actions
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCall:
+  """`<tool>NAME ARGS</tool>`: call the environment's tool NAME."""
+
+  name: str
+  args: str = ''
+  thought: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildRequest:
+  """One `<task>` of a spawn, before its data reference is resolved.
+
+  Attributes:
+    task: task text (non-empty).
+    data_ref: '@START:END' (a slice of the parent's data) or literal data.
+    format: expected answer format ('' when not given).
+  """
+
+  task: str
+  data_ref: str = ''
+  format: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class Spawn:
+  """`<spawn>child+</spawn>`: run the children in parallel, then resume."""
+
+  children: tuple[ChildRequest, ...]
+  thought: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+  """`<answer>TEXT</answer>`: end the node with TEXT."""
+
+  text: str
+  thought: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class ParseError:
+  """A step that does not follow the grammar; `error` is injected."""
+
+  error: str
+  thought: str = ''
+
+
+Action = ToolCall | Spawn | Answer | ParseError
+
+
+# ------------------------------------------------------- Writing steps
+
+
+def _check_plain(text: str, what: str) -> str:
+  if _TAG_RE.search(text):
+    raise ValueError(f'{what} may not contain a protocol tag: {text!r}')
+  return text
+
+
+def think(text: str) -> str:
+  """Reasoning before the action: `<think>text</think>`."""
+  return THINK + _check_plain(text, 'thought') + THINK_END
+
+
+def tool_call(name: str, args: str = '') -> str:
+  """A tool call step action: `<tool>name args</tool>`."""
+  if not _NAME_RE.fullmatch(name):
+    raise ValueError(f'bad tool name {name!r}')
+  _check_plain(args, 'tool arguments')
+  return TOOL + name + (' ' + args if args else '') + TOOL_END
+
+
+def answer(text: str) -> str:
+  """The final action of a node: `<answer>text</answer>`."""
+  return ANSWER + _check_plain(text, 'answer') + ANSWER_END
+
+
+def data_slice(start: int, end: int) -> str:
+  """A child's data as the slice [start, end) of the parent's data."""
+  if not 0 <= start <= end:
+    raise ValueError(f'bad slice {start}:{end}')
+  return f'@{start}:{end}'
+
+
+ChildLike = env_lib.NodeSpec | ChildRequest | tuple[str, str, str]
+
+
+def spawn(children: Sequence[ChildLike]) -> str:
+  """A spawn action; children run in parallel.
+
+  Args:
+    children: each a `NodeSpec` (its data handed over literally), a
+      `ChildRequest`, or a (task, data_ref, format) tuple, where data_ref is
+      `data_slice(start, end)` or literal text.
+
+  Returns:
+    `<spawn><task>..</task>[<data>..</data>][<format>..</format>]..</spawn>`.
+  """
+  if not children:
+    raise ValueError('spawn needs at least one child')
+  parts = [SPAWN]
+  for child in children:
+    if isinstance(child, env_lib.NodeSpec):
+      task, data_ref, fmt = child.task, child.data, child.format
+    elif isinstance(child, ChildRequest):
+      task, data_ref, fmt = child.task, child.data_ref, child.format
+    else:
+      task, data_ref, fmt = child
+    if not task.strip():
+      raise ValueError('a child needs a non-empty task')
+    parts += [TASK, _check_plain(task, 'task'), TASK_END]
+    if data_ref:
+      parts += [DATA, _check_plain(data_ref, 'data'), DATA_END]
+    if fmt:
+      parts += [FORMAT, _check_plain(fmt, 'format'), FORMAT_END]
+  parts.append(SPAWN_END)
+  return ''.join(parts)
+
+
+def observation(text: str) -> str:
+  """Injected after a tool call or an error: `<obs>text</obs>`."""
+  return OBS + text + OBS_END
+
+
+def error(text: str) -> str:
+  """An error observation: `<obs>error: text</obs>`."""
+  return observation('error: ' + text)
+
+
+def results(answers: Sequence[str]) -> str:
+  """Injected when a spawn's children are done, one result per child."""
+  return OBS + ''.join(RESULT + a + RESULT_END for a in answers) + OBS_END
+
+
+def strip_tags(text: str) -> str:
+  """Drops protocol tags from text injected into a context (an answer
+  that reaches a parent), so injections keep the grammar's structure."""
+  return _TAG_RE.sub('', text)
+
+
+# ---------------------------------------------------------------- Prompt
+
+
+def render_data(data: str, inline_chars: int = 64, head_chars: int = 24
+                ) -> str:
+  """Data inline when short, else a handle with its length and head."""
+  if len(data) <= inline_chars:
+    return data
+  return f'[{len(data)} chars] {data[:head_chars]}...'
+
+
+def render_prompt(spec: env_lib.NodeSpec, budgets: Mapping[str, int],
+                  tools: Sequence[env_lib.Tool], inline_chars: int = 64,
+                  head_chars: int = 24) -> str:
+  """The text of a node's prompt (the caller prepends the `<bos>` id).
+
+  Args:
+    spec: the node's task, data and format.
+    budgets: remaining budgets shown to the node, in order, e.g.
+      {'depth': 2, 'steps': 10, 'children': 4}.
+    tools: the environment's tools (their usages are listed).
+    inline_chars: data up to this length is shown whole.
+    head_chars: length of the head shown in a data handle.
+
+  Returns:
+    Prompt text; tags in spec fields become tag tokens when encoded, so
+    environments should keep them out of task text.
+  """
+  budget_text = ', '.join(f'{k} {v}' for k, v in budgets.items())
+  tool_text = '; '.join(t.usage for t in tools) or 'none'
+  return (f'{TASK}{spec.task}{TASK_END}{FORMAT}{spec.format}{FORMAT_END}'
+          f'{DATA}{render_data(spec.data, inline_chars, head_chars)}'
+          f'{DATA_END}\nbudget: {budget_text}\ntools: {tool_text}\n')
+
+
+# ---------------------------------------------------------------- Parsing
+
+
+class _Malformed(Exception):
+  pass
+
+
+def _skip_space(text: str, pos: int) -> int:
+  while pos < len(text) and text[pos] in _SPACE:
+    pos += 1
+  return pos
+
+
+def _block(text: str, pos: int, open_tag: str, close_tag: str
+           ) -> tuple[str, int]:
+  """Reads `open_tag BODY close_tag` at pos; BODY must hold no tag."""
+  if not text.startswith(open_tag, pos):
+    raise _Malformed(f'expected {open_tag}')
+  start = pos + len(open_tag)
+  tag = _TAG_RE.search(text, start)
+  if tag is None:
+    raise _Malformed(f'unclosed {open_tag}')
+  if tag.group() != close_tag:
+    raise _Malformed(f'{tag.group()} inside {open_tag}')
+  return text[start:tag.start()], tag.end()
+
+
+def _optional_block(text: str, pos: int, open_tag: str, close_tag: str
+                    ) -> tuple[str, int]:
+  probe = _skip_space(text, pos)
+  if text.startswith(open_tag, probe):
+    return _block(text, probe, open_tag, close_tag)
+  return '', pos
+
+
+def _parse_children(text: str, pos: int) -> tuple[list[ChildRequest], int]:
+  children = []
+  while True:
+    pos = _skip_space(text, pos)
+    if text.startswith(SPAWN_END, pos):
+      return children, pos + len(SPAWN_END)
+    if pos >= len(text):
+      raise _Malformed(f'unclosed {SPAWN}')
+    if not text.startswith(TASK, pos):
+      raise _Malformed(f'expected {TASK} or {SPAWN_END} in {SPAWN}')
+    task, pos = _block(text, pos, TASK, TASK_END)
+    if not task.strip():
+      raise _Malformed(f'child {len(children) + 1}: empty task')
+    data_ref, pos = _optional_block(text, pos, DATA, DATA_END)
+    fmt, pos = _optional_block(text, pos, FORMAT, FORMAT_END)
+    children.append(ChildRequest(task.strip(), data_ref, fmt.strip()))
+
+
+def _parse(text: str) -> Action:
+  thought, pos = _optional_block(text, 0, THINK, THINK_END)
+  pos = _skip_space(text, pos)
+  if text.startswith(TOOL, pos):
+    body, pos = _block(text, pos, TOOL, TOOL_END)
+    name, _, args = body.strip().partition(' ')
+    if not _NAME_RE.fullmatch(name):
+      raise _Malformed(f'bad tool name {name!r}')
+    action = ToolCall(name, args.strip(), thought)
+  elif text.startswith(ANSWER, pos):
+    body, pos = _block(text, pos, ANSWER, ANSWER_END)
+    action = Answer(body.strip(), thought)
+  elif text.startswith(SPAWN, pos):
+    children, pos = _parse_children(text, pos + len(SPAWN))
+    if not children:
+      raise _Malformed(f'{SPAWN} without a {TASK}')
+    action = Spawn(tuple(children), thought)
+  else:
+    raise _Malformed(f'expected {TOOL}, {SPAWN} or {ANSWER}')
+  if text[pos:].strip(_SPACE):
+    raise _Malformed('text after the action')
+  return action
+
+
+def parse_step(text: str) -> Action:
+  """Parses one generated step; never raises.
+
+  Args:
+    text: the decoded step, from its first generated token to its stop tag.
+
+  Returns:
+    A `ToolCall`, `Spawn`, `Answer`, or a `ParseError` whose `error` says
+    what was wrong (injected as `<obs>error: ...</obs>`).
+  """
+  try:
+    return _parse(text)
+  except _Malformed as e:
+    return ParseError(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    # The contract is "never raises"; a parser bug must not kill a rollout.
+    return ParseError(f'unparseable step ({type(e).__name__})')
+
+
+def resolve_child(child: ChildRequest, parent_data: str
+                  ) -> env_lib.NodeSpec | str:
+  """The child's spec, or an error text for a bad data slice."""
+  match = _SLICE_RE.fullmatch(child.data_ref.strip())
+  if match is None:
+    return env_lib.NodeSpec(child.task, child.data_ref, child.format)
+  start, end = int(match.group(1)), int(match.group(2))
+  if not start <= end <= len(parent_data):
+    return (f'bad slice @{start}:{end} (data has {len(parent_data)} '
+            'chars)')
+  return env_lib.NodeSpec(child.task, parent_data[start:end], child.format)

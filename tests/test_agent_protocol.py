@@ -1,0 +1,105 @@
+"""Protocol: step writers and the parser agree; the parser never raises."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+import pytest
+
+from rao_jax.agent import env as env_lib
+from rao_jax.agent import protocol
+from rao_jax.model import tokenizer as tokenizer_lib
+
+# Plain text: no tags, no surrounding whitespace (the parser strips it).
+_plain = st.text(st.characters(blacklist_categories=('Cs',)), max_size=20
+                 ).filter(lambda s: not protocol._TAG_RE.search(s)).map(
+                     lambda s: s.strip())
+_word = st.from_regex(r'[a-z_][a-z0-9_]{0,8}', fullmatch=True)
+
+
+def test_special_tokens_are_single_tokens():
+  tok = tokenizer_lib.ByteTokenizer(protocol.SPECIAL_TOKENS)
+  for tag in protocol.SPECIAL_TOKENS:
+    assert tok.encode(tag) == [tok.token_id(tag)]
+  for tag in protocol.STOP_TAGS:
+    assert tag in protocol.SPECIAL_TOKENS
+
+
+def test_examples():
+  step = protocol.think('split it') + protocol.spawn([
+      ('sum', protocol.data_slice(0, 2), 'an integer'),
+      env_lib.NodeSpec('sum', '34'),
+  ])
+  action = protocol.parse_step(step)
+  assert action == protocol.Spawn(
+      (protocol.ChildRequest('sum', '@0:2', 'an integer'),
+       protocol.ChildRequest('sum', '34', '')), 'split it')
+  assert protocol.parse_step(protocol.tool_call('read', '0 10')) == (
+      protocol.ToolCall('read', '0 10'))
+  assert protocol.parse_step(' <answer> 7 </answer>\n') == protocol.Answer('7')
+  assert protocol.resolve_child(action.children[0], '1234') == (
+      env_lib.NodeSpec('sum', '12', 'an integer'))
+  assert 'bad slice' in protocol.resolve_child(
+      protocol.ChildRequest('t', '@2:9'), '1234')
+  assert 'bad slice' in protocol.resolve_child(
+      protocol.ChildRequest('t', '@3:2'), '1234')
+
+
+@pytest.mark.parametrize('text, error', [
+    ('<answer>7', 'unclosed <answer>'),
+    ('<think>hm<answer>7</answer>', '<answer> inside <think>'),
+    ('<spawn></spawn>', 'without a <task>'),
+    ('<spawn><task> </task></spawn>', 'empty task'),
+    ('<spawn><task>a</task>', 'unclosed <spawn>'),
+    ('<tool></tool>', 'bad tool name'),
+    ('hello', 'expected <tool>'),
+    ('<answer>1</answer><answer>2</answer>', 'text after'),
+    ('', 'expected <tool>'),
+])
+def test_malformed(text, error):
+  action = protocol.parse_step(text)
+  assert isinstance(action, protocol.ParseError)
+  assert error in action.error
+
+
+def test_render_prompt_inline_and_handle():
+  tools = [env_lib.Tool('read', 'read <start> <end>', lambda s, a: None)]
+  short = protocol.render_prompt(env_lib.NodeSpec('t', 'abc', 'f'),
+                                 {'depth': 2, 'steps': 5}, tools)
+  assert short == ('<task>t</task><format>f</format><data>abc</data>\n'
+                   'budget: depth 2, steps 5\ntools: read <start> <end>\n')
+  long = protocol.render_prompt(env_lib.NodeSpec('t', 'x' * 100), {}, [],
+                                inline_chars=10, head_chars=3)
+  assert '<data>[100 chars] xxx...</data>' in long
+
+
+@settings(max_examples=300, deadline=None)
+@given(thought=_plain, name=_word, args=_plain, text=_plain,
+       children=st.lists(st.tuples(_plain.filter(bool), _plain, _plain),
+                         min_size=1, max_size=4))
+def test_round_trip(thought, name, args, text, children):
+  prefix = protocol.think(thought) if thought else ''
+  assert protocol.parse_step(prefix + protocol.tool_call(name, args)) == (
+      protocol.ToolCall(name, args, thought))
+  assert protocol.parse_step(prefix + protocol.answer(text)) == (
+      protocol.Answer(text, thought))
+  expected = tuple(protocol.ChildRequest(t, d, f) for t, d, f in children)
+  assert protocol.parse_step(prefix + protocol.spawn(children)) == (
+      protocol.Spawn(expected, thought))
+
+
+_fragments = st.sampled_from(protocol.SPECIAL_TOKENS + (
+    'a', ' ', '@1:2', '@9:0', 'read', '\n', 'x y'))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_fragments, max_size=14) | st.text(max_size=30).map(
+    lambda s: [s]))
+def test_parser_never_raises(parts):
+  text = ''.join(parts)
+  action = protocol.parse_step(text)
+  assert isinstance(action, (protocol.ToolCall, protocol.Spawn,
+                             protocol.Answer, protocol.ParseError))
+  if isinstance(action, protocol.Spawn):
+    for child in action.children:
+      assert child.task.strip()
+      assert isinstance(protocol.resolve_child(child, 'abc'),
+                        (env_lib.NodeSpec, str))

@@ -44,15 +44,17 @@ def test_examples():
 
 
 @pytest.mark.parametrize('text, error', [
-    ('<answer>7', 'unclosed <answer>'),
-    ('<think>hm<answer>7</answer>', '<answer> inside <think>'),
-    ('<spawn></spawn>', 'without a <task>'),
+    ('<answer>7', 'unclosed answer'),
+    ('<think>hm<answer>7</answer>', 'answer inside think'),
+    ('<think>hm</answer>', 'end of answer inside think'),
+    ('<spawn></spawn>', 'spawn without a task'),
     ('<spawn><task> </task></spawn>', 'empty task'),
-    ('<spawn><task>a</task>', 'unclosed <spawn>'),
+    ('<spawn><task>a</task>', 'unclosed spawn'),
+    ('<spawn>a</spawn>', 'expected task or end of spawn'),
     ('<tool></tool>', 'bad tool name'),
-    ('hello', 'expected <tool>'),
+    ('hello', 'expected tool, spawn or answer'),
     ('<answer>1</answer><answer>2</answer>', 'text after'),
-    ('', 'expected <tool>'),
+    ('', 'expected tool'),
 ])
 def test_malformed(text, error):
   action = protocol.parse_step(text)
@@ -98,6 +100,8 @@ def test_parser_never_raises(parts):
   action = protocol.parse_step(text)
   assert isinstance(action, (protocol.ToolCall, protocol.Spawn,
                              protocol.Answer, protocol.ParseError))
+  if isinstance(action, protocol.ParseError):
+    assert not protocol._TAG_RE.search(action.error)
   if isinstance(action, protocol.Spawn):
     for child in action.children:
       assert child.task.strip()

@@ -251,6 +251,13 @@ class _Malformed(Exception):
   pass
 
 
+def _name(tag: str) -> str:
+  # Error texts name tags without brackets: they are injected into a
+  # context, where a tag token would break the grammar's structure.
+  return tag.strip('</>') if not tag.startswith('</') else 'end of ' + (
+      tag.strip('</>'))
+
+
 def _skip_space(text: str, pos: int) -> int:
   while pos < len(text) and text[pos] in _SPACE:
     pos += 1
@@ -261,13 +268,13 @@ def _block(text: str, pos: int, open_tag: str, close_tag: str
            ) -> tuple[str, int]:
   """Reads `open_tag BODY close_tag` at pos; BODY must hold no tag."""
   if not text.startswith(open_tag, pos):
-    raise _Malformed(f'expected {open_tag}')
+    raise _Malformed(f'expected {_name(open_tag)}')
   start = pos + len(open_tag)
   tag = _TAG_RE.search(text, start)
   if tag is None:
-    raise _Malformed(f'unclosed {open_tag}')
+    raise _Malformed(f'unclosed {_name(open_tag)}')
   if tag.group() != close_tag:
-    raise _Malformed(f'{tag.group()} inside {open_tag}')
+    raise _Malformed(f'{_name(tag.group())} inside {_name(open_tag)}')
   return text[start:tag.start()], tag.end()
 
 
@@ -286,9 +293,9 @@ def _parse_children(text: str, pos: int) -> tuple[list[ChildRequest], int]:
     if text.startswith(SPAWN_END, pos):
       return children, pos + len(SPAWN_END)
     if pos >= len(text):
-      raise _Malformed(f'unclosed {SPAWN}')
+      raise _Malformed('unclosed spawn')
     if not text.startswith(TASK, pos):
-      raise _Malformed(f'expected {TASK} or {SPAWN_END} in {SPAWN}')
+      raise _Malformed('expected task or end of spawn')
     task, pos = _block(text, pos, TASK, TASK_END)
     if not task.strip():
       raise _Malformed(f'child {len(children) + 1}: empty task')
@@ -312,10 +319,10 @@ def _parse(text: str) -> Action:
   elif text.startswith(SPAWN, pos):
     children, pos = _parse_children(text, pos + len(SPAWN))
     if not children:
-      raise _Malformed(f'{SPAWN} without a {TASK}')
+      raise _Malformed('spawn without a task')
     action = Spawn(tuple(children), thought)
   else:
-    raise _Malformed(f'expected {TOOL}, {SPAWN} or {ANSWER}')
+    raise _Malformed('expected tool, spawn or answer')
   if text[pos:].strip(_SPACE):
     raise _Malformed('text after the action')
   return action

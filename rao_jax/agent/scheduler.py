@@ -1,0 +1,453 @@
+"""The frontier scheduler: many call trees advance together over one engine.
+
+Each round it admits ready nodes into free slots, decodes all slots a few
+tokens, and handles every step that stopped:
+
+- answer: the node is done; its answer goes to its parent, and when all
+  the parent's children are done their results are injected into the
+  parent's context and the parent becomes ready again;
+- tool call: the observation is injected and the node keeps its slot (an
+  engine may reuse the slot's KV cache: the new context extends the old);
+- spawn: the children become ready, the parent releases its slot and waits
+  (so deep trees cannot deadlock the batch);
+- malformed step or refused spawn: an error is injected, the node goes on.
+
+Admission order: the ready node of the tree that holds the fewest slots
+first, then the longest waiting, so a spawn storm in one tree cannot
+starve another and every free slot is filled while work is ready.
+
+Budgets: depth, children per step and nodes per tree refuse a spawn with
+an error; steps per node fail the node; tokens per tree (all tokens of all
+its node sequences) abort the tree. Every node ends done, failed or
+aborted. Node contents depend only on the tree seed, the node's path and
+its context, never on packing, so the same trees come out whatever the
+slot count — unless a tree budget or state shared between siblings (e.g.
+an inventory) makes the outcome depend on the order nodes ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import dataclasses
+import time
+from typing import Any
+
+from rao_jax.agent import engine as engine_lib
+from rao_jax.agent import env as env_lib
+from rao_jax.agent import protocol
+from rao_jax.agent import tree as tree_lib
+from rao_jax.model import tokenizer as tokenizer_lib
+
+OUT_OF_STEPS = 'error: sub-agent ran out of steps'
+OUT_OF_CONTEXT = 'error: sub-agent ran out of context'
+TREE_ABORTED = 'error: call tree aborted (token budget)'
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Budgets:
+  """Limits of a rollout; `max_depth=0` is the single-agent baseline.
+
+  Attributes:
+    max_depth: deepest depth a node may have (the root is 0).
+    max_children: children per spawn step.
+    max_steps: steps per node.
+    max_nodes: nodes per tree.
+    max_tokens: tokens per tree, summed over its node sequences.
+    max_new_tokens: new tokens per step.
+  """
+
+  max_depth: int = 3
+  max_children: int = 4
+  max_steps: int = 10
+  max_nodes: int = 64
+  max_tokens: int = 1 << 16
+  max_new_tokens: int = 128
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      minimum = 0 if field.name == 'max_depth' else 1
+      if getattr(self, field.name) < minimum:
+        raise ValueError(f'Budgets.{field.name} must be >= {minimum}')
+
+
+@dataclasses.dataclass
+class RolloutStats:
+  """How the slots were used.
+
+  Attributes:
+    decode_calls: engine.decode calls.
+    slot_steps: num_slots * decode steps, summed over calls.
+    useful_slot_steps: tokens generated (one per useful slot-step).
+    saturated_slot_steps, saturated_useful_slot_steps: the same, counted
+      only over calls after which ready nodes were still waiting for a
+      slot (the batch had work for every slot).
+    admissions: steps admitted (prefills).
+    prefill_tokens: context tokens handed to admissions.
+    wall_s: seconds the rollout took.
+  """
+
+  decode_calls: int = 0
+  slot_steps: int = 0
+  useful_slot_steps: int = 0
+  saturated_slot_steps: int = 0
+  saturated_useful_slot_steps: int = 0
+  admissions: int = 0
+  prefill_tokens: int = 0
+  wall_s: float = 0.0
+
+  @property
+  def slot_utilization(self) -> float:
+    return self.useful_slot_steps / max(self.slot_steps, 1)
+
+  @property
+  def saturated_utilization(self) -> float:
+    """Utilisation while work remained for the whole batch (1.0 if never)."""
+    if not self.saturated_slot_steps:
+      return 1.0
+    return self.saturated_useful_slot_steps / self.saturated_slot_steps
+
+
+@dataclasses.dataclass(eq=False)
+class _TreeRun:
+  tree: tree_lib.Tree
+  environment: env_lib.Environment
+  tools: dict[str, env_lib.Tool]
+  tool_list: tuple[env_lib.Tool, ...]
+  num_tokens: int = 0
+  slots_held: int = 0
+  open_runs: set = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass(eq=False)
+class _NodeRun:
+  """A node's runtime state besides its record."""
+
+  node: tree_lib.Node
+  tree_run: _TreeRun
+  state: Any
+  parent: _NodeRun | None
+  observations: list[str] = dataclasses.field(default_factory=list)
+  children_answers: list[tuple[str | None, ...]] = dataclasses.field(
+      default_factory=list)
+  waiting_on: list[_NodeRun] = dataclasses.field(default_factory=list)
+  num_children: int = 0  # over all its spawns: the next child's path index
+  slot: int | None = None
+  ready_seq: int = 0
+
+
+class FrontierScheduler:
+  """Runs call trees to completion over a slot engine."""
+
+  def __init__(self, engine: engine_lib.Engine,
+               tokenizer: tokenizer_lib.Tokenizer, budgets: Budgets,
+               policy_version: int = 0, inline_chars: int = 64,
+               head_chars: int = 24):
+    self.engine = engine
+    self.tokenizer = tokenizer
+    self.budgets = budgets
+    self.policy_version = policy_version
+    self.inline_chars = inline_chars
+    self.head_chars = head_chars
+
+  # ------------------------------------------------------------ the loop
+
+  def run(self, environments: Sequence[env_lib.Environment],
+          seeds: Sequence[int], groups: Sequence[int] | None = None,
+          tree_ids: Sequence[int] | None = None
+          ) -> tuple[list[tree_lib.Tree], RolloutStats]:
+    """Rolls out one tree per environment.
+
+    Args:
+      environments: one per tree (the G trees of a group may share none of
+        their state, so give each its own environment).
+      seeds: per tree, the seed its node keys derive from.
+      groups: per tree, its group id (default: its index).
+      tree_ids: per tree, its id (default: its index).
+
+    Returns:
+      The finished trees, nodes in path pre-order, and the slot statistics.
+    """
+    if len(seeds) != len(environments):
+      raise ValueError('need one seed per environment')
+    start = time.perf_counter()
+    self._stats = RolloutStats()
+    self._ready: list[_NodeRun] = []
+    self._ready_seq = 0
+    self._in_slot: dict[int, _NodeRun] = {}
+    self._continue_in_slot: dict[int, _NodeRun] = {}
+    tree_runs = []
+    for i, environment in enumerate(environments):
+      tree = tree_lib.Tree(
+          tree_id=tree_ids[i] if tree_ids is not None else i,
+          seed=int(seeds[i]), group=groups[i] if groups is not None else i,
+          status=tree_lib.RUNNING)
+      tools = tuple(environment.tools())
+      tree_run = _TreeRun(tree, environment, env_lib.tool_table(tools), tools)
+      tree_runs.append(tree_run)
+      self._new_node(tree_run, None, environment.root_spec(),
+                     environment.root_state())
+    while self._ready or self._in_slot:
+      self._admit()
+      if not self._in_slot:
+        continue  # every admission failed (context full); try the rest
+      result = self.engine.decode()
+      self._count(result)
+      for slot in sorted(result.finished):
+        if slot in self._in_slot:
+          self._handle_step(self._in_slot[slot], result.finished[slot])
+    for tree_run in tree_runs:
+      tree_lib.renumber(tree_run.tree)
+      tree_run.tree.status = (tree_lib.ABORTED if tree_run.tree.status ==
+                              tree_lib.ABORTED else tree_run.tree.root.status)
+    self._stats.wall_s = time.perf_counter() - start
+    return [t.tree for t in tree_runs], self._stats
+
+  def _count(self, result: engine_lib.DecodeResult) -> None:
+    stats = self._stats
+    slot_steps = self.engine.num_slots * result.num_steps
+    useful = sum(result.new_tokens)
+    stats.decode_calls += 1
+    stats.slot_steps += slot_steps
+    stats.useful_slot_steps += useful
+    if any(r.node.status not in tree_lib.TERMINAL for r in self._ready):
+      stats.saturated_slot_steps += slot_steps
+      stats.saturated_useful_slot_steps += useful
+
+  # ----------------------------------------------------------- admission
+
+  def _admit(self) -> None:
+    requests = {}
+    for slot, run in self._continue_in_slot.items():
+      if run.node.status not in tree_lib.TERMINAL:
+        request = self._request(run)
+        if request is not None:
+          requests[slot] = request
+    self._continue_in_slot = {}
+    self._ready = [r for r in self._ready
+                   if r.node.status not in tree_lib.TERMINAL]
+    free = [s for s in range(self.engine.num_slots) if s not in self._in_slot]
+    while free and self._ready:
+      # Fewest slots held first, then the longest waiting: no tree starves.
+      best = min(self._ready,
+                 key=lambda r: (r.tree_run.slots_held, r.ready_seq))
+      self._ready.remove(best)
+      slot = free.pop(0)
+      self._take_slot(best, slot)
+      request = self._request(best)
+      if request is not None:
+        requests[slot] = request
+      elif best.slot is None:
+        free.insert(0, slot)  # its admission failed; the slot is free again
+    if requests:
+      self._stats.admissions += len(requests)
+      self._stats.prefill_tokens += sum(len(r.tokens)
+                                        for r in requests.values())
+      self.engine.admit(requests)
+
+  def _take_slot(self, run: _NodeRun, slot: int) -> None:
+    run.slot = slot
+    run.tree_run.slots_held += 1
+    self._in_slot[slot] = run
+    run.node.status = tree_lib.RUNNING
+
+  def _release(self, run: _NodeRun) -> None:
+    if run.slot is None:
+      return
+    self.engine.release(run.slot)
+    self._in_slot.pop(run.slot, None)
+    self._continue_in_slot.pop(run.slot, None)
+    run.tree_run.slots_held -= 1
+    run.slot = None
+
+  def _make_ready(self, run: _NodeRun) -> None:
+    self._ready_seq += 1
+    run.ready_seq = self._ready_seq
+    self._ready.append(run)
+
+  def _request(self, run: _NodeRun) -> engine_lib.StepRequest | None:
+    """The next step's request, or None if the node's context is full."""
+    node = run.node
+    room = self.engine.max_len - len(node.tokens)
+    if room <= 0:
+      self._finish(run, tree_lib.FAILED, OUT_OF_CONTEXT)
+      return None
+    return engine_lib.StepRequest(
+        tokens=tuple(node.tokens), seed=run.tree_run.tree.seed,
+        path=node.path, step=node.num_steps,
+        max_new_tokens=min(self.budgets.max_new_tokens, room),
+        view=self._view(run))
+
+  def _remaining(self, run: _NodeRun) -> dict[str, int]:
+    budgets = self.budgets
+    return {'depth': budgets.max_depth - run.node.depth,
+            'steps': budgets.max_steps - run.node.num_steps,
+            'children': budgets.max_children}
+
+  def _view(self, run: _NodeRun) -> env_lib.StepView:
+    tree_run = run.tree_run
+    budgets = dict(self._remaining(run),
+                   nodes=self.budgets.max_nodes - len(tree_run.tree.nodes),
+                   tokens=self.budgets.max_tokens - tree_run.num_tokens)
+    return env_lib.StepView(
+        spec=run.node.spec, depth=run.node.depth, step=run.node.num_steps,
+        observations=tuple(run.observations),
+        children_answers=tuple(run.children_answers), budgets=budgets,
+        state=run.state)
+
+  # ------------------------------------------------------------- nodes
+
+  def _new_node(self, tree_run: _TreeRun, parent: _NodeRun | None,
+                spec: env_lib.NodeSpec, state: Any) -> _NodeRun:
+    tree = tree_run.tree
+    if parent is None:
+      depth, path, parent_id = 0, (), None
+    else:
+      depth = parent.node.depth + 1
+      path = parent.node.path + (parent.num_children,)
+      parent.num_children += 1
+      parent_id = parent.node.node_id
+    node = tree_lib.Node(tree_id=tree.tree_id, node_id=len(tree.nodes),
+                         parent=parent_id, depth=depth, path=path, spec=spec,
+                         policy_version=self.policy_version)
+    tree.nodes.append(node)
+    run = _NodeRun(node, tree_run, state, parent)
+    tree_run.open_runs.add(run)
+    prompt = protocol.render_prompt(spec, self._remaining(run),
+                                    tree_run.tool_list, self.inline_chars,
+                                    self.head_chars)
+    if self._inject(run, [self.tokenizer.bos_id] +
+                    self.tokenizer.encode(prompt)):
+      self._make_ready(run)
+    return run
+
+  def _inject(self, run: _NodeRun, ids: Sequence[int]) -> bool:
+    """Appends tokens the policy did not sample; False if it aborted."""
+    node = run.node
+    node.tokens.extend(ids)
+    node.loss_mask.extend([0] * len(ids))
+    node.logprobs.extend([0.0] * len(ids))
+    return self._charge(run, len(ids))
+
+  def _charge(self, run: _NodeRun, num_tokens: int) -> bool:
+    tree_run = run.tree_run
+    tree_run.num_tokens += num_tokens
+    if tree_run.num_tokens > self.budgets.max_tokens:
+      self._abort(tree_run)
+      return False
+    return True
+
+  def _abort(self, tree_run: _TreeRun) -> None:
+    tree_run.tree.status = tree_lib.ABORTED
+    for run in list(tree_run.open_runs):
+      self._release(run)
+      run.node.status = tree_lib.ABORTED
+      run.node.answer = TREE_ABORTED
+      run.node.success = 0.0
+    tree_run.open_runs.clear()
+
+  def _finish(self, run: _NodeRun, status: str, text: str) -> None:
+    """Ends a node; delivers its result to its parent."""
+    self._release(run)
+    node, tree_run = run.node, run.tree_run
+    node.status, node.answer = status, text
+    tree_run.open_runs.discard(run)
+    environment = tree_run.environment
+    if status != tree_lib.DONE:
+      node.success = 0.0
+    elif run.parent is None:
+      node.success = environment.score_root(text, run.state)
+    else:
+      node.success = environment.score_subtask(node.spec, text, run.state)
+    parent = run.parent
+    if parent is None or parent.node.status in tree_lib.TERMINAL:
+      return
+    if all(c.node.status in tree_lib.TERMINAL for c in parent.waiting_on):
+      answers = [c.node.answer or '' for c in parent.waiting_on]
+      parent.children_answers.append(tuple(
+          c.node.answer if c.node.status == tree_lib.DONE else None
+          for c in parent.waiting_on))
+      parent.waiting_on = []
+      injected = protocol.results([protocol.strip_tags(a) for a in answers])
+      parent.observations.append(injected[len(protocol.OBS):
+                                          -len(protocol.OBS_END)])
+      if self._inject(parent, self.tokenizer.encode(injected)):
+        parent.node.status = tree_lib.RUNNING
+        self._make_ready(parent)
+
+  # -------------------------------------------------------------- steps
+
+  def _handle_step(self, run: _NodeRun, output: engine_lib.StepOutput
+                   ) -> None:
+    node = run.node
+    node.tokens.extend(output.tokens)
+    node.loss_mask.extend([1] * len(output.tokens))
+    node.logprobs.extend(float(p) for p in output.logprobs)
+    node.num_steps += 1
+    node.children.append([])
+    if not self._charge(run, len(output.tokens)):
+      return
+    action = protocol.parse_step(self.tokenizer.decode(output.tokens))
+    if isinstance(action, protocol.Answer):
+      self._finish(run, tree_lib.DONE, action.text)
+      return
+    if node.num_steps >= self.budgets.max_steps:
+      self._finish(run, tree_lib.FAILED, OUT_OF_STEPS)
+      return
+    if isinstance(action, protocol.ToolCall):
+      self._observe(run, self._call_tool(run, action))
+    elif isinstance(action, protocol.Spawn):
+      refusal = self._spawn(run, action)
+      if refusal is not None:
+        self._observe(run, 'error: ' + refusal)
+    else:
+      error = action.error
+      if output.stop_reason != engine_lib.STOP:
+        error = (f'step ended without a stop tag ({output.stop_reason}, '
+                 f'{len(output.tokens)} tokens): {error}')
+      self._observe(run, 'error: ' + error)
+
+  def _call_tool(self, run: _NodeRun, call: protocol.ToolCall) -> str:
+    tool = run.tree_run.tools.get(call.name)
+    if tool is None:
+      names = ', '.join(run.tree_run.tools) or 'none'
+      return f'error: unknown tool {call.name!r} (tools: {names})'
+    result = tool.run(run.state, call.args)
+    return ('error: ' + result.text) if result.error else result.text
+
+  def _observe(self, run: _NodeRun, text: str) -> None:
+    """Injects an observation; the node goes on in its slot."""
+    text = protocol.strip_tags(text)
+    run.observations.append(text)
+    if self._inject(run, self.tokenizer.encode(protocol.observation(text))):
+      self._continue_in_slot[run.slot] = run
+
+  def _spawn(self, run: _NodeRun, spawn: protocol.Spawn) -> str | None:
+    """Starts the children, or returns why the spawn is refused."""
+    budgets, node = self.budgets, run.node
+    tree_run = run.tree_run
+    if node.depth >= budgets.max_depth:
+      return (f'spawn refused: depth budget {budgets.max_depth} reached, '
+              'answer directly')
+    if len(spawn.children) > budgets.max_children:
+      return (f'spawn refused: {len(spawn.children)} children, at most '
+              f'{budgets.max_children} per step')
+    if len(tree_run.tree.nodes) + len(spawn.children) > budgets.max_nodes:
+      left = budgets.max_nodes - len(tree_run.tree.nodes)
+      return f'spawn refused: only {left} more nodes allowed in this tree'
+    specs = []
+    for i, child in enumerate(spawn.children):
+      spec = protocol.resolve_child(child, node.spec.data)
+      if isinstance(spec, str):
+        return f'child {i + 1}: {spec}'
+      specs.append(spec)
+    self._release(run)
+    node.status = tree_lib.WAITING
+    environment = tree_run.environment
+    for spec in specs:
+      child = self._new_node(tree_run, run, spec,
+                             environment.child_state(run.state, spec))
+      node.children[-1].append(child.node.node_id)
+      run.waiting_on.append(child)
+      if tree_run.tree.status == tree_lib.ABORTED:
+        return None  # its prompt broke the token budget
+    return None

@@ -1,0 +1,231 @@
+"""Scheduler: trees of known shape, budgets, reproducibility, serialisation."""
+
+import io
+import random
+
+import pytest
+
+from rao_jax.agent import engine as engine_lib
+from rao_jax.agent import protocol
+from rao_jax.agent import scheduler as scheduler_lib
+from rao_jax.agent import tree as tree_lib
+from rao_jax.model import tokenizer as tokenizer_lib
+
+import agent_testing
+
+TOK = tokenizer_lib.ByteTokenizer(protocol.SPECIAL_TOKENS)
+
+
+def _run(policy, envs, budgets, num_slots=8, seeds=None, engine_cls=None,
+         decode_steps=4, max_len=4096):
+  engine_cls = engine_cls or engine_lib.ScriptedEngine
+  engine = engine_cls(policy, TOK, protocol.STOP_TAGS, num_slots=num_slots,
+                      max_len=max_len, decode_steps=decode_steps)
+  scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets)
+  seeds = seeds if seeds is not None else list(range(len(envs)))
+  return scheduler.run(envs, seeds)
+
+
+def _prompt(spec, depth, budgets):
+  remaining = {'depth': budgets.max_depth - depth,
+               'steps': budgets.max_steps, 'children': budgets.max_children}
+  tools = agent_testing.SumEnv('').tools()
+  return [TOK.bos_id] + TOK.encode(
+      protocol.render_prompt(spec, remaining, tools))
+
+
+def _expected(segments):
+  """(text or ids, loss mask bit) pieces -> tokens and loss mask."""
+  tokens, mask = [], []
+  for piece, bit in segments:
+    ids = TOK.encode(piece) if isinstance(piece, str) else piece
+    tokens += ids
+    mask += [bit] * len(ids)
+  return tokens, mask
+
+
+def test_binary_split_tree_exact():
+  budgets = scheduler_lib.Budgets(max_depth=3)
+  env = agent_testing.SumEnv('1234')
+  (tree,), stats = _run(agent_testing.split_policy, [env], budgets)
+  assert tree.status == tree_lib.DONE
+  assert [n.path for n in tree.nodes] == [(), (0,), (1,)]
+  assert [n.node_id for n in tree.nodes] == [0, 1, 2]
+  assert [n.parent for n in tree.nodes] == [None, 0, 0]
+  assert [n.status for n in tree.nodes] == [tree_lib.DONE] * 3
+  assert [n.answer for n in tree.nodes] == ['0', '3', '7']
+  assert [n.success for n in tree.nodes] == [1.0, 1.0, 1.0]
+  assert tree.root.children == [[1, 2], []]
+  assert [n.num_steps for n in tree.nodes] == [2, 2, 2]
+
+  root_spec = env.root_spec()
+  spawn = protocol.spawn([('sum mod 10', '@0:2', 'a digit'),
+                          ('sum mod 10', '@2:4', 'a digit')])
+  tokens, mask = _expected([(_prompt(root_spec, 0, budgets), 0), (spawn, 1),
+                            ('<obs><result>3</result><result>7</result>'
+                             '</obs>', 0), (protocol.answer('0'), 1)])
+  assert tree.root.tokens == tokens
+  assert tree.root.loss_mask == mask
+  assert tree.root.logprobs == [0.0] * len(tokens)
+  for node, digits, total in [(tree.nodes[1], '12', '3'),
+                              (tree.nodes[2], '34', '7')]:
+    assert node.spec == protocol.env_lib.NodeSpec('sum mod 10', digits,
+                                                  'a digit')
+    tokens, mask = _expected([
+        (_prompt(node.spec, 1, budgets), 0),
+        (protocol.think('small') + protocol.tool_call('read', '0 2'), 1),
+        (f'<obs>{digits}</obs>', 0), (protocol.answer(total), 1)])
+    assert node.tokens == tokens
+    assert node.loss_mask == mask
+  # Every token generated is one useful slot-step.
+  assert stats.useful_slot_steps == sum(sum(n.loss_mask) for n in tree.nodes)
+
+
+def test_single_agent_mode_refuses_spawns():
+  budgets = scheduler_lib.Budgets(max_depth=0, max_steps=3)
+
+  def always_spawn(view):
+    if view.observations and 'refused' in view.observations[-1]:
+      return protocol.answer('gave up')
+    return protocol.spawn([('sub', 'x', '')])
+
+  (tree,), _ = _run(always_spawn, [agent_testing.SumEnv('12345')], budgets)
+  assert len(tree.nodes) == 1
+  assert tree.root.status == tree_lib.DONE
+  assert tree.root.answer == 'gave up'
+  assert tree.root.children == [[], []]
+  text = TOK.decode(tree.root.tokens)
+  assert '<obs>error: spawn refused: depth budget 0 reached' in text
+  assert 'budget: depth 0' in text
+
+
+def test_depth_budget_and_failures_reach_parent():
+  # Depth 1 on 8 digits: the children (4 digits each) may not split, so
+  # under this policy they read and answer their digits directly.
+  budgets = scheduler_lib.Budgets(max_depth=1)
+  (tree,), _ = _run(agent_testing.split_policy,
+                    [agent_testing.SumEnv('12345678')], budgets)
+  assert [n.path for n in tree.nodes] == [(), (0,), (1,)]
+  assert tree.root.answer == str(agent_testing.digit_sum('12345678'))
+
+  def never_answer(view):
+    if view.depth == 0 and view.step == 0:
+      return protocol.spawn([('a', '@0:1', ''), ('b', 'lit', '')])
+    if view.depth == 0:
+      assert view.observations[-1] == (
+          f'<result>{scheduler_lib.OUT_OF_STEPS}</result>' * 2)
+      return protocol.answer(repr(view.children_answers))
+    return protocol.tool_call('read', '0 1')
+
+  budgets = scheduler_lib.Budgets(max_depth=2, max_steps=3)
+  (tree,), _ = _run(never_answer, [agent_testing.SumEnv('12')], budgets)
+  assert [n.status for n in tree.nodes] == ['done', 'failed', 'failed']
+  assert [n.num_steps for n in tree.nodes] == [2, 3, 3]
+  failed = scheduler_lib.OUT_OF_STEPS
+  assert tree.nodes[1].answer == failed
+  assert tree.nodes[2].spec.data == 'lit'
+  assert tree.root.answer == repr(((None, None),))
+  assert f'<obs><result>{failed}</result><result>{failed}</result></obs>' in (
+      TOK.decode(tree.root.tokens))
+
+
+@pytest.mark.parametrize('step, error', [
+    (protocol.spawn([('t', '@0:99', '')]), 'bad slice @0:99'),
+    (protocol.spawn([('t', '', '')] * 5), '5 children, at most 4'),
+    (protocol.tool_call('fly'), "unknown tool 'fly' (tools: read)"),
+    (protocol.tool_call('read', 'x'), 'error: usage: read'),
+    ('<answer>unclosed', 'without a stop tag (eos, 9 tokens): unclosed answer'),
+    ('<spawn><task></task></spawn>', 'empty task'),
+])
+def test_errors_are_injected_and_the_node_goes_on(step, error):
+  budgets = scheduler_lib.Budgets(max_depth=2)
+
+  def policy(view):
+    return step if view.step == 0 else protocol.answer('ok')
+
+  (tree,), _ = _run(policy, [agent_testing.SumEnv('12')], budgets)
+  assert len(tree.nodes) == 1
+  assert tree.root.status == tree_lib.DONE
+  assert tree.root.num_steps == 2
+  assert error in TOK.decode(tree.root.tokens)
+
+
+def test_token_budget_aborts_the_tree():
+  budgets = scheduler_lib.Budgets(max_depth=4, max_tokens=900)
+  trees, _ = _run(agent_testing.split_policy,
+                  [agent_testing.SumEnv('12345678'),
+                   agent_testing.SumEnv('12')], budgets)
+  big, small = trees
+  assert big.status == tree_lib.ABORTED
+  assert any(n.status == tree_lib.ABORTED for n in big.nodes)
+  assert all(n.status in tree_lib.TERMINAL for n in big.nodes)
+  assert small.status == tree_lib.DONE  # another tree is not affected
+
+
+def test_node_budget_refuses_spawns():
+  budgets = scheduler_lib.Budgets(max_depth=5, max_nodes=4)
+  (tree,), _ = _run(agent_testing.split_policy,
+                    [agent_testing.SumEnv('12345678')], budgets)
+  assert len(tree.nodes) <= 4
+  assert 'only 1 more nodes' in TOK.decode(tree.nodes[1].tokens)
+
+
+class KeyedEngine(engine_lib.ScriptedEngine):
+  """A random policy whose choices come from the node's step key only."""
+
+  def step_text(self, request):
+    import jax  # pylint: disable=g-import-not-at-top
+    bits = jax.random.bits(request.key(), (4,))
+    rng = random.Random(int(bits.sum()))
+    data = request.view.spec.data
+    choice = rng.random()
+    if choice < 0.35 and request.view.budgets['depth'] > 0 and data:
+      cut = rng.randrange(len(data) + 1)
+      return protocol.spawn([('sum', protocol.data_slice(0, cut), ''),
+                             ('sum', protocol.data_slice(cut, len(data)), '')])
+    if choice < 0.6:
+      return protocol.tool_call('read', f'0 {rng.randrange(4)}')
+    return protocol.answer(str(rng.randrange(10)))
+
+
+def test_same_trees_whatever_the_slot_count():
+  budgets = scheduler_lib.Budgets(max_depth=3, max_steps=4)
+  envs = [agent_testing.SumEnv('123456789'[:n]) for n in range(1, 10)]
+  results = []
+  for num_slots in (4, 16, 64):
+    trees, _ = _run(None, envs, budgets, num_slots=num_slots,
+                    seeds=[7 * i for i in range(len(envs))],
+                    engine_cls=KeyedEngine)
+    results.append([t.to_json() for t in trees])
+  assert results[0] == results[1] == results[2]
+  assert sum(len(t['nodes']) for t in results[0]) > 2 * len(envs)
+  # Different seeds give different trees.
+  other, _ = _run(None, envs, budgets, seeds=[7 * i + 1 for i in range(9)],
+                  engine_cls=KeyedEngine)
+  assert [t.to_json() for t in other] != results[0]
+
+
+def test_jsonl_round_trip(tmp_path):
+  budgets = scheduler_lib.Budgets(max_depth=3)
+  trees, _ = _run(agent_testing.split_policy,
+                  [agent_testing.SumEnv('123456'),
+                   agent_testing.SumEnv('9')], budgets)
+  path = str(tmp_path / 'trees.jsonl')
+  tree_lib.save(trees, path)
+  assert tree_lib.load(path) == trees
+  buffer = io.StringIO()
+  tree_lib.write_jsonl(trees, buffer)
+  assert len(buffer.getvalue().splitlines()) == 2
+
+
+def test_utilisation_and_fairness():
+  budgets = scheduler_lib.Budgets(max_depth=4, max_nodes=64)
+  envs = [agent_testing.SumEnv('1234567890123456') for _ in range(16)]
+  trees, stats = _run(agent_testing.split_policy, envs, budgets,
+                      num_slots=16)
+  assert all(t.status == tree_lib.DONE for t in trees)
+  assert all(t.root.success == 1.0 for t in trees)
+  generated = sum(sum(n.loss_mask) for t in trees for n in t.nodes)
+  assert stats.useful_slot_steps == generated
+  assert stats.saturated_utilization >= 0.8, stats
+  assert 0 < stats.slot_utilization <= 1

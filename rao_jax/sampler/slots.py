@@ -1,0 +1,451 @@
+"""The host-side slot sampler: admit, extend, decode in chunks, release.
+
+A `SlotSampler` holds `num_slots` sequences of at most `max_len` tokens in
+one sharded KV cache. The agent scheduler drives it:
+
+  sampler = SlotSampler(model, num_slots=64, max_len=1024,
+                        method=sampling.TopP(0.95))
+  slots = sampler.admit([Request(prompt_ids, key, max_new_tokens=128,
+                                 stop=[closing_tag_ids])])
+  while sampler.num_running:
+    for turn in sampler.decode(num_steps=32):   # turns that ended
+      ...                                        # parse turn.tokens
+      sampler.extend([turn.slot], [Request(observation_ids, None, 128)])
+      # or sampler.release(turn.slot)
+
+Programs are compiled for a few static shapes only: prefill per
+(rows bucket, chunk-length bucket, attention window) and decode per
+(num_steps, attention window), each bucket a power of two. `num_compiles`
+counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import dataclasses
+import functools
+import math
+
+from flax import nnx
+import jax
+import numpy as np
+
+from rao_jax.model import gemma
+from rao_jax.model import sharding
+from rao_jax.sampler import engine
+from rao_jax.sampler import sampling as sampling_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """One turn to run in a slot.
+
+  Attributes:
+    tokens: for `admit`, the prompt; for `extend`, the tokens appended after
+      what the slot already holds (e.g. a tool observation).
+    key: the sequence's PRNG key (`jax.random.key(...)` or a raw
+      `jax.random.PRNGKey`); the token at position p is sampled with
+      `fold_in(key, p)`. Required by `admit`; for `extend`, None keeps the
+      slot's key.
+    max_new_tokens: the turn's budget of sampled tokens (>= 1).
+    stop: stop sequences, each a token id or a sequence of ids; the turn ends
+      right after sampling one (the stop tokens are part of the turn).
+  """
+  tokens: Sequence[int]
+  key: jax.Array | None
+  max_new_tokens: int
+  stop: Sequence[int | Sequence[int]] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+  """A finished turn: what one slot sampled since its admit/extend.
+
+  Attributes:
+    slot: the slot it ran in (still held until `release`).
+    tokens: [n] int32, the sampled tokens.
+    sampler_logprobs: [n] float32, log-probs under the distribution sampled
+      from (after temperature/top-k/top-p; 0 for greedy).
+    model_logprobs: [n] float32, log-probs under the plain model softmax.
+    stop_reason: 'stop' (a stop sequence), 'budget' (max_new_tokens) or
+      'max_len' (the slot is full; it cannot be extended).
+  """
+  slot: int
+  tokens: np.ndarray
+  sampler_logprobs: np.ndarray
+  model_logprobs: np.ndarray
+  stop_reason: str
+
+
+@dataclasses.dataclass
+class _Slot:
+  """What the host knows of a held slot."""
+  key_data: np.ndarray
+  seq_len: int  # tokens in the sequence, the last sampled one included
+  last_token: int
+  running: bool = True
+  tokens: list = dataclasses.field(default_factory=list)
+  sampler_logprobs: list = dataclasses.field(default_factory=list)
+  model_logprobs: list = dataclasses.field(default_factory=list)
+
+
+def _bucket(n: int, minimum: int, maximum: int) -> int:
+  """The power of two >= n (at least `minimum`), capped at `maximum`."""
+  return min(max(minimum, 1 << max(0, n - 1).bit_length()), maximum)
+
+
+class SlotSampler:
+  """A fixed batch of sequence slots decoded together (see module doc)."""
+
+  def __init__(
+      self,
+      model: gemma.Transformer,
+      *,
+      num_slots: int,
+      max_len: int,
+      method: sampling_lib.SamplingMethod = sampling_lib.Greedy(),
+      max_stop_sequences: int = 4,
+      max_stop_len: int = 8,
+      min_bucket: int = 16,
+      mesh: jax.sharding.Mesh | None = None,
+      rules: sharding.Rules = sharding.DEFAULT_RULES,
+      cache_dtype=None,
+  ):
+    """Creates the slots and their (sharded) cache.
+
+    Args:
+      model: the policy; only its graph is kept, parameters are passed to
+        every call (see `set_params`).
+      num_slots: sequences decoded together; divisible by the mesh's
+        data x fsdp size.
+      max_len: cache positions per slot (prompt + all turns).
+      method: a sampling method (static: a new one compiles new programs).
+      max_stop_sequences: stop sequences per turn, at most.
+      max_stop_len: tokens per stop sequence, at most.
+      min_bucket: smallest chunk-length / attention-window bucket.
+      mesh: shards slots over ('data', 'fsdp') and KV heads over 'tensor';
+        None runs on the default device.
+      rules: logical-axis rules used with `mesh`.
+      cache_dtype: KV cache dtype (default: the model's compute dtype).
+    """
+    config = model.config
+    self.config = config
+    self.num_slots = num_slots
+    self.max_len = max_len
+    self.method = method
+    self.max_stop_sequences = max_stop_sequences
+    self.max_stop_len = max_stop_len
+    self.min_bucket = min_bucket
+    self._mesh = mesh
+    self._rules = sharding.normalize_rules(rules)
+    self._row_parts = 1
+    if mesh is not None:
+      sharding.check_divisible((num_slots,), (sharding.BATCH,), self._rules,
+                               mesh, 'sampler.num_slots')
+      spec = sharding.logical_to_spec((sharding.BATCH,), self._rules)[0]
+      axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
+      self._row_parts = math.prod(mesh.shape[a] for a in axes)
+    if max_len < 2:
+      raise ValueError(f'sampler.max_len={max_len}: must be >= 2')
+    self._graphdef, self._params = nnx.split(model)
+    self._key_shape = jax.random.key_data(jax.random.key(0)).shape
+    # The cache is donated to every call: prefill and decode update it in
+    # place instead of copying num_slots x max_len x layers of K/V per call,
+    # which would double its memory and dominate a decode chunk's time.
+    self._prefill = jax.jit(
+        functools.partial(engine.prefill, self._graphdef, method),
+        static_argnums=(0,), donate_argnums=(2,))
+    self._decode = jax.jit(
+        functools.partial(engine.decode, self._graphdef, method),
+        static_argnums=(0, 1), donate_argnums=(3,))
+    init = jax.jit(functools.partial(
+        engine.init_state, config, num_slots, max_len, max_stop_sequences,
+        max_stop_len, self._key_shape, cache_dtype))
+    with self._context():
+      self._state = init()
+    self._slots: dict[int, _Slot] = {}
+    self._finished: list[Turn] = []
+
+  # -------------------------------------------------------------------------
+  # Public API
+  # -------------------------------------------------------------------------
+
+  @property
+  def free_slots(self) -> list[int]:
+    return [s for s in range(self.num_slots) if s not in self._slots]
+
+  @property
+  def num_running(self) -> int:
+    return sum(s.running for s in self._slots.values())
+
+  def num_compiles(self) -> int:
+    """Programs compiled so far by this sampler (prefill + decode)."""
+    return self._prefill._cache_size() + self._decode._cache_size()  # pylint: disable=protected-access
+
+  def sequence_length(self, slot: int) -> int:
+    """Tokens held in a slot: prompt, sampled and injected."""
+    return self._held(slot).seq_len
+
+  def set_params(self, model_or_params: nnx.Module | nnx.State) -> None:
+    """Swaps in new weights (a new policy version) without recompiling."""
+    params = (nnx.state(model_or_params)
+              if isinstance(model_or_params, nnx.Module) else model_or_params)
+    old = jax.tree.map(lambda x: (x.shape, x.dtype), self._params)
+    new = jax.tree.map(lambda x: (x.shape, x.dtype), params)
+    if old != new:
+      raise ValueError('set_params: new parameters differ in structure, '
+                       'shape or dtype from the sampler\'s model')
+    self._params = params
+
+  def admit(self, requests: Sequence[Request],
+            slots: Sequence[int] | None = None) -> list[int]:
+    """Prefills new sequences into free slots, all in one call.
+
+    Each admitted slot has sampled its first token on return; a turn that
+    already ended (stop token or budget 1) is reported by the next `decode`.
+
+    Args:
+      requests: the prompts, each with its key, budget and stop sequences.
+      slots: which free slots to use (default: the lowest free ones).
+
+    Returns:
+      The slot of each request.
+
+    Raises:
+      ValueError: on an empty or too long prompt, a missing key, bad stop
+        sequences, busy or unknown slots, or more requests than free slots.
+        Nothing is changed then.
+    """
+    requests = list(requests)
+    free = self.free_slots
+    if slots is None:
+      if len(requests) > len(free):
+        raise ValueError(f'admit: {len(requests)} requests but only '
+                         f'{len(free)} free slots')
+      slots = free[:len(requests)]
+    slots = [int(s) for s in slots]
+    if len(slots) != len(requests):
+      raise ValueError(f'admit: {len(requests)} requests for {len(slots)} '
+                       'slots')
+    if len(set(slots)) != len(slots):
+      raise ValueError(f'admit: slots {slots} repeat a slot')
+    for s in slots:
+      if not 0 <= s < self.num_slots:
+        raise ValueError(f'admit: slot {s} is not in [0, {self.num_slots})')
+      if s in self._slots:
+        raise ValueError(f'admit: slot {s} is busy; release it first')
+    rows = []
+    for i, (slot, req) in enumerate(zip(slots, requests)):
+      where = f'admit: request {i}'
+      tokens = self._check_tokens(req.tokens, where)
+      if len(tokens) >= self.max_len:
+        raise ValueError(f'{where}: prompt of {len(tokens)} tokens does not '
+                         f'fit max_len={self.max_len} (it needs room for at '
+                         'least one new token)')
+      if req.key is None:
+        raise ValueError(f'{where}: a key is required')
+      rows.append((slot, tokens, 0, self._key_data(req.key, where),
+                   self._check_budget(req.max_new_tokens, where),
+                   self._stop_table(req.stop, where)))
+    self._run_prefill(rows)
+    return slots
+
+  def extend(self, slots: Sequence[int], requests: Sequence[Request]) -> None:
+    """Appends tokens to stopped slots and starts a new turn in each.
+
+    The slot keeps its cache: only the appended tokens (and the last sampled
+    token, not yet cached) are prefilled, not the whole context.
+
+    Raises:
+      ValueError: on slots not held or still running, a slot that ended at
+        max_len, tokens that do not fit, or bad stop sequences / budgets.
+        Nothing is changed then.
+    """
+    slots = [int(s) for s in slots]
+    requests = list(requests)
+    if len(slots) != len(requests) or len(set(slots)) != len(slots):
+      raise ValueError(f'extend: slots {slots} and {len(requests)} requests '
+                       'must match one to one')
+    rows = []
+    for slot, req in zip(slots, requests):
+      where = f'extend: slot {slot}'
+      held = self._held(slot, where)
+      if held.running:
+        raise ValueError(f'{where} is still running; wait for its turn to end')
+      tokens = self._check_tokens(req.tokens, where, allow_empty=True)
+      end = held.seq_len + len(tokens)
+      if end >= self.max_len:
+        raise ValueError(f'{where}: {held.seq_len} held + {len(tokens)} new '
+                         f'tokens leave no room in max_len={self.max_len}')
+      key_data = (held.key_data if req.key is None else
+                  self._key_data(req.key, where))
+      # The chunk starts with the last sampled token, which is not cached.
+      rows.append((slot, [held.last_token] + tokens, held.seq_len - 1,
+                   key_data, self._check_budget(req.max_new_tokens, where),
+                   self._stop_table(req.stop, where)))
+    self._run_prefill(rows)
+
+  def decode(self, num_steps: int) -> list[Turn]:
+    """Runs up to `num_steps` decode steps for all running slots.
+
+    `num_steps` is static: use one or two fixed chunk sizes.
+
+    Returns:
+      The turns that ended since the last call (also those that ended at
+      their admit/extend), by slot. Running slots are not reported.
+    """
+    if num_steps < 1:
+      raise ValueError(f'decode: num_steps={num_steps} must be >= 1')
+    running = [s for s, h in self._slots.items() if h.running]
+    if running:
+      longest = max(self._slots[s].seq_len for s in running)
+      # Positions written here are < longest + num_steps - 1.
+      window = _bucket(longest + num_steps - 1, self.min_bucket, self.max_len)
+      live = np.zeros((self.num_slots,), bool)
+      live[running] = True
+      with self._context():
+        self._state, outputs = self._decode(num_steps, window, self._params,
+                                            self._state, live)
+      tokens, sampler_lp, model_lp, count = jax.device_get(outputs)
+      reason, seq_len = jax.device_get((self._state.reason,
+                                        self._state.seq_len))
+      for s in running:
+        held, n = self._slots[s], int(count[s])
+        held.tokens.extend(tokens[s, :n].tolist())
+        held.sampler_logprobs.extend(sampler_lp[s, :n].tolist())
+        held.model_logprobs.extend(model_lp[s, :n].tolist())
+        held.seq_len = int(seq_len[s])
+        if n:
+          held.last_token = int(tokens[s, n - 1])
+        if reason[s] != engine.RUNNING:
+          self._finish(s, int(reason[s]))
+    finished, self._finished = self._finished, []
+    return finished
+
+  def release(self, slot: int) -> None:
+    """Frees a slot (running or not); its cache is overwritten by the next
+    admit."""
+    self._held(slot, f'release: slot {slot}')
+    del self._slots[slot]
+    self._finished = [t for t in self._finished if t.slot != slot]
+
+  # -------------------------------------------------------------------------
+  # Internals
+  # -------------------------------------------------------------------------
+
+  def _context(self):
+    if self._mesh is None:
+      return _NullContext()
+    return sharding.use_mesh(self._mesh, self._rules)
+
+  def _held(self, slot: int, where: str | None = None) -> _Slot:
+    if slot not in self._slots:
+      raise ValueError(f'{where or f"slot {slot}"}: slot {slot} is not held')
+    return self._slots[slot]
+
+  def _check_tokens(self, tokens, where: str, allow_empty=False) -> list[int]:
+    tokens = [int(t) for t in np.asarray(tokens, np.int64).reshape(-1)]
+    if not tokens and not allow_empty:
+      raise ValueError(f'{where}: empty prompt')
+    bad = [t for t in tokens if not 0 <= t < self.config.vocab_size]
+    if bad:
+      raise ValueError(f'{where}: token ids {bad[:5]} outside the vocabulary '
+                       f'[0, {self.config.vocab_size})')
+    return tokens
+
+  def _check_budget(self, budget: int, where: str) -> int:
+    if not isinstance(budget, (int, np.integer)) or budget < 1:
+      raise ValueError(f'{where}: max_new_tokens={budget!r} must be an int '
+                       '>= 1')
+    return int(budget)
+
+  def _key_data(self, key, where: str) -> np.ndarray:
+    key = jax.numpy.asarray(key) if not isinstance(key, jax.Array) else key
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+      key = jax.random.key_data(key)
+    data = np.asarray(key)
+    if data.shape != self._key_shape or data.dtype != np.uint32:
+      raise ValueError(f'{where}: key must be one jax PRNG key (typed, or '
+                       f'raw uint32 {self._key_shape}); got {data.dtype}'
+                       f'{list(data.shape)}')
+    return data
+
+  def _stop_table(self, stop, where: str) -> np.ndarray:
+    """Stop sequences as a right-aligned [M, L] table padded with STOP_PAD."""
+    table = np.full((self.max_stop_sequences, self.max_stop_len),
+                    engine.STOP_PAD, np.int32)
+    stop = list(stop)
+    if len(stop) > self.max_stop_sequences:
+      raise ValueError(f'{where}: {len(stop)} stop sequences, at most '
+                       f'max_stop_sequences={self.max_stop_sequences}')
+    for i, seq in enumerate(stop):
+      seq = [seq] if isinstance(seq, (int, np.integer)) else list(seq)
+      if not seq or len(seq) > self.max_stop_len:
+        raise ValueError(f'{where}: stop sequence {seq} must have 1 to '
+                         f'max_stop_len={self.max_stop_len} tokens')
+      bad = [t for t in seq if not (isinstance(t, (int, np.integer)) and
+                                    0 <= t < self.config.vocab_size)]
+      if bad:
+        raise ValueError(f'{where}: unknown stop token(s) {bad} (vocabulary '
+                         f'is [0, {self.config.vocab_size}))')
+      table[i, self.max_stop_len - len(seq):] = seq
+    return table
+
+  def _run_prefill(self, rows) -> None:
+    """One prefill call for rows of (slot, chunk, start, key, budget, stops).
+
+    Callers validate everything first: from here on nothing raises on bad
+    input, so a rejected request never leaves a half-updated state.
+    """
+    n = len(rows)
+    if not n:
+      return
+    p = _bucket(n, self._row_parts, self.num_slots)
+    p = max(p, self._row_parts)
+    t = _bucket(max(len(r[1]) for r in rows), self.min_bucket, self.max_len)
+    end = max(r[2] + len(r[1]) for r in rows)
+    window = max(t, _bucket(end, self.min_bucket, self.max_len))
+    slots = np.full((p,), self.num_slots, np.int32)  # padding rows: dropped
+    tokens = np.zeros((p, t), np.int32)
+    start = np.zeros((p,), np.int32)
+    chunk_len = np.zeros((p,), np.int32)
+    keys = np.zeros((p,) + self._key_shape, np.uint32)
+    budget = np.ones((p,), np.int32)
+    stops = np.full((p, self.max_stop_sequences, self.max_stop_len),
+                    engine.STOP_PAD, np.int32)
+    for i, (slot, chunk, pos, key, bud, table) in enumerate(rows):
+      slots[i], start[i], chunk_len[i], keys[i] = slot, pos, len(chunk), key
+      tokens[i, :len(chunk)] = chunk
+      budget[i], stops[i] = bud, table
+    with self._context():
+      self._state, outputs = self._prefill(window, self._params, self._state,
+                                           slots, tokens, start, chunk_len,
+                                           keys, budget, stops)
+    first, sampler_lp, model_lp, reason = jax.device_get(outputs)
+    for i, (slot, chunk, pos, key, _, _) in enumerate(rows):
+      self._slots[slot] = _Slot(
+          key_data=key, seq_len=pos + len(chunk) + 1,
+          last_token=int(first[i]), tokens=[int(first[i])],
+          sampler_logprobs=[float(sampler_lp[i])],
+          model_logprobs=[float(model_lp[i])])
+      if reason[i] != engine.RUNNING:
+        self._finish(slot, int(reason[i]))
+
+  def _finish(self, slot: int, reason: int) -> None:
+    held = self._slots[slot]
+    held.running = False
+    self._finished.append(Turn(
+        slot=slot,
+        tokens=np.asarray(held.tokens, np.int32),
+        sampler_logprobs=np.asarray(held.sampler_logprobs, np.float32),
+        model_logprobs=np.asarray(held.model_logprobs, np.float32),
+        stop_reason=engine.STOP_REASONS[reason]))
+
+
+class _NullContext:
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False

@@ -217,12 +217,13 @@ class FrontierScheduler:
 
   def _admit(self) -> None:
     requests = {}
-    for slot, run in self._continue_in_slot.items():
+    # Snapshot: a node that fails here releases its slot, editing the dict.
+    continuing, self._continue_in_slot = self._continue_in_slot, {}
+    for slot, run in continuing.items():
       if run.node.status not in tree_lib.TERMINAL:
         request = self._request(run)
         if request is not None:
           requests[slot] = request
-    self._continue_in_slot = {}
     self._ready = [r for r in self._ready
                    if r.node.status not in tree_lib.TERMINAL]
     free = [s for s in range(self.engine.num_slots) if s not in self._in_slot]
@@ -321,8 +322,16 @@ class FrontierScheduler:
     return run
 
   def _inject(self, run: _NodeRun, ids: Sequence[int]) -> bool:
-    """Appends tokens the policy did not sample; False if it aborted."""
+    """Appends tokens the policy did not sample; False if the node ended.
+
+    An injection that would leave no room for a new token in the engine's
+    window fails the node instead (its sequence never outgrows the
+    window; only a prompt longer than the window can).
+    """
     node = run.node
+    if node.tokens and len(node.tokens) + len(ids) >= self.engine.max_len:
+      self._finish(run, tree_lib.FAILED, OUT_OF_CONTEXT)
+      return False
     node.tokens.extend(ids)
     node.loss_mask.extend([0] * len(ids))
     node.logprobs.extend([0.0] * len(ids))

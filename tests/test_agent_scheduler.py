@@ -175,7 +175,8 @@ class KeyedEngine(engine_lib.ScriptedEngine):
 
   def step_text(self, request):
     import jax  # pylint: disable=g-import-not-at-top
-    bits = jax.random.bits(request.key(), (4,))
+    bits = jax.random.bits(
+        jax.random.fold_in(request.key(), request.step), (4,))
     rng = random.Random(int(bits.sum()))
     data = request.view.spec.data
     choice = rng.random()

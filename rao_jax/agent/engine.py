@@ -66,7 +66,10 @@ class StepRequest:
   view: env_lib.StepView | None = None
 
   def key(self) -> jax.Array:
-    return step_key(self.seed, self.path, self.step)
+    """The node's key; the same for all its steps. An engine samples the
+    token at position p with `fold_in(key, p)` (the slot sampler does), so
+    steps differ by position; engines without positions use `step_key`."""
+    return node_key(self.seed, self.path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,169 @@
+"""Credit assignment over call trees: the paper's Eqs. 1, 3 and 4.
+
+For a batch of finished trees grouped by root task:
+  success s(X)  dense: the node's own sub-task score where the task can check
+                it, else the root's; sparse: the root's success copied down.
+                Failed and aborted nodes score 0 (they still train).
+  reward (Eq.1) R(X) = s(X) + lambda * mean_{c in children(X)} s(c)
+                (no bonus for a leaf).
+  baseline (Eq.3) b_{-g} = mean_{g' != g} R_root(g') over the group's trees,
+                the same for every node of tree g: A(X) = R(X) - b_{-g}.
+  weights (Eq.4) w_d = alpha / N_d, N_d the batch's depth-d node count and
+                alpha = N / (number of distinct depths), so the weights sum
+                to the node count N.
+
+Pure functions over `Tree` records (`rl` never sees how they were sampled);
+the results are written into each node's `reward` and `advantage`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+import dataclasses
+
+import numpy as np
+
+from rao_jax.agent import tree as tree_lib
+
+SUCCESS_MODES = ('dense', 'sparse')
+BASELINES = ('leave_one_out', 'group_mean', 'none')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CreditConfig:
+  """How rewards and advantages are assigned (each switch an ablation).
+
+  Attributes:
+    success: 'dense' (own sub-task verifier) or 'sparse' (root copied down).
+    child_bonus: lambda of Eq. 1 (paper: 0.4 on document aggregation, 0
+      elsewhere).
+    baseline: 'leave_one_out' (Eq. 3), 'group_mean' (includes the tree
+      itself) or 'none'.
+    depth_weighting: Eq. 4 on or off (off: every node weighs 1).
+    normalize_std: divide advantages by the group's root-reward std (GRPO's
+      normalisation; off in the paper).
+  """
+
+  success: str = 'dense'
+  child_bonus: float = 0.0
+  baseline: str = 'leave_one_out'
+  depth_weighting: bool = True
+  normalize_std: bool = False
+
+  def __post_init__(self):
+    if self.success not in SUCCESS_MODES:
+      raise ValueError(f'rl.credit.success={self.success!r}: expected one of '
+                       f'{SUCCESS_MODES}')
+    if self.baseline not in BASELINES:
+      raise ValueError(f'rl.credit.baseline={self.baseline!r}: expected one '
+                       f'of {BASELINES}')
+    if self.child_bonus < 0:
+      raise ValueError(f'rl.credit.child_bonus={self.child_bonus}: must be '
+                       '>= 0')
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeCredit:
+  """Flat per-node results, in batch order (trees in order, nodes by id)."""
+
+  tree_index: np.ndarray  # [num_nodes] int
+  node_id: np.ndarray  # [num_nodes] int
+  depth: np.ndarray  # [num_nodes] int
+  success: np.ndarray  # [num_nodes] float
+  reward: np.ndarray  # [num_nodes] float
+  advantage: np.ndarray  # [num_nodes] float
+  weight: np.ndarray  # [num_nodes] float, Eq. 4
+
+
+def node_success(node: tree_lib.Node, root_success: float, mode: str) -> float:
+  """s(X): 0 for failed/aborted nodes, else dense or sparse success."""
+  if node.status != tree_lib.DONE:
+    return 0.0
+  if node.parent is None:
+    return root_success
+  if mode == 'dense' and node.success is not None:
+    return float(node.success)
+  return root_success
+
+
+def _root_success(tree: tree_lib.Tree) -> float:
+  root = tree.root
+  if root.status != tree_lib.DONE or root.success is None:
+    return 0.0
+  return float(root.success)
+
+
+def assign_credit(trees: Sequence[tree_lib.Tree],
+                  config: CreditConfig) -> NodeCredit:
+  """Computes success, reward, advantage and depth weight of every node.
+
+  Also writes `reward` and `advantage` into the nodes. Trees are grouped by
+  `tree.group`; with a leave-one-out baseline every group needs >= 2 trees.
+  """
+  rows = []  # (tree index, node, success)
+  rewards: list[float] = []
+  root_reward_of_tree: list[float] = []
+  for t, tree in enumerate(trees):
+    root_s = _root_success(tree)
+    success = {n.node_id: node_success(n, root_s, config.success)
+               for n in tree.nodes}
+    for node in tree.nodes:
+      child_ids = [c for step in node.children for c in step]
+      bonus = (config.child_bonus * float(np.mean([success[c] for c in child_ids]))
+               if child_ids else 0.0)
+      reward = success[node.node_id] + bonus
+      node.reward = reward
+      rows.append((t, node, success[node.node_id]))
+      rewards.append(reward)
+      if node.parent is None:
+        root_reward_of_tree.append(reward)
+    if len(root_reward_of_tree) != t + 1:
+      raise ValueError(f'tree {tree.tree_id} has no root node')
+
+  baseline_of_tree, scale_of_tree = _baselines(trees, root_reward_of_tree,
+                                               config)
+  advantages = []
+  for (t, node, _), reward in zip(rows, rewards):
+    advantage = (reward - baseline_of_tree[t]) / scale_of_tree[t]
+    node.advantage = advantage
+    advantages.append(advantage)
+
+  depth = np.array([node.depth for _, node, _ in rows], np.int64)
+  return NodeCredit(
+      tree_index=np.array([t for t, _, _ in rows], np.int64),
+      node_id=np.array([node.node_id for _, node, _ in rows], np.int64),
+      depth=depth,
+      success=np.array([s for _, _, s in rows], np.float64),
+      reward=np.array(rewards, np.float64),
+      advantage=np.array(advantages, np.float64),
+      weight=depth_weights(depth) if config.depth_weighting else
+      np.ones(len(rows)))
+
+
+def _baselines(trees, root_rewards, config):
+  groups: dict[int, list[int]] = defaultdict(list)
+  for t, tree in enumerate(trees):
+    groups[tree.group].append(t)
+  baseline = np.zeros(len(trees))
+  scale = np.ones(len(trees))
+  for group, members in groups.items():
+    r = np.array([root_rewards[t] for t in members])
+    if config.baseline == 'leave_one_out':
+      if len(members) < 2:
+        raise ValueError(f'group {group} has {len(members)} tree: the '
+                         'leave-one-out baseline needs group_size >= 2')
+      baseline[members] = (r.sum() - r) / (len(members) - 1)
+    elif config.baseline == 'group_mean':
+      baseline[members] = r.mean()
+    if config.normalize_std:
+      scale[members] = r.std() + 1e-6
+  return baseline, scale
+
+
+def depth_weights(depth: np.ndarray) -> np.ndarray:
+  """Eq. 4: w_d = alpha / N_d with the weights summing to the node count."""
+  depths, counts = np.unique(depth, return_counts=True)
+  alpha = len(depth) / len(depths)
+  per_depth = dict(zip(depths.tolist(), (alpha / counts).tolist()))
+  return np.array([per_depth[d] for d in depth.tolist()], np.float64)

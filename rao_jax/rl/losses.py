@@ -1,0 +1,195 @@
+"""Token log-probs of packed sequences and the policy objectives (Eq. 5).
+
+Each packed token carries its sampler log-prob, its node's advantage A and
+depth weight w. With the trainer's log-prob `logp` and the ratio
+`rho = exp(logp - sampler_logprob)`, the per-token losses are:
+
+  cispo  -sg(clip(rho, 0, epsilon_max)) * A * w * logp   (the paper's; 5)
+  ppo    -min(rho * A * w, clip(rho, 1 - clip_low, 1 + clip_high) * A * w)
+  sft    -logp                                     (supervised warm start)
+
+plus, optionally, `kl_coef * k3` to a frozen reference, where
+`k3 = exp(ref - logp) - (ref - logp) - 1`. Only tokens with loss mask 1
+count; `aggregation` turns per-token losses into one number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rao_jax.model import gemma
+
+ESTIMATORS = ('cispo', 'ppo', 'sft')
+AGGREGATIONS = ('token_mean', 'sequence_mean', 'constant_sum')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LossConfig:
+  """The objective; every field is a switch of the paper's ablations.
+
+  Attributes:
+    estimator: 'cispo', 'ppo' or 'sft'.
+    epsilon_max: CISPO's upper clip of the (stop-gradient) ratio.
+    clip_low, clip_high: PPO's clip range [1 - low, 1 + high].
+    kl_coef: weight of the k3 KL to the reference policy (0: off).
+    aggregation: 'token_mean' (all loss tokens of the minibatch),
+      'sequence_mean' (mean over sequences of each one's token mean) or
+      'constant_sum' (sum divided by `constant`).
+    constant: the divisor of 'constant_sum'.
+    logprob_chunk: tokens per chunk when computing log-probs, so a large
+      vocabulary never materialises `[rows, length, vocab]` at once.
+  """
+
+  estimator: str = 'cispo'
+  epsilon_max: float = 5.0
+  clip_low: float = 0.2
+  clip_high: float = 0.2
+  kl_coef: float = 0.0
+  aggregation: str = 'token_mean'
+  constant: float = 1024.0
+  logprob_chunk: int = 128
+
+  def __post_init__(self):
+    if self.estimator not in ESTIMATORS:
+      raise ValueError(f'rl.loss.estimator={self.estimator!r}: expected one '
+                       f'of {ESTIMATORS}')
+    if self.aggregation not in AGGREGATIONS:
+      raise ValueError(f'rl.loss.aggregation={self.aggregation!r}: expected '
+                       f'one of {AGGREGATIONS}')
+    for name in ('epsilon_max', 'constant', 'logprob_chunk'):
+      if getattr(self, name) <= 0:
+        raise ValueError(f'rl.loss.{name}={getattr(self, name)}: must be > 0')
+    for name in ('clip_low', 'clip_high', 'kl_coef'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'rl.loss.{name}={getattr(self, name)}: must be '
+                         '>= 0')
+    if self.clip_low >= 1:
+      raise ValueError(f'rl.loss.clip_low={self.clip_low}: must be < 1')
+
+
+def token_logprobs(model: gemma.Transformer, tokens_BL: jax.Array,
+                   positions_BL: jax.Array, segment_ids_BL: jax.Array,
+                   chunk: int) -> tuple[jax.Array, jax.Array]:
+  """Log-prob and entropy of the next-token distribution at every token.
+
+  `logp_BL[:, i]` is log p(token i | earlier tokens of its segment); it is 0
+  at a segment's first token and on padding, where nothing predicts it.
+  Logits are computed `chunk` tokens at a time under `jax.checkpoint`, so
+  neither the forward nor the backward pass holds `[B, L, V]`.
+  """
+  hidden_BLD, _ = model.hidden_states(tokens_BL, positions_BL,
+                                      segment_ids_BL)
+  b, length, d = hidden_BLD.shape
+  # Hidden state i-1 predicts token i.
+  prev_BLD = jnp.concatenate(
+      [jnp.zeros((b, 1, d), hidden_BLD.dtype), hidden_BLD[:, :-1]], axis=1)
+  prev_seg_BL = jnp.concatenate(
+      [jnp.zeros((b, 1), segment_ids_BL.dtype), segment_ids_BL[:, :-1]], 1)
+  predicted_BL = (segment_ids_BL != 0) & (segment_ids_BL == prev_seg_BL)
+  chunk = min(chunk, length)
+  if length % chunk:
+    raise ValueError(f'sequence length {length} is not a multiple of '
+                     f'rl.loss.logprob_chunk={chunk}')
+  n = length // chunk
+  prev_NBCD = prev_BLD.reshape(b, n, chunk, d).swapaxes(0, 1)
+  tokens_NBC = tokens_BL.reshape(b, n, chunk).swapaxes(0, 1)
+  table_VD = model.embedder.table[...]
+  cap = model.config.final_logit_softcap
+
+  @jax.checkpoint
+  def one_chunk(args):
+    h_BCD, t_BC = args
+    logits_BCV = gemma.softcap(
+        jnp.einsum('BCD,VD->BCV', h_BCD, table_VD.astype(h_BCD.dtype))
+        .astype(jnp.float32), cap)
+    logz_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
+    picked_BC = jnp.take_along_axis(logits_BCV, t_BC[..., None], -1)[..., 0]
+    probs_BCV = jax.nn.softmax(logits_BCV, axis=-1)
+    entropy_BC = logz_BC - jnp.sum(probs_BCV * logits_BCV, axis=-1)
+    return picked_BC - logz_BC, entropy_BC
+
+  logp_NBC, entropy_NBC = jax.lax.map(one_chunk, (prev_NBCD, tokens_NBC))
+  logp_BL = logp_NBC.swapaxes(0, 1).reshape(b, length)
+  entropy_BL = entropy_NBC.swapaxes(0, 1).reshape(b, length)
+  return (jnp.where(predicted_BL, logp_BL, 0.0),
+          jnp.where(predicted_BL, entropy_BL, 0.0))
+
+
+def _aggregate(per_token_BL: jax.Array, mask_BL: jax.Array,
+               sequence_ids_BL: jax.Array, config: LossConfig) -> jax.Array:
+  total = jnp.sum(per_token_BL * mask_BL)
+  if config.aggregation == 'token_mean':
+    return total / jnp.maximum(jnp.sum(mask_BL), 1.0)
+  if config.aggregation == 'constant_sum':
+    return total / config.constant
+  # sequence_mean: per-sequence token means, averaged over sequences that
+  # have loss tokens. Ids are bounded by the token count: a static size.
+  ids = sequence_ids_BL.reshape(-1)
+  size = ids.shape[0] + 1
+  seq_loss = jax.ops.segment_sum((per_token_BL * mask_BL).reshape(-1), ids,
+                                 num_segments=size)
+  seq_count = jax.ops.segment_sum(mask_BL.reshape(-1), ids, num_segments=size)
+  has_tokens = seq_count > 0
+  means = jnp.where(has_tokens, seq_loss / jnp.maximum(seq_count, 1.0), 0.0)
+  return jnp.sum(means) / jnp.maximum(jnp.sum(has_tokens), 1)
+
+
+def policy_loss(logp_BL: jax.Array, batch: dict[str, jax.Array],
+                config: LossConfig,
+                ref_logp_BL: jax.Array | None = None,
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The objective of `config.estimator` over a packed minibatch.
+
+  Args:
+    logp_BL: the trainer's log-probs (from `token_logprobs`).
+    batch: packed fields (see `packing.FIELDS`).
+    config: the objective.
+    ref_logp_BL: the reference policy's log-probs (needed when kl_coef > 0).
+
+  Returns:
+    The scalar loss and per-token-averaged metrics.
+  """
+  mask_BL = batch['loss_mask'].astype(jnp.float32)
+  weighted_adv_BL = batch['advantages'] * batch['weights']
+  log_ratio_BL = jnp.where(mask_BL > 0, logp_BL - batch['sampler_logprobs'],
+                           0.0)
+  ratio_BL = jnp.exp(log_ratio_BL)
+  if config.estimator == 'cispo':
+    clipped_BL = jnp.clip(ratio_BL, 0.0, config.epsilon_max)
+    per_token_BL = -jax.lax.stop_gradient(clipped_BL) * weighted_adv_BL * logp_BL
+    clipped_frac_BL = (ratio_BL > config.epsilon_max).astype(jnp.float32)
+  elif config.estimator == 'ppo':
+    clipped_BL = jnp.clip(ratio_BL, 1 - config.clip_low, 1 + config.clip_high)
+    per_token_BL = -jnp.minimum(ratio_BL * weighted_adv_BL,
+                                clipped_BL * weighted_adv_BL)
+    clipped_frac_BL = (clipped_BL != ratio_BL).astype(jnp.float32)
+  else:
+    per_token_BL = -logp_BL * batch['weights']
+    clipped_frac_BL = jnp.zeros_like(ratio_BL)
+
+  metrics = {}
+  if config.kl_coef > 0:
+    if ref_logp_BL is None:
+      raise ValueError('rl.loss.kl_coef > 0 needs reference log-probs')
+    delta_BL = ref_logp_BL - logp_BL
+    k3_BL = jnp.exp(delta_BL) - delta_BL - 1.0
+    per_token_BL = per_token_BL + config.kl_coef * k3_BL
+    metrics['kl'] = _masked_mean(k3_BL, mask_BL)
+
+  loss = _aggregate(per_token_BL, mask_BL, batch['sequence_ids'], config)
+  metrics.update(
+      ratio_mean=_masked_mean(ratio_BL, mask_BL),
+      clip_fraction=_masked_mean(clipped_frac_BL, mask_BL),
+      # |log pi_trainer - log pi_sampler|: 0 up to float error on the first
+      # minibatch of a fresh batch; large values mean the two disagree.
+      logprob_mismatch=_masked_mean(jnp.abs(log_ratio_BL), mask_BL),
+      loss_tokens=jnp.sum(mask_BL))
+  return loss, metrics
+
+
+def _masked_mean(x_BL: jax.Array, mask_BL: jax.Array) -> jax.Array:
+  return jnp.sum(x_BL * mask_BL) / jnp.maximum(jnp.sum(mask_BL), 1.0)
+

@@ -1,0 +1,135 @@
+"""The optimiser and the jitted update over packed minibatches.
+
+Adam(W) with warm-up and cosine decay, global-norm clipping, and
+`optax.apply_if_finite`: an update whose gradients are not finite is skipped
+and counted, and the trainer stops the run when too many come in a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import optax
+
+from rao_jax.model import gemma
+from rao_jax.rl import losses
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+  """Paper defaults at 4B scale: lr 3e-6, betas (0.9, 0.95), wd ~0.02, clip 1.
+
+  Attributes:
+    learning_rate: peak learning rate.
+    warmup_steps: linear warm-up from 0.
+    decay_steps: cosine decay length after warm-up (0: constant).
+    end_lr_fraction: final learning rate as a fraction of the peak.
+    b1, b2, eps: Adam moments.
+    weight_decay: decoupled weight decay (AdamW).
+    grad_clip: global-norm clip (0: off).
+    max_consecutive_nonfinite: skipped updates in a row before the run stops.
+  """
+
+  learning_rate: float = 3e-6
+  warmup_steps: int = 0
+  decay_steps: int = 0
+  end_lr_fraction: float = 0.1
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.02
+  grad_clip: float = 1.0
+  max_consecutive_nonfinite: int = 5
+
+  def __post_init__(self):
+    for name in ('learning_rate', 'max_consecutive_nonfinite'):
+      if getattr(self, name) <= 0:
+        raise ValueError(f'optim.{name}={getattr(self, name)}: must be > 0')
+    for name in ('warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'optim.{name}={getattr(self, name)}: must be >= 0')
+    for name in ('b1', 'b2'):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f'optim.{name}={getattr(self, name)}: must be in '
+                         '[0, 1)')
+
+
+def learning_rate_schedule(config: OptimConfig) -> optax.Schedule:
+  if config.decay_steps:
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.warmup_steps,
+        config.warmup_steps + config.decay_steps,
+        end_value=config.learning_rate * config.end_lr_fraction)
+  return optax.linear_schedule(0.0, config.learning_rate,
+                               max(config.warmup_steps, 1))
+
+
+def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
+  """Clip, AdamW with the schedule, skipping non-finite updates."""
+  tx = optax.chain(
+      optax.clip_by_global_norm(config.grad_clip) if config.grad_clip else
+      optax.identity(),
+      optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2,
+                  eps=config.eps, weight_decay=config.weight_decay))
+  # The count is read by the trainer, which stops the run before optax would
+  # give up and apply a non-finite update.
+  return optax.apply_if_finite(
+      tx, max_consecutive_errors=config.max_consecutive_nonfinite + 1)
+
+
+def nonfinite_counts(optimizer: nnx.Optimizer) -> tuple[int, int]:
+  """(skipped updates in a row, skipped in total) from the optimiser state."""
+  state = optimizer.opt_state
+  return (int(state.notfinite_count[...]),
+          int(state.total_notfinite[...]))
+
+
+def loss_and_metrics(model: gemma.Transformer, batch: dict[str, jax.Array],
+                     config: losses.LossConfig,
+                     ref_logp_BL: jax.Array | None = None):
+  logp_BL, entropy_BL = losses.token_logprobs(
+      model, batch['tokens'], batch['positions'], batch['segment_ids'],
+      config.logprob_chunk)
+  loss, metrics = losses.policy_loss(logp_BL, batch, config, ref_logp_BL)
+  mask_BL = batch['loss_mask'].astype(jnp.float32)
+  metrics['entropy'] = (jnp.sum(entropy_BL * mask_BL) /
+                        jnp.maximum(jnp.sum(mask_BL), 1.0))
+  return loss, metrics
+
+
+def split_train_state(model: gemma.Transformer, optimizer: nnx.Optimizer
+                      ) -> tuple[nnx.GraphDef, nnx.State]:
+  """(graphdef, state) of model and optimiser together, for `train_step`."""
+  return nnx.split((model, optimizer))
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'config'),
+                   donate_argnames=('state',))
+def train_step(graphdef: nnx.GraphDef, state: nnx.State,
+               batch: dict[str, jax.Array], config: losses.LossConfig,
+               ref_logp_BL: jax.Array | None = None
+               ) -> tuple[nnx.State, dict[str, jax.Array]]:
+  """One optimiser update on one packed minibatch.
+
+  Args:
+    graphdef: from `split_train_state` (static: one program per structure).
+    state: parameters and optimiser state; donated, so XLA updates them in
+      place instead of holding two copies.
+    batch: packed minibatch (see `packing.FIELDS`).
+    config: the objective (static).
+    ref_logp_BL: reference log-probs when `config.kl_coef > 0`.
+
+  Returns:
+    The new state and the step's metrics.
+  """
+  model, optimizer = nnx.merge(graphdef, state)
+  grad_fn = nnx.value_and_grad(loss_and_metrics, has_aux=True)
+  (loss, metrics), grads = grad_fn(model, batch, config, ref_logp_BL)
+  optimizer.update(model, grads)
+  metrics['loss'] = loss
+  metrics['grad_norm'] = optax.tree.norm(grads)
+  return nnx.state((model, optimizer)), metrics

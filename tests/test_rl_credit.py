@@ -1,0 +1,104 @@
+"""Credit assignment (Eqs. 1, 3, 4) against values computed by hand."""
+
+import numpy as np
+import pytest
+
+from rao_jax.agent import env as env_lib
+from rao_jax.agent import tree as tree_lib
+from rao_jax.rl import credit
+
+
+def _node(node_id, parent, depth, status, success=None, children=()):
+  return tree_lib.Node(
+      tree_id=0, node_id=node_id, parent=parent, depth=depth,
+      path=(node_id,) if parent is not None else (),
+      spec=env_lib.NodeSpec(task='t'), status=status, success=success,
+      children=[list(step) for step in children])
+
+
+def _group():
+  """One group of three trees.
+
+  tree 0: root done, success 1; step 0 spawns n1 (done, 1) and n2 (failed),
+          step 1 spawns n3 (done, sub-task not checkable).
+  tree 1: a leaf root, done, success 0.
+  tree 2: root aborted with one aborted child.
+  """
+  done, failed, aborted = tree_lib.DONE, tree_lib.FAILED, tree_lib.ABORTED
+  t0 = tree_lib.Tree(tree_id=0, seed=0, group=7, nodes=[
+      _node(0, None, 0, done, 1.0, children=[(1, 2), (3,)]),
+      _node(1, 0, 1, done, 1.0),
+      _node(2, 0, 1, failed, None),
+      _node(3, 0, 1, done, None)])
+  t1 = tree_lib.Tree(tree_id=1, seed=1, group=7,
+                     nodes=[_node(0, None, 0, done, 0.0)])
+  t2 = tree_lib.Tree(tree_id=2, seed=2, group=7, nodes=[
+      _node(0, None, 0, aborted, None, children=[(1,)]),
+      _node(1, 0, 1, aborted, None)])
+  return [t0, t1, t2]
+
+
+def test_dense_rewards_leave_one_out_and_depth_weights():
+  trees = _group()
+  out = credit.assign_credit(trees, credit.CreditConfig(child_bonus=0.4))
+  # s: tree 0 root 1, n1 1, n2 0 (failed), n3 1 (uncheckable -> root's);
+  #    tree 1 root 0; tree 2 root 0 (aborted), child 0 (aborted).
+  np.testing.assert_allclose(out.success, [1, 1, 0, 1, 0, 0, 0])
+  r_root0 = 1 + 0.4 * (1 + 0 + 1) / 3
+  np.testing.assert_allclose(out.reward, [r_root0, 1, 0, 1, 0, 0, 0])
+  b0 = (0 + 0) / 2  # the other two roots' rewards
+  b1 = b2 = (r_root0 + 0) / 2
+  np.testing.assert_allclose(
+      out.advantage,
+      [r_root0 - b0, 1 - b0, 0 - b0, 1 - b0, 0 - b1, 0 - b2, 0 - b2])
+  # 7 nodes over 2 depths: alpha = 3.5; 3 roots, 4 children.
+  np.testing.assert_allclose(out.weight, [3.5 / 3, 3.5 / 4, 3.5 / 4, 3.5 / 4,
+                                          3.5 / 3, 3.5 / 3, 3.5 / 4])
+  assert out.weight.sum() == pytest.approx(7)
+  # Written back into the nodes too.
+  assert trees[1].root.advantage == pytest.approx(-b1)
+  assert trees[0].nodes[2].reward == 0
+
+
+def test_sparse_success_copies_the_root_down():
+  trees = _group()
+  trees[0].nodes[1].success = 0.0  # its own verifier says it failed
+  out = credit.assign_credit(trees, credit.CreditConfig(success='sparse'))
+  # Sparse ignores the child's own score: done children inherit root's 1.
+  np.testing.assert_allclose(out.success, [1, 1, 0, 1, 0, 0, 0])
+  dense = credit.assign_credit(trees, credit.CreditConfig(success='dense'))
+  assert dense.success[1] == 0
+
+
+def test_baseline_variants_and_switches():
+  trees = _group()
+  mean = credit.assign_credit(trees, credit.CreditConfig(
+      baseline='group_mean', depth_weighting=False))
+  np.testing.assert_allclose(mean.advantage[[0, 4, 5]],
+                             [1 - 1 / 3, -1 / 3, -1 / 3])
+  np.testing.assert_allclose(mean.weight, np.ones(7))
+  none = credit.assign_credit(trees, credit.CreditConfig(baseline='none'))
+  np.testing.assert_allclose(none.advantage, none.reward)
+
+
+def test_leave_one_out_refuses_a_group_of_one():
+  trees = _group()
+  trees[2].group = 8
+  with pytest.raises(ValueError, match='group_size >= 2'):
+    credit.assign_credit(trees, credit.CreditConfig())
+
+
+def test_bad_credit_config_names_the_field():
+  with pytest.raises(ValueError, match='rl.credit.success'):
+    credit.CreditConfig(success='medium')
+  with pytest.raises(ValueError, match='rl.credit.child_bonus'):
+    credit.CreditConfig(child_bonus=-1)
+
+
+def test_depth_weights_sum_to_node_count():
+  depth = np.array([0, 0, 1, 1, 1, 1, 1, 1, 2, 3])
+  w = credit.depth_weights(depth)
+  assert w.sum() == pytest.approx(10)
+  # Each depth level carries the same total weight.
+  for d in range(4):
+    assert w[depth == d].sum() == pytest.approx(10 / 4)

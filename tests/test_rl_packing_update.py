@@ -1,0 +1,129 @@
+"""Packing into fixed buckets, and the jitted update on packed batches."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rao_jax.model import config as config_lib
+from rao_jax.model import gemma
+from rao_jax.rl import losses
+from rao_jax.rl import packing
+from rao_jax.rl import update
+
+
+def _seq(n, advantage=1.0, start=0):
+  tokens = np.arange(start, start + n) % 120 + 3
+  return packing.TrainSequence(tokens, np.ones(n, np.int32), np.zeros(n),
+                               advantage, 1.0)
+
+
+def test_first_fit_decreasing_by_hand():
+  rows = packing.first_fit_decreasing([5, 9, 3, 7, 2], row_length=10)
+  # 9 -> row0 (1 left); 7 -> row1 (3 left); 5 -> row2 (5 left);
+  # 3 -> row1 (0 left); 2 -> row2 (3 left).
+  assert rows == [[1], [3, 2], [0, 4]]
+  with pytest.raises(ValueError, match='11 tokens'):
+    packing.first_fit_decreasing([11], row_length=10)
+
+
+def test_pack_fields_segments_and_padding():
+  seqs = [_seq(n, advantage=float(i), start=10 * i)
+          for i, n in enumerate([5, 9, 3, 7, 2])]
+  batches, stats = packing.pack(seqs, buckets=[8, 16, 32], rows_per_batch=2)
+  assert stats.row_length == 16
+  assert [b['tokens'].shape for b in batches] == [(2, 16)]
+  ids = np.concatenate([b['sequence_ids'] for b in batches])
+  seg = np.concatenate([b['segment_ids'] for b in batches])
+  pos = np.concatenate([b['positions'] for b in batches])
+  adv = np.concatenate([b['advantages'] for b in batches])
+  tok = np.concatenate([b['tokens'] for b in batches])
+  for i, s in enumerate(seqs):
+    where = ids == i + 1
+    assert where.sum() == len(s)
+    np.testing.assert_array_equal(tok[where], s.tokens)
+    np.testing.assert_array_equal(pos[where], np.arange(len(s)))
+    assert np.all(adv[where] == i)
+    assert len(np.unique(seg[where])) == 1  # one segment within one row
+  assert np.all(seg[ids == 0] == 0)
+  assert stats.padding_fraction == pytest.approx(1 - 26 / 32)
+
+
+def test_pack_pads_to_whole_minibatches_and_refuses_overflow():
+  batches, stats = packing.pack([_seq(8) for _ in range(5)], buckets=[8],
+                                rows_per_batch=2)
+  assert len(batches) == 3 and stats.num_rows == 5
+  assert batches[-1]['loss_mask'][1].sum() == 0  # the padding row
+  with pytest.raises(ValueError, match='largest packing bucket 8'):
+    packing.pack([_seq(9)], buckets=[8], rows_per_batch=1)
+
+
+def _model():
+  cfg = config_lib.tiny(vocab_size=128, num_layers=2,
+                        layer_types=(config_lib.LOCAL, config_lib.GLOBAL),
+                        sliding_window=8)
+  return gemma.Transformer(cfg, rngs=nnx.Rngs(0))
+
+
+def _jnp(batch):
+  return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def test_sft_updates_fit_a_fixed_batch_without_recompiling():
+  model = _model()
+  optimizer = nnx.Optimizer(model, update.make_optimizer(update.OptimConfig(
+      learning_rate=3e-3, warmup_steps=1, weight_decay=0.0)), wrt=nnx.Param)
+  seqs = [_seq(n, start=7 * n) for n in (12, 9, 14, 5)]
+  batches, _ = packing.pack(seqs, buckets=[16], rows_per_batch=4)
+  config = losses.LossConfig(estimator='sft', logprob_chunk=8)
+  graphdef, state = update.split_train_state(model, optimizer)
+  compiled_before = update.train_step._cache_size()  # pylint: disable=protected-access
+  losses_seen = []
+  for _ in range(12):
+    state, metrics = update.train_step(graphdef, state, _jnp(batches[0]),
+                                       config)
+    losses_seen.append(float(metrics['loss']))
+  model, optimizer = nnx.merge(graphdef, state)
+  assert losses_seen[-1] < 0.5 * losses_seen[0]
+  assert update.nonfinite_counts(optimizer) == (0, 0)
+  # One program for one bucket shape, whatever the step.
+  assert update.train_step._cache_size() - compiled_before == 1  # pylint: disable=protected-access
+
+
+def test_nonfinite_update_is_skipped_and_counted():
+  model = _model()
+  optimizer = nnx.Optimizer(model, update.make_optimizer(update.OptimConfig(
+      learning_rate=1e-3)), wrt=nnx.Param)
+  before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+  batches, _ = packing.pack([_seq(10, advantage=float('nan'))], buckets=[16],
+                            rows_per_batch=1)
+  config = losses.LossConfig(estimator='cispo', logprob_chunk=8)
+  graphdef, state = update.split_train_state(model, optimizer)
+  for _ in range(2):
+    state, _ = update.train_step(graphdef, state, _jnp(batches[0]), config)
+  model, optimizer = nnx.merge(graphdef, state)
+  after = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+    np.testing.assert_array_equal(a, b)
+  assert update.nonfinite_counts(optimizer) == (2, 2)
+
+
+def test_first_minibatch_ratio_is_one_with_sampler_logprobs():
+  model = _model()
+  seqs = [_seq(11), _seq(6, start=50)]
+  batch = _jnp(packing.pack(seqs, buckets=[16], rows_per_batch=2)[0][0])
+  logp, _ = nnx.jit(losses.token_logprobs, static_argnames='chunk')(
+      model, batch['tokens'], batch['positions'], batch['segment_ids'],
+      chunk=8)
+  batch['sampler_logprobs'] = logp
+  _, metrics = losses.policy_loss(logp, batch, losses.LossConfig())
+  assert float(metrics['ratio_mean']) == pytest.approx(1.0, abs=1e-6)
+  assert float(metrics['logprob_mismatch']) < 1e-6
+
+
+def test_bad_optim_config_names_the_field():
+  with pytest.raises(ValueError, match='optim.learning_rate'):
+    update.OptimConfig(learning_rate=0)
+  with pytest.raises(ValueError, match='optim.b2'):
+    update.OptimConfig(b2=1.0)

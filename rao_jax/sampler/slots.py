@@ -83,10 +83,23 @@ class _Slot:
   key_data: np.ndarray
   seq_len: int  # tokens in the sequence, the last sampled one included
   last_token: int
+  context: list  # every token of the sequence
   running: bool = True
   tokens: list = dataclasses.field(default_factory=list)
   sampler_logprobs: list = dataclasses.field(default_factory=list)
   model_logprobs: list = dataclasses.field(default_factory=list)
+
+
+# Shared by all samplers, so samplers of one shape (e.g. rebuilt each RL
+# step) reuse programs; the graph, sampling method, chunk size and attention
+# window are static. The state (and its KV cache) is donated to every call:
+# prefill and decode update it in place instead of copying num_slots x max_len
+# x layers of K/V per call, which would double its memory and dominate a
+# decode chunk's time.
+_prefill = jax.jit(engine.prefill, static_argnums=(0, 1, 2),
+                   donate_argnums=(4,))
+_decode = jax.jit(engine.decode, static_argnums=(0, 1, 2, 3),
+                  donate_argnums=(5,))
 
 
 def _bucket(n: int, minimum: int, maximum: int) -> int:
@@ -149,20 +162,12 @@ class SlotSampler:
       raise ValueError(f'sampler.max_len={max_len}: must be >= 2')
     self._graphdef, self._params = nnx.split(model)
     self._key_shape = jax.random.key_data(jax.random.key(0)).shape
-    # The cache is donated to every call: prefill and decode update it in
-    # place instead of copying num_slots x max_len x layers of K/V per call,
-    # which would double its memory and dominate a decode chunk's time.
-    self._prefill = jax.jit(
-        functools.partial(engine.prefill, self._graphdef, method),
-        static_argnums=(0,), donate_argnums=(2,))
-    self._decode = jax.jit(
-        functools.partial(engine.decode, self._graphdef, method),
-        static_argnums=(0, 1), donate_argnums=(3,))
     init = jax.jit(functools.partial(
         engine.init_state, config, num_slots, max_len, max_stop_sequences,
         max_stop_len, self._key_shape, cache_dtype))
-    with self._context():
+    with self._mesh_context():
       self._state = init()
+    self._compiles = 0
     self._slots: dict[int, _Slot] = {}
     self._finished: list[Turn] = []
 
@@ -179,8 +184,17 @@ class SlotSampler:
     return sum(s.running for s in self._slots.values())
 
   def num_compiles(self) -> int:
-    """Programs compiled so far by this sampler (prefill + decode)."""
-    return self._prefill._cache_size() + self._decode._cache_size()  # pylint: disable=protected-access
+    """Programs compiled by this sampler's calls (prefill + decode).
+
+    Programs another sampler of the same shapes compiled first are reused
+    and not counted.
+    """
+    return self._compiles
+
+  def tokens(self, slot: int) -> list[int]:
+    """The whole sequence a slot holds (prompt, sampled and injected), e.g.
+    to check whether a node's new context extends it (then `extend`)."""
+    return list(self._held(slot).context)
 
   def sequence_length(self, slot: int) -> int:
     """Tokens held in a slot: prompt, sampled and injected."""
@@ -303,15 +317,16 @@ class SlotSampler:
       window = _bucket(longest + num_steps - 1, self.min_bucket, self.max_len)
       live = np.zeros((self.num_slots,), bool)
       live[running] = True
-      with self._context():
-        self._state, outputs = self._decode(num_steps, window, self._params,
-                                            self._state, live)
-      tokens, sampler_lp, model_lp, count = jax.device_get(outputs)
-      reason, seq_len = jax.device_get((self._state.reason,
-                                        self._state.seq_len))
+      with self._mesh_context(), self._counting():
+        self._state, outputs = _decode(self._graphdef, self.method, num_steps,
+                                       window, self._params, self._state,
+                                       live)
+      (tokens, sampler_lp, model_lp, count), reason, seq_len = jax.device_get(
+          (outputs, self._state.reason, self._state.seq_len))
       for s in running:
         held, n = self._slots[s], int(count[s])
         held.tokens.extend(tokens[s, :n].tolist())
+        held.context.extend(tokens[s, :n].tolist())
         held.sampler_logprobs.extend(sampler_lp[s, :n].tolist())
         held.model_logprobs.extend(model_lp[s, :n].tolist())
         held.seq_len = int(seq_len[s])
@@ -333,7 +348,10 @@ class SlotSampler:
   # Internals
   # -------------------------------------------------------------------------
 
-  def _context(self):
+  def _counting(self):
+    return _CompileCounter(self)
+
+  def _mesh_context(self):
     if self._mesh is None:
       return _NullContext()
     return sharding.use_mesh(self._mesh, self._rules)
@@ -417,14 +435,17 @@ class SlotSampler:
       slots[i], start[i], chunk_len[i], keys[i] = slot, pos, len(chunk), key
       tokens[i, :len(chunk)] = chunk
       budget[i], stops[i] = bud, table
-    with self._context():
-      self._state, outputs = self._prefill(window, self._params, self._state,
-                                           slots, tokens, start, chunk_len,
-                                           keys, budget, stops)
+    with self._mesh_context(), self._counting():
+      self._state, outputs = _prefill(self._graphdef, self.method, window,
+                                      self._params, self._state, slots, tokens,
+                                      start, chunk_len, keys, budget, stops)
     first, sampler_lp, model_lp, reason = jax.device_get(outputs)
     for i, (slot, chunk, pos, key, _, _) in enumerate(rows):
+      context = self._slots[slot].context if pos else []
+      # An extension's chunk starts with the (already held) last token.
+      context = context + chunk[1 if pos else 0:] + [int(first[i])]
       self._slots[slot] = _Slot(
-          key_data=key, seq_len=pos + len(chunk) + 1,
+          key_data=key, seq_len=pos + len(chunk) + 1, context=context,
           last_token=int(first[i]), tokens=[int(first[i])],
           sampler_logprobs=[float(sampler_lp[i])],
           model_logprobs=[float(model_lp[i])])
@@ -448,4 +469,22 @@ class _NullContext:
     return self
 
   def __exit__(self, *exc):
+    return False
+
+
+class _CompileCounter:
+  """Adds the programs compiled during a call to the sampler's count."""
+
+  def __init__(self, sampler: SlotSampler):
+    self._sampler = sampler
+
+  @staticmethod
+  def _size() -> int:
+    return _prefill._cache_size() + _decode._cache_size()  # pylint: disable=protected-access
+
+  def __enter__(self):
+    self._before = self._size()
+
+  def __exit__(self, *exc):
+    self._sampler._compiles += self._size() - self._before  # pylint: disable=protected-access
     return False

@@ -36,29 +36,33 @@ class SamplerEngine:
     self.stop_ids = tuple(stop_ids)
     self.decode_steps = decode_steps
     self.extended_tokens = 0  # tokens prefilled by extend (KV reused)
+    # Per held slot, the sequence its cache holds once its turn ended.
+    self._context: dict[int, tuple[int, ...]] = {}
 
   def num_compiles(self) -> int:
     return self.sampler.num_compiles()
 
   def admit(self, requests: Mapping[int, engine_lib.StepRequest]) -> None:
-    held = set(range(self.num_slots)) - set(self.sampler.free_slots)
     extend_slots, extend_requests = [], []
     admit_slots, admit_requests = [], []
     for slot, request in sorted(requests.items()):
-      if slot in held:
-        context = self.sampler.tokens(slot)
-        if tuple(request.tokens[:len(context)]) == tuple(context):
+      if slot not in self.sampler.free_slots:
+        context = self._context.pop(slot, None)
+        if (context is not None and
+            tuple(request.tokens[:len(context)]) == context):
           extend_slots.append(slot)
           extend_requests.append(slots_lib.Request(
               tokens=request.tokens[len(context):], key=None,
               max_new_tokens=request.max_new_tokens, stop=self.stop_ids))
           self.extended_tokens += len(request.tokens) - len(context)
           continue
-        self.sampler.release(slot)
+        self.release(slot)
       admit_slots.append(slot)
       admit_requests.append(slots_lib.Request(
           tokens=request.tokens, key=request.key(),
           max_new_tokens=request.max_new_tokens, stop=self.stop_ids))
+    for slot, request in sorted(requests.items()):
+      self._context[slot] = tuple(request.tokens)
     if extend_slots:
       self.sampler.extend(extend_slots, extend_requests)
     if admit_slots:
@@ -78,8 +82,11 @@ class SamplerEngine:
             tuple(float(p) for p in turn.sampler_logprobs),
             _STOP_REASONS.get(turn.stop_reason, engine_lib.LENGTH))
         for turn in turns}
+    for slot, output in finished.items():
+      self._context[slot] += output.tokens
     return engine_lib.DecodeResult(self.decode_steps, new_tokens, finished)
 
   def release(self, slot: int) -> None:
+    self._context.pop(slot, None)
     if slot not in self.sampler.free_slots:
       self.sampler.release(slot)

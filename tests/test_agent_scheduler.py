@@ -230,3 +230,52 @@ def test_utilisation_and_fairness():
   assert stats.useful_slot_steps == generated
   assert stats.saturated_utilization >= 0.8, stats
   assert 0 < stats.slot_utilization <= 1
+
+
+class LoggingEngine(engine_lib.ScriptedEngine):
+  """Records the seed (tree) and path of every admission, in order."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.log = []
+
+  def admit(self, requests):
+    self.log += [(r.seed, r.path) for _, r in sorted(requests.items())]
+    super().admit(requests)
+
+
+def test_a_spawn_storm_does_not_starve_other_trees():
+  def storm(view):
+    if view.spec.task == 'storm' and view.step == 0 and view.depth < 3:
+      return protocol.spawn([('storm', '', '')] * 4)
+    return protocol.answer('x')
+
+  budgets = scheduler_lib.Budgets(max_depth=3, max_nodes=200)
+  envs = [agent_testing.SumEnv('')] * 4
+  engine = LoggingEngine(storm, TOK, protocol.STOP_TAGS, num_slots=2,
+                         max_len=4096, decode_steps=4)
+  scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets)
+
+  class StormEnv(agent_testing.SumEnv):
+
+    def root_spec(self):
+      return protocol.env_lib.NodeSpec('storm')
+
+  envs[0] = StormEnv('')
+  trees, _ = scheduler.run(envs, [0, 1, 2, 3])
+  assert len(trees[0].nodes) == 1 + 4 + 16 + 64
+  assert all(len(t.nodes) == 1 for t in trees[1:])
+  # Every small tree got its slot before the storm took a third one.
+  order = [seed for seed, _ in engine.log]
+  third_storm = [i for i, s in enumerate(order) if s == 0][2]
+  assert all(order.index(s) < third_storm for s in (1, 2, 3))
+
+
+def test_run_scripted_matches_the_explicit_engine():
+  budgets = scheduler_lib.Budgets(max_depth=2)
+  envs = [agent_testing.SumEnv('98765')]
+  trees, _ = scheduler_lib.run_scripted(agent_testing.split_policy, envs,
+                                        [3], budgets, TOK, num_slots=3)
+  explicit, _ = _run(agent_testing.split_policy, envs, budgets, seeds=[3])
+  assert trees == explicit
+  assert trees[0].root.success == 1.0

@@ -23,3 +23,6 @@ from rao_jax.agent.scheduler import FrontierScheduler
 from rao_jax.agent.scheduler import RolloutStats
 from rao_jax.agent.tree import Node
 from rao_jax.agent.tree import Tree
+from rao_jax.agent import sampler_engine
+from rao_jax.agent.sampler_engine import SamplerEngine
+from rao_jax.agent.scheduler import run_scripted

@@ -460,3 +460,22 @@ class FrontierScheduler:
       if tree_run.tree.status == tree_lib.ABORTED:
         return None  # its prompt broke the token budget
     return None
+
+
+def run_scripted(policy: env_lib.ScriptedPolicy,
+                 environments: Sequence[env_lib.Environment],
+                 seeds: Sequence[int], budgets: Budgets,
+                 tokenizer: tokenizer_lib.Tokenizer | None = None,
+                 num_slots: int = 64, max_len: int = 4096
+                 ) -> tuple[list[tree_lib.Tree], RolloutStats]:
+  """Rolls out a scripted policy (e.g. a reference solver): demonstrations.
+
+  Its steps go through the same tokenizer, parser, tools and budgets as
+  the model's; the sampled tokens carry log-prob 0.
+  """
+  tokenizer = tokenizer or tokenizer_lib.ByteTokenizer(
+      protocol.SPECIAL_TOKENS)
+  engine = engine_lib.ScriptedEngine(policy, tokenizer, protocol.STOP_TAGS,
+                                     num_slots=num_slots, max_len=max_len)
+  return FrontierScheduler(engine, tokenizer, budgets).run(environments,
+                                                           seeds)

@@ -1,0 +1,341 @@
+"""Long-document aggregation (after Oolong): questions over many records.
+
+A document is fixed-width records, one per line, 'SPEAKER LABEL VALUE'
+('kim red 4\n', 10 characters), so any node can cut it on record
+boundaries from the head its prompt shows. Lengths run from inside one
+`cpu_tiny` window (512 tokens) to 16-32 windows beyond it: easy 8-30
+records, medium 100-200 (2-4 windows), hard 400-820 (8-16), extreme
+820-1640 (16-32). Task grammar (the same for roots and children):
+
+  count LABEL          lines with that label            -> an integer
+  sum SPEAKER          sum of that speaker's values      -> an integer
+  tally L1 L2 ..       count per label ('red 3 tan 0')   -> label counts
+  most L1 L2 ..        the most frequent of the labels   -> a label
+  more L1 L2           the more frequent of the two      -> a label
+
+Tool: `read START END` shows a slice of the node's own data. Scoring:
+numbers get Oolong's partial credit 0.75 ** |error|, a tally the mean of
+its labels' credits, labels must match exactly. Any task in this grammar
+is checkable on its own data, so every child is verifiable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import collections
+import dataclasses
+import json
+import random
+import re
+
+from rao_jax.agent import env as env_lib
+from rao_jax.agent import protocol
+from rao_jax.tasks import builder as builder_lib
+from rao_jax.tasks import context
+from rao_jax.tasks import registry
+
+SPEAKERS = ('ana', 'bob', 'kim', 'zoe')
+LABELS = ('red', 'tan', 'blu')
+MAX_READ_CHARS = 2048  # a read longer than any window is refused
+_RECORD_RE = re.compile(r'(\S+) (\S+) (\d+)')
+_WORD = r'[a-z]{1,12}'
+_TASK_RE = re.compile(rf'(count|sum|tally|most|more)((?: {_WORD})+)')
+FORMATS = {'count': 'an integer', 'sum': 'an integer',
+           'tally': 'label counts', 'most': 'a label', 'more': 'a label'}
+
+# -------------------------------------------------------------- Questions
+
+
+def parse_task(task: str) -> tuple[str, tuple[str, ...]] | None:
+  """'tally red tan' -> ('tally', ('red', 'tan')); None if not in grammar."""
+  match = _TASK_RE.fullmatch(task.strip())
+  if match is None:
+    return None
+  kind, args = match.group(1), tuple(match.group(2).split())
+  arity_ok = {'count': len(args) == 1, 'sum': len(args) == 1,
+              'more': len(args) == 2}.get(kind, len(set(args)) == len(args))
+  return (kind, args) if arity_ok else None
+
+
+def records(text: str) -> list[tuple[str, str, int]]:
+  """The well-formed records of text; other lines are skipped."""
+  found = []
+  for line in text.split('\n'):
+    match = _RECORD_RE.fullmatch(line.strip())
+    if match is not None and len(match.group(3)) <= 6:
+      found.append((match.group(1), match.group(2), int(match.group(3))))
+  return found
+
+
+def tally(rows: list[tuple[str, str, int]], labels: tuple[str, ...]
+          ) -> dict[str, int]:
+  counts = collections.Counter(label for _, label, _ in rows)
+  return {label: counts[label] for label in labels}
+
+
+def format_tally(counts: Mapping[str, int]) -> str:
+  return ' '.join(f'{label} {n}' for label, n in counts.items())
+
+
+def parse_tally(text: str) -> dict[str, int]:
+  """'red 3 tan 0' -> {'red': 3, 'tan': 0}; malformed pairs are dropped."""
+  words = text.split()
+  return {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)
+          if words[i + 1].isdigit() and len(words[i + 1]) <= 9}
+
+
+def most_frequent(counts: Mapping[str, int]) -> str:
+  """The label with the highest count (the first one on ties)."""
+  return max(counts, key=lambda label: counts[label]) if counts else ''
+
+
+def solve(kind: str, args: tuple[str, ...], text: str) -> str:
+  """The exact answer of a task over text."""
+  rows = records(text)
+  if kind == 'count':
+    return str(sum(label == args[0] for _, label, _ in rows))
+  if kind == 'sum':
+    return str(sum(value for speaker, _, value in rows if speaker == args[0]))
+  if kind == 'tally':
+    return format_tally(tally(rows, args))
+  return most_frequent(tally(rows, args))  # most, more
+
+
+def _numeric_credit(answer: str, gold: int) -> float:
+  answer = answer.strip()
+  if not answer.isdigit() or len(answer) > 9:
+    return 0.0
+  return 0.75 ** abs(int(answer) - gold)
+
+
+def score(kind: str, args: tuple[str, ...], answer: str, gold: str) -> float:
+  """Oolong-style credit of answer against the gold answer."""
+  if kind in ('count', 'sum'):
+    return _numeric_credit(answer, int(gold))
+  if kind == 'tally':
+    got, want = parse_tally(answer), parse_tally(gold)
+    return sum(_numeric_credit(str(got[k]), want[k]) if k in got else 0.0
+               for k in args) / len(args)
+  return float(answer.strip().lower() == gold)
+
+
+# ------------------------------------------------------------ Environment
+
+
+def _read(data: str, args: str) -> env_lib.ToolResult:
+  parts = args.split()
+  if len(parts) != 2 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+    return env_lib.ToolResult('usage: read START END', error=True)
+  start, end = int(parts[0]), int(parts[1])
+  if not start <= end <= len(data):
+    return env_lib.ToolResult(
+        f'bad range {start} {end} (data has {len(data)} chars)', error=True)
+  if end - start > MAX_READ_CHARS:
+    return env_lib.ToolResult(f'read at most {MAX_READ_CHARS} chars',
+                              error=True)
+  return env_lib.ToolResult(data[start:end])
+
+
+TOOLS = (env_lib.Tool('read', 'read START END', _read),)
+
+
+@dataclasses.dataclass
+class DocumentEnv:
+  """A question over a document; a node's state is its own data.
+
+  Works for any question/document/answer triple: roots outside the task
+  grammar are scored exactly (numbers with partial credit), children
+  outside it are not checkable (None).
+  """
+
+  task: str
+  document: str
+  answer: str
+  format: str = ''
+
+  def root_spec(self) -> env_lib.NodeSpec:
+    return env_lib.NodeSpec(self.task, self.document, self.format)
+
+  def tools(self) -> tuple[env_lib.Tool, ...]:
+    return TOOLS
+
+  def root_state(self) -> str:
+    return self.document
+
+  def child_state(self, parent_state: str, spec: env_lib.NodeSpec) -> str:
+    del parent_state
+    return spec.data
+
+  def score_root(self, answer: str, state: str) -> float:
+    del state
+    parsed = parse_task(self.task)
+    if parsed is not None:
+      return score(*parsed, answer, self.answer)
+    gold = self.answer.strip()
+    if gold.isdigit() and len(gold) <= 9:
+      return _numeric_credit(answer, int(gold))
+    return float(answer.strip().lower() == gold.lower())
+
+  def score_subtask(self, spec: env_lib.NodeSpec, answer: str,
+                    state: str) -> float | None:
+    del state
+    parsed = parse_task(spec.task)
+    if parsed is None:
+      return None
+    return score(*parsed, answer, solve(*parsed, spec.data))
+
+
+def make_env(example: Mapping[str, str]) -> DocumentEnv:
+  return DocumentEnv(example['task'], example['data'], example['answer'],
+                     example['format'])
+
+
+# ---------------------------------------------------------------- Solvers
+
+
+def _record_chars(head: str) -> int | None:
+  """Record width from the visible head (records are fixed-width)."""
+  newline = head.find('\n')
+  return newline + 1 if newline >= 0 else None
+
+
+def _combine(kind: str, args: tuple[str, ...],
+             answers: tuple[str | None, ...]) -> str:
+  """The parent's answer from its children's (a failed child counts 0)."""
+  if kind in ('count', 'sum'):
+    return str(sum(int(a) for a in answers
+                   if a and a.isdigit() and len(a) <= 9))
+  totals = {label: 0 for label in args}
+  for a in answers:
+    for label, n in parse_tally(a or '').items():
+      if label in totals:
+        totals[label] += n
+  return format_tally(totals) if kind == 'tally' else most_frequent(totals)
+
+
+class DirectSolver:
+  """Answers from its inline data, or reads as much as fits, then answers.
+
+  Beyond the window it truncates: it reads the longest prefix of whole
+  records that leaves room for its answer, and answers over that prefix.
+  """
+
+  ANSWER_RESERVE = 40  # tokens kept free for the answer step
+
+  def __init__(self, window: context.Window):
+    self.window = window
+
+  def __call__(self, view: env_lib.StepView) -> str:
+    parsed = parse_task(view.spec.task)
+    if parsed is None:
+      return protocol.answer('cannot parse the task')
+    data = context.visible_data(view, self.window)
+    if data is not None:
+      return protocol.answer(solve(*parsed, data))
+    if view.step == 0:
+      length = len(view.spec.data)  # the handle shows it
+      width = _record_chars(context.visible_head(view, self.window)) or 1
+      read_call = protocol.tool_call('read', f'0 {length}')
+      room = (self.window.max_tokens -
+              context.prompt_tokens(view, TOOLS, self.window) -
+              context.num_tokens(read_call + protocol.observation('')) -
+              self.ANSWER_RESERVE)
+      end = min(length, max(room, 0), MAX_READ_CHARS) // width * width
+      return protocol.tool_call('read', f'0 {end}')
+    seen = view.observations[0]
+    return protocol.answer(solve(*parsed, '' if seen.startswith('error:')
+                                 else seen))
+
+
+class RecursiveSolver:
+  """Splits its data on record boundaries until a leaf holds at most
+  `leaf_records` records it can see inline (2 by default: every leaf and
+  every combine is a 2-operand step, which a tiny model learns), then adds
+  the children's answers up."""
+
+  def __init__(self, window: context.Window, leaf_records: int = 2,
+               fanout: int = 2):
+    if leaf_records < 1 or fanout < 2:
+      raise ValueError('need leaf_records >= 1 and fanout >= 2')
+    self.window = window
+    self.leaf_records = leaf_records
+    self.fanout = fanout
+    self.direct = DirectSolver(window)
+
+  def __call__(self, view: env_lib.StepView) -> str:
+    parsed = parse_task(view.spec.task)
+    if parsed is None:
+      return protocol.answer('cannot parse the task')
+    kind, args = parsed
+    data = context.visible_data(view, self.window)
+    width = _record_chars(context.visible_head(view, self.window))
+    length = len(view.spec.data)
+    is_leaf = data is not None and (
+        width is None or length // width <= self.leaf_records)
+    if is_leaf or width is None or view.budgets.get('depth', 0) <= 0:
+      return self.direct(view)
+    if view.step == 0:
+      num_records = length // width
+      bounds = [num_records * i // self.fanout * width
+                for i in range(self.fanout)] + [length]
+      child_kind = kind if kind in ('count', 'sum') else 'tally'
+      child_task = ' '.join((child_kind,) + args)
+      return protocol.spawn([
+          (child_task, protocol.data_slice(start, end), FORMATS[child_kind])
+          for start, end in zip(bounds, bounds[1:]) if start < end])
+    if not view.children_answers:  # the spawn was refused
+      return protocol.answer('failed: ' + view.observations[-1][:60])
+    return protocol.answer(_combine(kind, args, view.children_answers[-1]))
+
+
+# ---------------------------------------------------------------- Builder
+
+
+def make_document(rng: random.Random, num_records: int) -> str:
+  return ''.join(f'{rng.choice(SPEAKERS)} {rng.choice(LABELS)} '
+                 f'{rng.randrange(10)}\n' for _ in range(num_records))
+
+
+def make_question(rng: random.Random, document: str
+                  ) -> tuple[str, str] | None:
+  """A random (task, answer) over document; None for a tied label pick."""
+  kind = rng.choice(('count', 'sum', 'most', 'more'))
+  if kind == 'count':
+    args = (rng.choice(LABELS),)
+  elif kind == 'sum':
+    args = (rng.choice(SPEAKERS),)
+  else:
+    args = tuple(rng.sample(LABELS, 3 if kind == 'most' else 2))
+  counts = sorted(tally(records(document), args).values())
+  if kind in ('most', 'more') and counts[-1] == counts[-2]:
+    return None  # ties would make the label answer ambiguous
+  task = ' '.join((kind,) + args)
+  return task, solve(kind, args, document)
+
+
+class RaoDocuments(builder_lib.TaskBuilder):
+  """Aggregation over long documents (after Oolong); configs are lengths
+  in records."""
+
+  BUILDER_CONFIGS = builder_lib.level_configs(
+      {'easy': (8, 30), 'medium': (100, 200), 'hard': (400, 820),
+       'extreme': (820, 1640)}, 'records')
+
+  def make_example(self, rng: random.Random,
+                   config: builder_lib.LevelConfig) -> dict[str, str]:
+    while True:
+      document = make_document(rng, rng.randint(config.low, config.high))
+      question = make_question(rng, document)
+      if question is not None:
+        break
+    task, gold = question
+    kind = task.split()[0]
+    return {'task': task, 'data': document, 'format': FORMATS[kind],
+            'answer': gold,
+            'world': json.dumps({'records': len(document) // 10})}
+
+
+TASK = registry.register(registry.Task(
+    name='documents', tfds_name='rao_documents', builder=RaoDocuments,
+    make_env=make_env, recursive_solver=RecursiveSolver,
+    direct_solver=DirectSolver))

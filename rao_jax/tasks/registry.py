@@ -1,0 +1,91 @@
+"""Task name -> builder, environment factory and reference solvers.
+
+Configs refer to tasks by name (`config.tasks.name = 'crafting'`). A user
+adds a task with one module that defines a `TaskBuilder` subclass, an
+environment factory and two solvers, and calls `register(Task(...))` at
+import; `get('mypkg.mytask')` imports such a module by its path and
+returns the task it registered under the module's `TASK_NAME`.
+
+Difficulty splits for generalisation (the paper's protocol): every level
+has train / validation / test splits, but a run trains on `train_levels`
+only (medium) and evaluates on `eval_levels` (easy, medium, hard), so easy
+and hard are levels never seen in training; `extreme` is for stress tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import dataclasses
+import importlib
+import importlib.util
+
+from rao_jax.agent import env as env_lib
+from rao_jax.tasks import context
+
+EnvFactory = Callable[[Mapping[str, str]], env_lib.Environment]
+SolverFactory = Callable[[context.Window], env_lib.ScriptedPolicy]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Task:
+  """A registered task family.
+
+  Attributes:
+    name: the name configs use.
+    tfds_name: the builder's tfds name (`tfds.data_source(tfds_name/level)`).
+    builder: the `TaskBuilder` subclass.
+    make_env: decoded example (str fields) -> its `Environment`.
+    recursive_solver: window -> the reference recursive solver.
+    direct_solver: window -> the solver that never spawns.
+    levels: all difficulty levels, easiest first.
+    train_levels: levels a run trains on.
+    eval_levels: levels a run evaluates on.
+  """
+
+  name: str
+  tfds_name: str
+  builder: type
+  make_env: EnvFactory
+  recursive_solver: SolverFactory
+  direct_solver: SolverFactory
+  levels: tuple[str, ...] = ('easy', 'medium', 'hard', 'extreme')
+  train_levels: tuple[str, ...] = ('medium',)
+  eval_levels: tuple[str, ...] = ('easy', 'medium', 'hard')
+
+  def __post_init__(self):
+    for field in ('train_levels', 'eval_levels'):
+      unknown = set(getattr(self, field)) - set(self.levels)
+      if unknown:
+        raise ValueError(f'Task.{field} has unknown levels {sorted(unknown)}')
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+  """Adds a task; re-registering the same name replaces it (reloads)."""
+  _TASKS[task.name] = task
+  return task
+
+
+def get(name: str) -> Task:
+  """The task called name, or the one the module importable as `name`
+  (e.g. 'mypkg.mytask') registers under its `TASK_NAME`."""
+  if name not in _TASKS and _importable(name):
+    module = importlib.import_module(name)
+    name = getattr(module, 'TASK_NAME', name)
+  if name not in _TASKS:
+    raise KeyError(f'unknown task {name!r} (known: {", ".join(names())})')
+  return _TASKS[name]
+
+
+def _importable(name: str) -> bool:
+  try:
+    return importlib.util.find_spec(name) is not None
+  except (ImportError, ValueError):  # a missing parent package, or ''
+    return False
+
+
+def names() -> tuple[str, ...]:
+  """Registered task names, sorted."""
+  return tuple(sorted(_TASKS))

@@ -133,7 +133,8 @@ def _read(data: str, args: str) -> env_lib.ToolResult:
   if end - start > MAX_READ_CHARS:
     return env_lib.ToolResult(f'read at most {MAX_READ_CHARS} chars',
                               error=True)
-  return env_lib.ToolResult(data[start:end])
+  # An empty observation would read as a missing one.
+  return env_lib.ToolResult(data[start:end] or '(empty slice)')
 
 
 TOOLS = (env_lib.Tool('read', 'read START END', _read),)

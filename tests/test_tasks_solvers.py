@@ -1,0 +1,142 @@
+"""Reference solvers replayed through the real runtime (see tasks_testing).
+
+Bars: the recursive solver's trees score 1.0 on every level with every node
+inside the window, documents included at many windows long; the direct
+solver fits where the input does and visibly truncates beyond; solvers use
+only what a node's context shows.
+"""
+
+import dataclasses
+
+import pytest
+
+from rao_jax import tasks
+from rao_jax.agent import env as env_lib
+from rao_jax.agent import protocol
+from rao_jax.agent import tree as tree_lib
+from rao_jax.tasks import builder as builder_lib
+from rao_jax.tasks import documents
+
+import tasks_testing
+
+WINDOW = tasks_testing.WINDOW
+NUM_EXAMPLES = 4  # per level: enough to see every question kind pass
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def _examples(name, level, data_dir, count=NUM_EXAMPLES):
+  task = tasks.get(name)
+  return builder_lib.load(task.tfds_name, level, 'test', data_dir)[:count]
+
+
+def _check_demonstration(tree):
+  for node in tree.nodes:
+    assert len(node.tokens) <= WINDOW.max_tokens, (node.path, node.spec)
+    for step in tasks_testing.sampled_steps(node):
+      assert not isinstance(protocol.parse_step(step), protocol.ParseError)
+
+
+def _levels(name, slow_levels=()):
+  return [pytest.param(name, level, marks=pytest.mark.slow)
+          if level in slow_levels else (name, level)
+          for level in tasks.get(name).levels]
+
+
+@pytest.mark.parametrize(
+    'name,level', _levels('crafting') + _levels('multihop') +
+    _levels('documents', slow_levels=('extreme',)))
+def test_recursive_solver_scores_one_inside_the_window(name, level,
+                                                       data_dir):
+  task = tasks.get(name)
+  examples = _examples(name, level, data_dir)
+  environments = [task.make_env(e) for e in examples]
+  trees = tasks_testing.rollout(task.recursive_solver(WINDOW), environments,
+                                tasks_testing.RECURSIVE_BUDGETS)
+  for example, tree in zip(examples, trees):
+    assert tree.status == tree_lib.DONE
+    assert tree.root.success == 1.0, example['task']
+    assert all(n.status == tree_lib.DONE for n in tree.nodes)
+    # Every child is checkable in these grammars, and right.
+    assert all(n.success == 1.0 for n in tree.nodes[1:])
+    _check_demonstration(tree)
+    if level != 'easy':
+      assert len(tree.nodes) > 1  # it delegated
+  if name == 'documents' and level in ('hard', 'extreme'):
+    # Far beyond one node: 16 windows and more for the longest.
+    assert max(len(e['data']) for e in examples) > 8 * WINDOW.max_tokens
+
+
+@pytest.mark.parametrize('name', ['crafting', 'documents', 'multihop'])
+def test_direct_solver_fits_only_where_the_input_does(name, data_dir):
+  task = tasks.get(name)
+  success = {}
+  for level in ('easy', 'hard'):
+    examples = _examples(name, level, data_dir)
+    trees = tasks_testing.rollout(task.direct_solver(WINDOW),
+                                  [task.make_env(e) for e in examples],
+                                  tasks_testing.DIRECT_BUDGETS)
+    for tree in trees:
+      assert len(tree.nodes) == 1  # never spawns
+      assert tree.root.status == tree_lib.DONE  # it stops, never overflows
+      _check_demonstration(tree)
+    success[level] = sum(t.root.success for t in trees) / len(trees)
+    if name == 'documents' and level == 'hard':
+      # Truncation shows: what it read is far shorter than the document.
+      for example, tree in zip(examples, trees):
+        read = tree.root.tokens.count(tasks_testing.TOKENIZER.encode('\n')[0])
+        assert read < len(example['data']) // 10 // 4
+  assert success['easy'] == 1.0
+  assert success['hard'] <= 0.5
+
+
+def test_recursive_solver_without_depth_budget_is_the_direct_one(data_dir):
+  task = tasks.get('multihop')
+  examples = _examples('multihop', 'medium', data_dir)
+  budgets = dataclasses.replace(tasks_testing.DIRECT_BUDGETS)
+  recursive = tasks_testing.rollout(task.recursive_solver(WINDOW),
+                                    [task.make_env(e) for e in examples],
+                                    budgets)
+  direct = tasks_testing.rollout(task.direct_solver(WINDOW),
+                                 [task.make_env(e) for e in examples], budgets)
+  assert [t.root.tokens for t in recursive] == [t.root.tokens for t in direct]
+
+
+def _view(spec, step=0, observations=(), children_answers=()):
+  return env_lib.StepView(spec=spec, depth=0, step=step,
+                          observations=observations,
+                          children_answers=children_answers,
+                          budgets={'depth': 3, 'steps': 10, 'children': 4},
+                          state=None)
+
+
+@pytest.mark.parametrize('solver_cls', [documents.RecursiveSolver,
+                                        documents.DirectSolver])
+def test_document_solvers_see_only_the_handle(solver_cls, data_dir):
+  """Changing data the prompt does not show cannot change a step."""
+  solver = solver_cls(WINDOW)
+  for example in _examples('documents', 'medium', data_dir):
+    data = example['data']
+    hidden = data[:WINDOW.head_chars] + data[WINDOW.head_chars:][::-1]
+    spec = env_lib.NodeSpec(example['task'], data, example['format'])
+    assert len(hidden) == len(data) and hidden != data
+    assert solver(_view(spec)) == solver(
+        _view(dataclasses.replace(spec, data=hidden)))
+
+
+def test_leaves_are_two_operand_steps(data_dir):
+  """Leaves see at most two records; internal nodes add two answers."""
+  task = tasks.get('documents')
+  examples = _examples('documents', 'hard', data_dir, count=1)
+  (tree,) = tasks_testing.rollout(task.recursive_solver(WINDOW),
+                                  [task.make_env(e) for e in examples],
+                                  tasks_testing.RECURSIVE_BUDGETS)
+  for node in tree.nodes:
+    if node.children and node.children[0]:
+      assert len(node.children[0]) == 2
+    else:
+      assert len(documents.records(node.spec.data)) <= 2
+      assert len(node.spec.data) <= WINDOW.inline_chars

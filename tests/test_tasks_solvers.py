@@ -53,9 +53,7 @@ def test_recursive_solver_scores_one_inside_the_window(name, level,
                                                        data_dir):
   task = tasks.get(name)
   examples = _examples(name, level, data_dir)
-  environments = [task.make_env(e) for e in examples]
-  trees = tasks_testing.rollout(task.recursive_solver(WINDOW), environments,
-                                tasks_testing.RECURSIVE_BUDGETS)
+  trees = tasks.demonstrate(task, examples, window=WINDOW)
   for example, tree in zip(examples, trees):
     assert tree.status == tree_lib.DONE
     assert tree.root.success == 1.0, example['task']
@@ -76,9 +74,7 @@ def test_direct_solver_fits_only_where_the_input_does(name, data_dir):
   success = {}
   for level in ('easy', 'hard'):
     examples = _examples(name, level, data_dir)
-    trees = tasks_testing.rollout(task.direct_solver(WINDOW),
-                                  [task.make_env(e) for e in examples],
-                                  tasks_testing.DIRECT_BUDGETS)
+    trees = tasks.demonstrate(task, examples, recursive=False, window=WINDOW)
     for tree in trees:
       assert len(tree.nodes) == 1  # never spawns
       assert tree.root.status == tree_lib.DONE  # it stops, never overflows
@@ -96,12 +92,9 @@ def test_direct_solver_fits_only_where_the_input_does(name, data_dir):
 def test_recursive_solver_without_depth_budget_is_the_direct_one(data_dir):
   task = tasks.get('multihop')
   examples = _examples('multihop', 'medium', data_dir)
-  budgets = dataclasses.replace(tasks_testing.DIRECT_BUDGETS)
-  recursive = tasks_testing.rollout(task.recursive_solver(WINDOW),
-                                    [task.make_env(e) for e in examples],
-                                    budgets)
-  direct = tasks_testing.rollout(task.direct_solver(WINDOW),
-                                 [task.make_env(e) for e in examples], budgets)
+  budgets = tasks.demonstrations.DIRECT_BUDGETS  # max_depth 0
+  recursive = tasks.demonstrate(task, examples, budgets=budgets)
+  direct = tasks.demonstrate(task, examples, recursive=False)
   assert [t.root.tokens for t in recursive] == [t.root.tokens for t in direct]
 
 
@@ -131,9 +124,7 @@ def test_leaves_are_two_operand_steps(data_dir):
   """Leaves see at most two records; internal nodes add two answers."""
   task = tasks.get('documents')
   examples = _examples('documents', 'hard', data_dir, count=1)
-  (tree,) = tasks_testing.rollout(task.recursive_solver(WINDOW),
-                                  [task.make_env(e) for e in examples],
-                                  tasks_testing.RECURSIVE_BUDGETS)
+  (tree,) = tasks.demonstrate(task, examples)
   for node in tree.nodes:
     if node.children and node.children[0]:
       assert len(node.children[0]) == 2

@@ -8,12 +8,14 @@ from rao_jax.tasks import builder
 from rao_jax.tasks import context
 from rao_jax.tasks import registry
 from rao_jax.tasks import crafting
+from rao_jax.tasks import demonstrations
 from rao_jax.tasks import documents
 from rao_jax.tasks import jsonl
 from rao_jax.tasks import multihop
 from rao_jax.tasks.builder import build
 from rao_jax.tasks.builder import load
 from rao_jax.tasks.context import Window
+from rao_jax.tasks.demonstrations import demonstrations as demonstrate
 from rao_jax.tasks.registry import Task
 from rao_jax.tasks.registry import get
 from rao_jax.tasks.registry import names

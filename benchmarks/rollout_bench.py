@@ -92,7 +92,9 @@ class ForcedEngine(sampler_engine.SamplerEngine):
 
   Each step runs for exactly as many tokens as the scripted step has (no
   stop tags), so prefill and decode cost what they would for a policy
-  that wrote these steps; the returned tokens are the scripted ones.
+  that wrote these steps; the returned tokens are the scripted ones. A
+  tool-calling node extends its slot as it would with a real policy (its
+  cache holds the sampled tokens, which only changes values, not work).
   """
 
   def __init__(self, sampler, policy, decode_steps):
@@ -106,16 +108,17 @@ class ForcedEngine(sampler_engine.SamplerEngine):
       ids = TOK.encode(self.policy(request.view))[:request.max_new_tokens]
       self._scripted[slot] = tuple(ids)
       forced[slot] = dataclasses.replace(request, max_new_tokens=len(ids))
-      # Its cache holds sampled, not scripted, tokens: never extend.
-      self.release(slot)
     super().admit(forced)
 
   def decode(self):
     result = super().decode()
-    finished = {
-        slot: engine_lib.StepOutput(self._scripted[slot], out.logprobs,
-                                    engine_lib.STOP)
-        for slot, out in result.finished.items()}
+    finished = {}
+    for slot, out in result.finished.items():
+      scripted = self._scripted[slot][:len(out.tokens)]
+      # The slot's context as the scheduler will know it: scripted tokens.
+      self._context[slot] = self._context[slot][:-len(out.tokens)] + scripted
+      finished[slot] = engine_lib.StepOutput(scripted, out.logprobs,
+                                             engine_lib.STOP)
     return engine_lib.DecodeResult(result.num_steps, result.new_tokens,
                                    finished)
 
@@ -130,6 +133,9 @@ def run(model, num_slots, num_trees, decode_steps, budgets, max_len):
   trees, stats = scheduler.run(envs, list(range(num_trees)))
   seconds = time.perf_counter() - start
   assert all(t.root.success == 1.0 and len(t.nodes) == 15 for t in trees)
+  print(f'  {num_slots} slots: {seconds:.2f} s, {stats.admissions} '
+        f'prefills of {stats.prefill_tokens} tokens, '
+        f'{engine.extended_tokens} tokens by extend')
   return seconds, stats, engine.num_compiles()
 
 

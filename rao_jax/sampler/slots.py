@@ -149,6 +149,15 @@ class SlotSampler:
     self.max_stop_sequences = max_stop_sequences
     self.max_stop_len = max_stop_len
     self.min_bucket = min_bucket
+    self._graphdef, self._params = nnx.split(model)
+    if mesh is None:
+      # A model loaded onto a mesh (e.g. by `load_hf`) brings it along: the
+      # state must live there too, or each call's outputs (placed on the
+      # model's mesh) would differ in sharding from the first call's inputs
+      # and compile a second program.
+      leaf_sharding = jax.tree.leaves(self._params)[0].sharding
+      if isinstance(leaf_sharding, jax.sharding.NamedSharding):
+        mesh = leaf_sharding.mesh
     self._mesh = mesh
     self._rules = sharding.normalize_rules(rules)
     self._row_parts = 1
@@ -160,7 +169,6 @@ class SlotSampler:
       self._row_parts = math.prod(mesh.shape[a] for a in axes)
     if max_len < 2:
       raise ValueError(f'sampler.max_len={max_len}: must be >= 2')
-    self._graphdef, self._params = nnx.split(model)
     self._key_shape = jax.random.key_data(jax.random.key(0)).shape
     init = jax.jit(functools.partial(
         engine.init_state, config, num_slots, max_len, max_stop_sequences,

@@ -25,6 +25,7 @@ setuptools.setup(
         'tokenizers>=0.23',
         'safetensors>=0.8.0',
         'tensorboardX>=2.6',
+        'tqdm',
         'numpy',
     ],
     extras_require={

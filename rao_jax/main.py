@@ -11,6 +11,7 @@ happens in `rao_jax/train.py`.
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from rao_jax import train
@@ -25,6 +26,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    # Orbax logs every file it writes at INFO; keep the console readable.
+    logging.set_verbosity(logging.WARNING)
   train.run(_CONFIG.value, _WORKDIR.value)
 
 

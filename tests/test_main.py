@@ -27,6 +27,7 @@ def _main(*args: str) -> subprocess.CompletedProcess:
 
 def test_main_generates_on_a_sharded_mesh(tmp_path):
   result = _main('--config=configs/cpu_tiny.py', f'--workdir={tmp_path}',
+                 '--config.mode=generate',
                  '--config.generate.max_new_tokens=5',
                  '--config.mesh.tensor=2')
   assert result.returncode == 0, result.stderr[-3000:]
@@ -44,7 +45,7 @@ def test_main_generates_on_a_sharded_mesh(tmp_path):
 ])
 def test_main_names_the_bad_field(tmp_path, override, message):
   result = _main('--config=configs/cpu_tiny.py', f'--workdir={tmp_path}',
-                 override)
+                 '--config.mode=generate', override)
   assert result.returncode != 0
   assert message in result.stderr
   # Refused before any work: nothing was generated.

@@ -127,3 +127,23 @@ def pack(sequences: Sequence[TrainSequence], *, buckets: Sequence[int],
                     row_length=row_length,
                     padding_fraction=1.0 - sum(lengths) / (num_rows * row_length))
   return batches, stats
+
+
+def sequences_from_trees(trees, node_credit) -> list[TrainSequence]:
+  """Every node of every tree as a training sequence, in credit order.
+
+  Args:
+    trees: finished `agent.tree.Tree`s.
+    node_credit: `credit.assign_credit(trees, ...)` for the same trees.
+  """
+  sequences = []
+  for t, node_id, advantage, weight in zip(
+      node_credit.tree_index, node_credit.node_id, node_credit.advantage,
+      node_credit.weight):
+    node = trees[t].nodes[node_id]
+    sequences.append(TrainSequence(
+        tokens=np.asarray(node.tokens, np.int32),
+        loss_mask=np.asarray(node.loss_mask, np.int32),
+        sampler_logprobs=np.asarray(node.logprobs, np.float32),
+        advantage=float(advantage), weight=float(weight)))
+  return sequences

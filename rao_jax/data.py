@@ -1,0 +1,55 @@
+"""Root tasks from the tfds task datasets, through checkpointable grain iterators.
+
+Datasets are generated offline from their seed into `data_dir` the first
+time a (task, level) is used, then read with `tfds.data_source` (no
+tensorflow). Training reads an endless shuffled grain iterator whose
+position (`get_state()`, a small JSON-able dict) goes into every
+checkpoint, so a resumed run sees exactly the tasks it would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import tensorflow_datasets as tfds
+
+from rao_jax.tasks import builder as builder_lib
+from rao_jax.tasks import registry
+
+
+def prepare(task: registry.Task, level: str, data_dir: str) -> None:
+  """Builds the array_record files of one level unless they exist."""
+  if level not in task.levels:
+    raise ValueError(f'tasks: level {level!r} is not one of task '
+                     f'{task.name!r}\'s levels {task.levels}')
+  builder = task.builder(config=level, data_dir=data_dir)
+  if not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json')):
+    builder.download_and_prepare(file_format='array_record')
+
+
+def source(task: registry.Task, level: str, split: str, data_dir: str):
+  prepare(task, level, data_dir)
+  return tfds.data_source(f'{task.tfds_name}/{level}', data_dir=data_dir,
+                          split=split)
+
+
+def train_iterator(task: registry.Task, level: str, data_dir: str, *,
+                   seed: int, shard_index: int = 0,
+                   num_shards: int = 1) -> grain.DatasetIterator:
+  """Endless shuffled iterator of decoded examples (str fields)."""
+  dataset = (grain.MapDataset.source(source(task, level, 'train', data_dir))
+             [shard_index::num_shards]
+             .shuffle(seed=seed)
+             .repeat(None)
+             .map(builder_lib.decode))
+  return iter(dataset.to_iter_dataset())
+
+
+def eval_examples(task: registry.Task, level: str, data_dir: str, *,
+                  split: str, num_examples: int) -> list[dict[str, Any]]:
+  """The first `num_examples` examples of a held-out split, decoded."""
+  records = source(task, level, split, data_dir)
+  count = min(num_examples, len(records))
+  return [builder_lib.decode(records[i]) for i in range(count)]

@@ -352,7 +352,7 @@ def test_sharded_equals_unsharded(model):
   sharded = run(sharded_sampler)
   k_cache = sharded_sampler._state.cache[0].k  # pylint: disable=protected-access
   assert k_cache.sharding.spec[0] == ('data', 'fsdp')
-  assert k_cache.sharding.spec[2] == 'tensor'
+  assert k_cache.sharding.spec[1] == 'tensor'  # [B, K, S, H]
   assert len(k_cache.sharding.device_set) == 8
   for a, b in zip(plain, sharded):
     np.testing.assert_array_equal(a.tokens, b.tokens)

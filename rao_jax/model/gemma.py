@@ -37,21 +37,24 @@ _MASK_VALUE = -2.3819763e38
 @flax.struct.dataclass
 class LayerCache:
   """Keys and values of one layer for every batch row."""
-  k: jax.Array  # [B, S, K, H]
-  v: jax.Array  # [B, S, K, H]
+  # [B, K, S, H]: KV heads ahead of positions, so attention's batched dots
+  # (batch dims B, K) read the cache in place; a [B, S, K, H] cache was
+  # transposed in full by XLA on every decode step.
+  k: jax.Array  # [B, K, S, H]
+  v: jax.Array  # [B, K, S, H]
 
 
 Cache = tuple[LayerCache, ...]
 
 # Logical axes of a cache tensor; the sampler shards its slots with them.
-CACHE_AXES = (sharding.BATCH, sharding.CACHE_LEN, sharding.KV_HEADS, 'head_dim')
+CACHE_AXES = (sharding.BATCH, sharding.KV_HEADS, sharding.CACHE_LEN, 'head_dim')
 
 
 def init_cache(config: config_lib.ModelConfig, batch_size: int, max_len: int,
                dtype: jnp.dtype | None = None) -> Cache:
   """A zeroed KV cache of `max_len` positions for `batch_size` rows."""
   dtype = config.compute_dtype if dtype is None else dtype
-  shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
+  shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
 
   def zeros():
     return sharding.shard(jnp.zeros(shape, dtype), CACHE_AXES)
@@ -180,38 +183,44 @@ class Attention(nnx.Module):
     q_BTNH = q_BTNH * jnp.asarray(cfg.query_pre_attn_scalar**-0.5, dtype)
 
     if cache is None:
-      keys_BSKH, values_BSKH = k_BTKH, v_BTKH
+      keys_BKSH = jnp.swapaxes(k_BTKH, 1, 2)
+      values_BKSH = jnp.swapaxes(v_BTKH, 1, 2)
       mask_BTS = _segment_mask(positions_BT, segment_ids_BT)
       key_pos_BS = positions_BT
     else:
       cache = _write_cache(cache, k_BTKH, v_BTKH, positions_BT,
                            segment_ids_BT)
-      keys_BSKH, values_BSKH = cache.k, cache.v
+      keys_BKSH, values_BKSH = cache.k, cache.v
       # Cache index == position: every index up to the query's position holds
       # this row's own sequence (a reused row is overwritten from 0 up).
       key_pos_BS = jnp.broadcast_to(
-          jnp.arange(keys_BSKH.shape[1], dtype=positions_BT.dtype),
-          keys_BSKH.shape[:2])
+          jnp.arange(keys_BKSH.shape[2], dtype=positions_BT.dtype),
+          (keys_BKSH.shape[0], keys_BKSH.shape[2]))
       mask_BTS = key_pos_BS[:, None, :] <= positions_BT[:, :, None]
     if self.is_local:
       distance_BTS = positions_BT[:, :, None] - key_pos_BS[:, None, :]
       mask_BTS &= distance_BTS < cfg.sliding_window
 
     b, t, n, h = q_BTNH.shape
-    k_heads = cfg.num_kv_heads
-    q_BTKGH = q_BTNH.reshape(b, t, k_heads, n // k_heads, h)
-    logits_BKGTS = jnp.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, keys_BSKH,
-                              preferred_element_type=jnp.float32)
-    logits_BKGTS = softcap(logits_BKGTS, cfg.attn_logit_softcap)
-    logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS,
-                             _MASK_VALUE)
-    # Softmax in fp32.
-    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dtype)
-    out_BTKGH = jnp.einsum('BKGTS,BSKH->BTKGH', probs_BKGTS, values_BSKH)
+    q_BTKGH = q_BTNH.reshape(b, t, cfg.num_kv_heads, n // cfg.num_kv_heads, h)
+    out_BTKGH = _attend(q_BTKGH, keys_BKSH, values_BKSH, mask_BTS,
+                        cfg.attn_logit_softcap)
     out_BTNH = out_BTKGH.reshape(b, t, n, h)
     out_BTD = jnp.einsum('BTNH,NHD->BTD', out_BTNH,
                          self.o_proj[...].astype(dtype))
     return out_BTD, cache
+
+
+def _attend(q_BTKGH: jax.Array, keys_BKSH: jax.Array, values_BKSH: jax.Array,
+            mask_BTS: jax.Array, cap: float | None) -> jax.Array:
+  """Grouped-query attention of T queries over S keys; fp32 softmax."""
+  logits_BKGTS = jnp.einsum('BTKGH,BKSH->BKGTS', q_BTKGH, keys_BKSH,
+                            preferred_element_type=jnp.float32)
+  logits_BKGTS = softcap(logits_BKGTS, cap)
+  logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, _MASK_VALUE)
+  # Softmax in fp32.
+  probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(q_BTKGH.dtype)
+  return jnp.einsum('BKGTS,BKSH->BTKGH', probs_BKGTS, values_BKSH)
 
 
 def _segment_mask(positions_BT: jax.Array,
@@ -228,14 +237,15 @@ def _write_cache(cache: LayerCache, k_BTKH: jax.Array, v_BTKH: jax.Array,
                  positions_BT: jax.Array,
                  segment_ids_BT: jax.Array) -> LayerCache:
   """Writes keys/values at their positions; padding tokens are not written."""
-  max_len = cache.k.shape[1]
+  max_len = cache.k.shape[2]
   # Padding is sent out of range, where the scatter drops it.
   index_BT = jnp.where(segment_ids_BT != 0, positions_BT, max_len)
   rows_B1 = jnp.arange(index_BT.shape[0])[:, None]
-  k = cache.k.at[rows_B1, index_BT].set(k_BTKH.astype(cache.k.dtype),
-                                        mode='drop')
-  v = cache.v.at[rows_B1, index_BT].set(v_BTKH.astype(cache.v.dtype),
-                                        mode='drop')
+  # Advanced indices around a slice: the indexed view is [B, T, K, H].
+  k = cache.k.at[rows_B1, :, index_BT].set(k_BTKH.astype(cache.k.dtype),
+                                           mode='drop')
+  v = cache.v.at[rows_B1, :, index_BT].set(v_BTKH.astype(cache.v.dtype),
+                                           mode='drop')
   return LayerCache(k=sharding.shard(k, CACHE_AXES),
                     v=sharding.shard(v, CACHE_AXES))
 

@@ -38,7 +38,7 @@ _NO_TOKEN = -2
 @flax.struct.dataclass
 class SlotState:
   """Per-slot decoding state, all arrays with the slot axis first."""
-  cache: gemma.Cache  # per layer k, v: [B, S, K, H]
+  cache: gemma.Cache  # per layer k, v: [B, K, S, H]
   pending: jax.Array  # [B] int32, last sampled token, not yet in the cache
   seq_len: jax.Array  # [B] int32, tokens in the sequence, pending included
   active: jax.Array  # [B] bool, decoding
@@ -148,12 +148,13 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
     stop reason).
   """
   model = nnx.merge(graphdef, params)
-  num_slots, max_len = state.cache[0].k.shape[:2]
+  num_slots, _, max_len, _ = state.cache[0].k.shape
   p, t = tokens_PT.shape
   # Only this chunk's rows of the cache take part: gather them, run, scatter.
   rows_cache = tuple(
-      gemma.LayerCache(k=jnp.take(c.k, slots_P, axis=0, mode='clip')[:, :window],
-                       v=jnp.take(c.v, slots_P, axis=0, mode='clip')[:, :window])
+      gemma.LayerCache(
+          k=jnp.take(c.k, slots_P, axis=0, mode='clip')[:, :, :window],
+          v=jnp.take(c.v, slots_P, axis=0, mode='clip')[:, :, :window])
       for c in state.cache)
   positions_PT = start_P[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
   segments_PT = (jnp.arange(t)[None] < chunk_len_P[:, None]).astype(jnp.int32)
@@ -177,8 +178,8 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
 
   cache = tuple(
       gemma.LayerCache(
-          k=c.k.at[slots_P, :window].set(r.k, mode='drop'),
-          v=c.v.at[slots_P, :window].set(r.v, mode='drop'))
+          k=c.k.at[slots_P, :, :window].set(r.k, mode='drop'),
+          v=c.v.at[slots_P, :, :window].set(r.v, mode='drop'))
       for c, r in zip(state.cache, rows_cache))
   state = SlotState(
       cache=cache,
@@ -219,10 +220,10 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
   """
   model = nnx.merge(graphdef, params)
   b = state.pending.shape[0]
-  max_len = state.cache[0].k.shape[1]
+  max_len = state.cache[0].k.shape[2]
   full_cache = state.cache
   if window < max_len:
-    cache = tuple(gemma.LayerCache(k=c.k[:, :window], v=c.v[:, :window])
+    cache = tuple(gemma.LayerCache(k=c.k[:, :, :window], v=c.v[:, :, :window])
                   for c in full_cache)
   else:
     cache = full_cache
@@ -271,8 +272,8 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
       cond, body, carry)
   if window < max_len:
     cache = tuple(
-        gemma.LayerCache(k=f.k.at[:, :window].set(c.k),
-                         v=f.v.at[:, :window].set(c.v))
+        gemma.LayerCache(k=f.k.at[:, :, :window].set(c.k),
+                         v=f.v.at[:, :, :window].set(c.v))
         for f, c in zip(full_cache, state.cache))
     state = state.replace(cache=cache)
   return constrain(state), (out_tokens, out_sampler, out_model, count_B)

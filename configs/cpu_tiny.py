@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.init_from_hf = ''
 
   config.tasks = dict(name='documents', train_level='medium',
-                      eval_levels=['easy', 'medium', 'hard'],
+                      eval_levels=('easy', 'medium', 'hard'),
                       eval_split='test', num_eval=32,
                       data_dir='')  # '' = <workdir>/data
 
@@ -64,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           weight_decay=0.0)))
   config.rl = dict(
       steps=20, roots_per_step=4, group_size=8, num_iterations=1,
-      rows_per_batch=16, pack_lengths=[128, 256, 512],
+      rows_per_batch=16, pack_lengths=(128, 256, 512),
       credit=dataclasses.asdict(credit.CreditConfig(child_bonus=0.4)),
       loss=dataclasses.asdict(losses.LossConfig()))
   config.optim = dataclasses.asdict(update.OptimConfig(
@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sampler.num_slots = 8
     config.tasks.num_eval = 2
     config.tasks.train_level = 'easy'
-    config.tasks.eval_levels = ['easy']
+    config.tasks.eval_levels = ('easy',)
     config.checkpoint.every_steps = 1
     config.log.progress_bar = False
   elif arg:

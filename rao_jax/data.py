@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from absl import logging
 import grain
 import tensorflow_datasets as tfds
 
@@ -26,6 +27,8 @@ def prepare(task: registry.Task, level: str, data_dir: str) -> None:
                      f'{task.name!r}\'s levels {task.levels}')
   builder = task.builder(config=level, data_dir=data_dir)
   if not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json')):
+    logging.info('generating %s/%s into %s', task.tfds_name, level, data_dir)
+    tfds.disable_progress_bar()  # the run has its own progress bar
     builder.download_and_prepare(file_format='array_record')
 
 

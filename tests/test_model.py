@@ -7,27 +7,17 @@ import numpy as np
 import pytest
 
 from rao_jax import model as model_lib
+from rao_jax import testing
 from rao_jax.model import config as config_lib
 from rao_jax.model import gemma
 from rao_jax.model import params as params_lib
 from rao_jax.model import sharding
 
 
-def _perturbed(model: gemma.Transformer, seed: int = 0) -> gemma.Transformer:
-  """Gives every parameter, norms included, non-trivial values."""
-  state = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  leaves = [x + 0.2 * jax.random.normal(k, x.shape, x.dtype)
-            for x, k in zip(leaves, keys)]
-  nnx.update(model, jax.tree.unflatten(treedef, leaves))
-  return model
-
-
 def _tiny(**overrides) -> gemma.Transformer:
-  cfg = config_lib.tiny(**{'sliding_window': 5, 'final_logit_softcap': 20.0,
-                           'attn_logit_softcap': 30.0, **overrides})
-  return _perturbed(gemma.Transformer(cfg, rngs=nnx.Rngs(0)))
+  return testing.tiny_model(**{'sliding_window': 5,
+                               'final_logit_softcap': 20.0,
+                               'attn_logit_softcap': 30.0, **overrides})
 
 
 @nnx.jit

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rao_jax import testing
 from rao_jax.model import config as config_lib
-from rao_jax.model import gemma
 from rao_jax.rl import losses
 from rao_jax.rl import packing
 
@@ -110,16 +110,10 @@ _forward = nnx.jit(lambda m, t, p: m(t, p)[0])
 
 
 def _tiny_model():
-  cfg = config_lib.tiny(vocab_size=128, num_layers=2, final_logit_softcap=15.0,
-                        layer_types=(config_lib.LOCAL, config_lib.GLOBAL),
-                        sliding_window=4)
-  model = gemma.Transformer(cfg, rngs=nnx.Rngs(0))
-  state = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  nnx.update(model, jax.tree.unflatten(treedef, [
-      x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]))
-  return model
+  return testing.tiny_model(
+      seed=1, scale=0.1, vocab_size=128, num_layers=2,
+      final_logit_softcap=15.0, sliding_window=4,
+      layer_types=(config_lib.LOCAL, config_lib.GLOBAL))
 
 
 def _packed(seqs, length=16):

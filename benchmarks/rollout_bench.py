@@ -135,7 +135,8 @@ def run(model, num_slots, num_trees, decode_steps, budgets, max_len):
   assert all(t.root.success == 1.0 and len(t.nodes) == 15 for t in trees)
   print(f'  {num_slots} slots: {seconds:.2f} s, {stats.admissions} '
         f'prefills of {stats.prefill_tokens} tokens, '
-        f'{engine.extended_tokens} tokens by extend')
+        f'{engine.extended_tokens} tokens by extend, '
+        f'{engine.resumed_tokens} context tokens resumed from a suspend')
   return seconds, stats, engine.num_compiles()
 
 

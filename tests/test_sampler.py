@@ -146,6 +146,33 @@ def test_extend_appends_to_the_slot(model):
   assert third.tokens.tolist() == _greedy_reference(model, context, 3)
 
 
+def test_suspend_and_resume_into_another_slot(model):
+  sampler = sampler_lib.SlotSampler(model, num_slots=SLOTS, max_len=MAX_LEN)
+  prompt = _prompt(5, 11)
+  (slot,) = sampler.admit([sampler_lib.Request(prompt, jax.random.key(0), 6)],
+                          slots=[3])
+  first = _run(sampler)[slot]
+  suspended = sampler.suspend(slot)
+  assert slot in sampler.free_slots
+  context = prompt + first.tokens.tolist()
+  assert suspended.context == tuple(context)
+  # Other sequences overwrite the slot's cache meanwhile.
+  sampler.admit([_request(6, 20, 4)], slots=[3])
+  _run(sampler)
+  sampler.resume(suspended, 6)
+  with pytest.raises(ValueError, match='not a free slot'):
+    sampler.resume(suspended, 6)
+  injected = _prompt(7, 5)
+  sampler.extend([6], [sampler_lib.Request(injected, None, 8)])
+  second = _run(sampler)[6]
+  context += injected
+  assert second.tokens.tolist() == _greedy_reference(model, context, 8)
+  _check_against_forward(model, context, second, sampling.Greedy())
+  assert sampler.tokens(6) == context + second.tokens.tolist()
+  with pytest.raises(ValueError, match='not held'):
+    sampler.suspend(1)
+
+
 @pytest.mark.parametrize('method', [
     # Top-p runs temperature and a truncated distribution: the quick case.
     pytest.param(sampling.Temperature(0.8), marks=pytest.mark.slow),

@@ -112,7 +112,14 @@ class Engine(Protocol):
     ...
 
   def release(self, slot: int) -> None:
-    """Frees a slot (its node finished, waits for children, or ended)."""
+    """Frees a slot (its node finished or ended)."""
+    ...
+
+  def suspend(self, slot: int) -> None:
+    """Frees a slot whose node waits for children and comes back later with
+    a context that extends this one: an engine may keep the slot's KV
+    cache aside for it (or just release). Optional: the scheduler falls
+    back to `release`."""
     ...
 
 
@@ -178,3 +185,5 @@ class ScriptedEngine:
 
   def release(self, slot: int) -> None:
     self._slots.pop(slot, None)
+
+  suspend = release

@@ -2,8 +2,11 @@
 
 A node that called a tool comes back to the same slot with its context
 extended by the observation: the sampler then prefills only the new tokens
-(`extend`), keeping the slot's KV cache. Any other admission prefills the
-whole context (a resumed parent, a new node).
+(`extend`), keeping the slot's KV cache. A node that spawned is suspended:
+its KV cache is copied out of the slot (`SlotSampler.suspend`), and when its
+children are done it is resumed into whatever slot is free and extended by
+their results, so its context is not prefilled again. Any other admission
+(a new node) prefills the whole context.
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ class SamplerEngine:
   """Adapts a `SlotSampler` to the `engine.Engine` interface."""
 
   def __init__(self, sampler: slots_lib.SlotSampler,
-               stop_ids: Sequence[int], decode_steps: int = 8):
+               stop_ids: Sequence[int], decode_steps: int = 8,
+               max_suspended: int | None = None):
     """Wraps a sampler.
 
     Args:
       sampler: the slot sampler (its slots are all this engine's).
       stop_ids: token ids that end a step (the protocol's stop tags).
       decode_steps: tokens decoded per `decode` call (static: one program).
+      max_suspended: suspended nodes whose KV is kept (default 8 per slot);
+        past it the oldest is dropped (it is then prefilled again). A node
+        of an aborted tree never comes back, so the store must be bounded.
     """
     self.sampler = sampler
     self.num_slots = sampler.num_slots
@@ -36,8 +43,17 @@ class SamplerEngine:
     self.stop_ids = tuple(stop_ids)
     self.decode_steps = decode_steps
     self.extended_tokens = 0  # tokens prefilled by extend (KV reused)
-    # Per held slot, the sequence its cache holds once its turn ended.
+    self.resumed_tokens = 0  # context tokens whose KV came back on resume
+    self.max_suspended = (8 * self.num_slots if max_suspended is None
+                          else max_suspended)
+    # Per held slot, the sequence its cache holds once its turn ended, and
+    # the node (tree seed, path) it runs.
     self._context: dict[int, tuple[int, ...]] = {}
+    self._node: dict[int, tuple[int, tuple[int, ...]]] = {}
+    # Suspended nodes by (tree seed, path), oldest first: their context and
+    # their KV, out of any slot.
+    self._suspended: dict[tuple[int, tuple[int, ...]],
+                          tuple[tuple[int, ...], slots_lib.Suspended]] = {}
 
   def num_compiles(self) -> int:
     return self.sampler.num_compiles()
@@ -57,12 +73,27 @@ class SamplerEngine:
           self.extended_tokens += len(request.tokens) - len(context)
           continue
         self.release(slot)
+      node = (request.seed, tuple(request.path))
+      context, suspended = self._suspended.pop(node, ((), None))
+      if (suspended is not None and len(request.tokens) >= len(context) and
+          tuple(request.tokens[:len(context)]) == context):
+        # Its KV comes back from the suspend; only its new tokens (the
+        # children's results) are prefilled. Its key is the node's.
+        self.sampler.resume(suspended, slot)
+        extend_slots.append(slot)
+        extend_requests.append(slots_lib.Request(
+            tokens=request.tokens[len(context):], key=None,
+            max_new_tokens=request.max_new_tokens, stop=self.stop_ids))
+        self.resumed_tokens += len(context)
+        self.extended_tokens += len(request.tokens) - len(context)
+        continue
       admit_slots.append(slot)
       admit_requests.append(slots_lib.Request(
           tokens=request.tokens, key=request.key(),
           max_new_tokens=request.max_new_tokens, stop=self.stop_ids))
     for slot, request in sorted(requests.items()):
       self._context[slot] = tuple(request.tokens)
+      self._node[slot] = (request.seed, tuple(request.path))
     if extend_slots:
       self.sampler.extend(extend_slots, extend_requests)
     if admit_slots:
@@ -88,5 +119,27 @@ class SamplerEngine:
 
   def release(self, slot: int) -> None:
     self._context.pop(slot, None)
+    self._node.pop(slot, None)
     if slot not in self.sampler.free_slots:
       self.sampler.release(slot)
+
+  def suspend(self, slot: int) -> None:
+    """Releases a slot whose node waits for its children, keeping its KV."""
+    context = self._context.get(slot)
+    node = self._node.get(slot)
+    if (context is None or node is None or self.max_suspended < 1 or
+        slot in self.sampler.free_slots or
+        self.sampler.sequence_length(slot) != len(context)):
+      self.release(slot)
+      return
+    try:
+      suspended = self.sampler.suspend(slot)
+    except ValueError:  # still running: nothing to keep
+      self.release(slot)
+      return
+    self._context.pop(slot)
+    self._node.pop(slot)
+    self._suspended.pop(node, None)
+    self._suspended[node] = (context, suspended)
+    while len(self._suspended) > self.max_suspended:
+      del self._suspended[next(iter(self._suspended))]

@@ -251,10 +251,13 @@ class FrontierScheduler:
     self._in_slot[slot] = run
     run.node.status = tree_lib.RUNNING
 
-  def _release(self, run: _NodeRun) -> None:
+  def _release(self, run: _NodeRun, suspend: bool = False) -> None:
     if run.slot is None:
       return
-    self.engine.release(run.slot)
+    if suspend and hasattr(self.engine, 'suspend'):
+      self.engine.suspend(run.slot)  # it returns; the engine may keep its KV
+    else:
+      self.engine.release(run.slot)
     self._in_slot.pop(run.slot, None)
     self._continue_in_slot.pop(run.slot, None)
     run.tree_run.slots_held -= 1
@@ -449,7 +452,7 @@ class FrontierScheduler:
       if isinstance(spec, str):
         return f'child {i + 1}: {spec}'
       specs.append(spec)
-    self._release(run)
+    self._release(run, suspend=True)
     node.status = tree_lib.WAITING
     environment = tree_run.environment
     for spec in specs:

@@ -7,4 +7,5 @@ from rao_jax.sampler.sampling import TopK
 from rao_jax.sampler.sampling import TopP
 from rao_jax.sampler.slots import Request
 from rao_jax.sampler.slots import SlotSampler
+from rao_jax.sampler.slots import Suspended
 from rao_jax.sampler.slots import Turn

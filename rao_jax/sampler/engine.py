@@ -277,3 +277,27 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
         for f, c in zip(full_cache, state.cache))
     state = state.replace(cache=cache)
   return constrain(state), (out_tokens, out_sampler, out_model, count_B)
+
+
+def save_rows(window: int, state: SlotState, slot: jax.Array) -> gemma.Cache:
+  """A copy of one slot's first `window` cache positions, `[1, K, W, H]`."""
+  return tuple(
+      gemma.LayerCache(
+          k=jax.lax.dynamic_slice_in_dim(c.k, slot, 1, axis=0)[:, :, :window],
+          v=jax.lax.dynamic_slice_in_dim(c.v, slot, 1, axis=0)[:, :, :window])
+      for c in state.cache)
+
+
+def restore_rows(state: SlotState, rows: gemma.Cache,
+                 slot: jax.Array) -> SlotState:
+  """Writes `save_rows`'s copy back into a slot (any slot), in place.
+
+  Only the cache changes: the slot's other fields are set by the prefill
+  that extends it before it decodes again.
+  """
+  start = (slot, 0, 0, 0)
+  cache = tuple(
+      gemma.LayerCache(k=jax.lax.dynamic_update_slice(c.k, r.k, start),
+                       v=jax.lax.dynamic_update_slice(c.v, r.v, start))
+      for c, r in zip(state.cache, rows))
+  return constrain(state.replace(cache=cache))

@@ -13,10 +13,14 @@ one sharded KV cache. The agent scheduler drives it:
       sampler.extend([turn.slot], [Request(observation_ids, None, 128)])
       # or sampler.release(turn.slot)
 
+A stopped sequence that must wait can give its slot up without losing its
+KV cache: `suspend` copies it out, `resume` puts it into any free slot, and
+`extend` goes on from there.
+
 Programs are compiled for a few static shapes only: prefill per
-(rows bucket, chunk-length bucket, attention window) and decode per
-(num_steps, attention window), each bucket a power of two. `num_compiles`
-counts them.
+(rows bucket, chunk-length bucket, attention window), decode per
+(num_steps, attention window) and suspend/resume per window, each bucket a
+power of two. `num_compiles` counts them.
 """
 
 from __future__ import annotations
@@ -77,6 +81,25 @@ class Turn:
   stop_reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Suspended:
+  """A stopped sequence taken out of its slot by `suspend`, its KV included.
+
+  Attributes:
+    context: every token of the sequence.
+    seq_len: len(context).
+    last_token: the last sampled token (not yet in the cache).
+    key_data: the sequence's key data.
+    cache: per layer k, v `[1, K, W, H]`: the cache's first W positions
+      (W >= seq_len - 1, a power-of-two bucket).
+  """
+  context: tuple[int, ...]
+  seq_len: int
+  last_token: int
+  key_data: np.ndarray
+  cache: gemma.Cache
+
+
 @dataclasses.dataclass
 class _Slot:
   """What the host knows of a held slot."""
@@ -100,11 +123,16 @@ _prefill = jax.jit(engine.prefill, static_argnums=(0, 1, 2),
                    donate_argnums=(4,))
 _decode = jax.jit(engine.decode, static_argnums=(0, 1, 2, 3),
                   donate_argnums=(5,))
+# Suspend copies a slot's rows out (the state is only read); resume writes
+# them back in place (the state is donated). One program per window bucket.
+_save_rows = jax.jit(engine.save_rows, static_argnums=(0,))
+_restore_rows = jax.jit(engine.restore_rows, donate_argnums=(0,))
 
 
 def _bucket(n: int, minimum: int, maximum: int) -> int:
   """The power of two >= n (at least `minimum`), capped at `maximum`."""
   return min(max(minimum, 1 << max(0, n - 1).bit_length()), maximum)
+
 
 
 class SlotSampler:
@@ -352,6 +380,44 @@ class SlotSampler:
     del self._slots[slot]
     self._finished = [t for t in self._finished if t.slot != slot]
 
+  def suspend(self, slot: int) -> Suspended:
+    """Takes a stopped sequence out of its slot, KV cache included, and
+    frees the slot.
+
+    `resume` puts it back later (into any free slot) and `extend` goes on
+    from it: a sequence that must wait (e.g. an agent for its sub-agents)
+    gives its slot up without losing the prefill of its context.
+
+    Raises:
+      ValueError: if the slot is not held or still running.
+    """
+    held = self._held(slot, f'suspend: slot {slot}')
+    if held.running:
+      raise ValueError(f'suspend: slot {slot} is still running')
+    window = _bucket(max(held.seq_len - 1, 1), self.min_bucket, self.max_len)
+    with self._mesh_context(), self._counting():
+      rows = _save_rows(window, self._state, np.int32(slot))
+    suspended = Suspended(tuple(held.context), held.seq_len, held.last_token,
+                          held.key_data, rows)
+    self.release(slot)
+    return suspended
+
+  def resume(self, suspended: Suspended, slot: int) -> None:
+    """Puts a suspended sequence into a free slot, stopped: `extend` it.
+
+    Raises:
+      ValueError: if the slot is not free.
+    """
+    if not 0 <= slot < self.num_slots or slot in self._slots:
+      raise ValueError(f'resume: slot {slot} is not a free slot')
+    with self._mesh_context(), self._counting():
+      self._state = _restore_rows(self._state, suspended.cache,
+                                  np.int32(slot))
+    self._slots[slot] = _Slot(
+        key_data=suspended.key_data, seq_len=suspended.seq_len,
+        last_token=suspended.last_token, context=list(suspended.context),
+        running=False)
+
   # -------------------------------------------------------------------------
   # Internals
   # -------------------------------------------------------------------------
@@ -488,7 +554,8 @@ class _CompileCounter:
 
   @staticmethod
   def _size() -> int:
-    return _prefill._cache_size() + _decode._cache_size()  # pylint: disable=protected-access
+    programs = (_prefill, _decode, _save_rows, _restore_rows)
+    return sum(f._cache_size() for f in programs)  # pylint: disable=protected-access
 
   def __enter__(self):
     self._before = self._size()

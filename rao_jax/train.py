@@ -351,8 +351,8 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup):
   return state, metrics
 
 
-def _evaluate_all(rollouts: Rollouts, s: Setup, config, logger, step: int,
-                  tag: str) -> dict[str, float]:
+def _evaluate_all(rollouts: Rollouts, s: Setup, config, data_dir: str,
+                  logger, step: int, tag: str) -> dict[str, float]:
   """Root success per eval level: recursive at the train and eval depth
   budgets, and the single agent (depth budget 0)."""
   results = {}
@@ -361,7 +361,7 @@ def _evaluate_all(rollouts: Rollouts, s: Setup, config, logger, step: int,
              'single_agent': 0}
   for level in config.tasks.eval_levels:
     examples = data_lib.eval_examples(
-        s.task, level, config.tasks.data_dir, split=config.tasks.eval_split,
+        s.task, level, data_dir, split=config.tasks.eval_split,
         num_examples=config.tasks.num_eval)
     for name, depth in budgets.items():
       trees, _ = rollouts.evaluate(examples, depth, seed=config.seed + 1)
@@ -405,10 +405,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                s.model.num_params() / 1e6)
   if config.mode == 'generate':
     return _generate(config, s, workdir)
-  if not config.tasks.data_dir:
-    config.unlock()
-    config.tasks.data_dir = os.path.join(workdir, 'data')
-    config.lock()
+  data_dir = config.tasks.data_dir or os.path.join(workdir, 'data')
 
   # ---- Model and optimiser, created (or loaded) directly sharded.
   model = _initial_model(config, s)
@@ -443,10 +440,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # ---- Input: one iterator per phase, positions restored.
   task = s.task
   iterators = {
-      'sft': data_lib.train_iterator(task, config.tasks.train_level,
-                                     config.tasks.data_dir, seed=config.seed),
-      'rl': data_lib.train_iterator(task, config.tasks.train_level,
-                                    config.tasks.data_dir,
+      'sft': data_lib.train_iterator(task, config.tasks.train_level, data_dir,
+                                     seed=config.seed),
+      'rl': data_lib.train_iterator(task, config.tasks.train_level, data_dir,
                                     seed=config.seed + 1),
   }
   for name, position in record.get('data', {}).items():
@@ -455,7 +451,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   rollouts = Rollouts(s, config, nnx.merge(graphdef, state)[0])
   summary: dict[str, Any] = {'mode': config.mode}
 
-  def save(step):
+  def save(step, state):
     ckpt.save(step, state, {
         'step': step, 'evals': evals,
         'data': {k: it.get_state() for k, it in iterators.items()}})
@@ -515,16 +511,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     phase_ends = step == total_steps or step == sft_steps
     if phase_ends:
       rollouts.set_params(nnx.state(nnx.merge(graphdef, state)[0]))
-      evals.update(_evaluate_all(rollouts, s, config, logger, step,
+      evals.update(_evaluate_all(rollouts, s, config, data_dir, logger, step,
                                  f'after_{phase}'))
     if config.checkpoint.every_steps and (
         step % config.checkpoint.every_steps == 0 or phase_ends):
-      save(step)
+      save(step, state)
   progress.close()
 
   if config.mode == 'eval':
-    evals.update(_evaluate_all(rollouts, s, config, logger, start_step,
-                               'eval'))
+    evals.update(_evaluate_all(rollouts, s, config, data_dir, logger,
+                               start_step, 'eval'))
   ckpt.close()
   logger.close()
   summary['evals'] = evals

@@ -125,3 +125,20 @@ def test_bad_config_is_refused_naming_the_field(field, value, message):
   section[last] = value
   with pytest.raises(ValueError, match=message.replace('.', r'\.')):
     train.setup(config)
+
+
+def test_eval_mode_restores_the_trained_run(smoke_run, tmp_path):
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'eval'
+  shutil.copytree(smoke_run[0], workdir)
+  result = subprocess.run(_command(workdir, '--config.mode=eval'), cwd=_ROOT,
+                          env=_ENV, capture_output=True, text=True,
+                          timeout=900)
+  assert result.returncode == 0, result.stderr[-4000:]
+  summary = json.loads((workdir / 'summary.json').read_text())
+  trained = json.loads((smoke_run[0] / 'summary.json').read_text())
+  # Greedy evaluation of the restored parameters reproduces the trained
+  # run's final evaluation exactly.
+  for name in ('recursive', 'single_agent'):
+    assert (summary['evals'][f'eval/easy/{name}/root_success'] ==
+            trained['evals'][f'after_rl/easy/{name}/root_success'])

@@ -96,11 +96,15 @@ def init_state(config, num_slots: int, max_len: int, max_stops: int,
 def _sample(method: sampling_lib.SamplingMethod, logits_BV: jax.Array,
             keys_BK: jax.Array, positions_B: jax.Array):
   """Samples the token at `positions_B`; returns it and both log-probs."""
-  keys_B = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(keys_BK),
-                                        positions_B)
+  if isinstance(method, sampling_lib.Greedy):
+    keys_B = None  # argmax needs no key: skip B threefry hashes per step
+  else:
+    keys_B = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(keys_BK),
+                                          positions_B)
   tokens_B, sampler_logp_B = method.sample(logits_BV, keys_B)
-  model_logp_B = jnp.take_along_axis(
-      jax.nn.log_softmax(logits_BV, axis=-1), tokens_B[:, None], axis=1)[:, 0]
+  # log_softmax at one token: its logit minus logsumexp (no [B, V] output).
+  logit_B = jnp.take_along_axis(logits_BV, tokens_B[:, None], axis=1)[:, 0]
+  model_logp_B = logit_B - jax.nn.logsumexp(logits_BV, axis=-1)
   return tokens_B, sampler_logp_B, model_logp_B
 
 

@@ -37,6 +37,9 @@ def get_config(arg: str | None = None):
   # copied next to the run (nothing is downloaded at run time).
   config.tokenizer = dict(kind='hf', path='')
 
+  # The paper's protocol: train on medium, evaluate on easy/medium/hard.
+  config.tasks.train_level = 'medium'
+  config.tasks.eval_levels = ('easy', 'medium', 'hard')
   config.tasks.num_eval = 256
   config.sampler.num_slots = 256
   config.sampler.max_len = 4096

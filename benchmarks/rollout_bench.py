@@ -13,7 +13,9 @@ a policy which wrote these trees. (a) runs all trees through the frontier
 scheduler with `--slots` slots; (b) runs them node by node with one slot,
 as a naive recursive implementation (one agent call at a time) would.
 Both are warmed up first, so compile time is not timed; `compiles` counts
-programs compiled during the timed frontier run (0 after warm-up).
+programs compiled during the timed frontier run (0 after warm-up). In both,
+a node that spawns is suspended with its KV cache and resumed by
+prefilling only its children's results.
 
 Last line: JSON with `speedup`, `slot_utilization` (useful slot-steps over
 all slot-steps, counted while ready nodes were waiting for a slot, i.e.
@@ -97,8 +99,9 @@ class ForcedEngine(sampler_engine.SamplerEngine):
   cache holds the sampled tokens, which only changes values, not work).
   """
 
-  def __init__(self, sampler, policy, decode_steps):
-    super().__init__(sampler, stop_ids=(), decode_steps=decode_steps)
+  def __init__(self, sampler, policy, decode_steps, max_suspended):
+    super().__init__(sampler, stop_ids=(), decode_steps=decode_steps,
+                     max_suspended=max_suspended)
     self.policy = policy
     self._scripted: dict[int, tuple[int, ...]] = {}
 
@@ -126,7 +129,10 @@ class ForcedEngine(sampler_engine.SamplerEngine):
 def run(model, num_slots, num_trees, decode_steps, budgets, max_len):
   sampler = sampler_lib.SlotSampler(model, num_slots=num_slots,
                                     max_len=max_len)
-  engine = ForcedEngine(sampler, split_policy, decode_steps)
+  # Both arms may keep the KV of every waiting parent (7 per tree): the
+  # node-by-node arm saves its parents' re-prefill as the frontier does.
+  engine = ForcedEngine(sampler, split_policy, decode_steps,
+                        max_suspended=7 * num_trees)
   scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets)
   envs = [DigitsEnv(str(10**15 + 7919 * i)[-16:]) for i in range(num_trees)]
   start = time.perf_counter()

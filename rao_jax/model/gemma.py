@@ -206,8 +206,11 @@ class Attention(nnx.Module):
     out_BTKGH = _attend(q_BTKGH, keys_BKSH, values_BKSH, mask_BTS,
                         cfg.attn_logit_softcap)
     out_BTNH = out_BTKGH.reshape(b, t, n, h)
-    out_BTD = jnp.einsum('BTNH,NHD->BTD', out_BTNH,
-                         self.o_proj[...].astype(dtype))
+    # One [N*H, D] matmul: given [N, H, D], XLA on CPU transposed the whole
+    # weight on every decode step (to match the attention output's layout)
+    # instead of the small activation.
+    o_FD = self.o_proj[...].astype(dtype).reshape(n * h, -1)
+    out_BTD = jnp.einsum('BTF,FD->BTD', out_BTNH.reshape(b, t, n * h), o_FD)
     return out_BTD, cache
 
 

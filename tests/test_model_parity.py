@@ -9,6 +9,7 @@ direction writes with `save_hf` and loads with `transformers`.
 import json
 import os
 
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -71,10 +72,14 @@ def _hf_logits(hf, tokens, mask, positions) -> np.ndarray:
   return out.logits.float().numpy()
 
 
+@nnx.jit
+def _forward(model, tokens, positions, segment_ids):
+  return model(tokens, positions, segment_ids)[0]
+
+
 def _our_logits(ours, tokens, mask, positions) -> np.ndarray:
-  logits, _ = ours(jnp.asarray(tokens), jnp.asarray(positions),
-                   jnp.asarray(mask))
-  return np.asarray(logits)
+  return np.asarray(_forward(ours, jnp.asarray(tokens),
+                             jnp.asarray(positions), jnp.asarray(mask)))
 
 
 @pytest.mark.parametrize('family', ['gemma', 'gemma2', 'gemma3'])

@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.mode = 'train'
+  config.distributed = False  # multi-host: jax.distributed.initialize()
 
   # Every field spelled out, so `--config.model.<field>=...` can override it.
   config.model = dataclasses.asdict(model_config.tiny())

@@ -31,6 +31,7 @@ from rao_jax.rl import update
 def get_config(arg: str | None = None):
   del arg
   config = cpu_tiny.get_config()
+  config.distributed = True  # a v4-32 slice has 4 hosts
   config.model = dataclasses.asdict(
       model_config.gemma3_1b(dtype='bfloat16', param_dtype='float32'))
   # Weights and tokenizer of a Hugging Face Gemma 3 1B checkpoint directory,

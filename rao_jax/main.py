@@ -12,6 +12,7 @@ happens in `rao_jax/train.py`.
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from rao_jax import train
@@ -29,6 +30,10 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     # Orbax logs every file it writes at INFO; keep the console readable.
     logging.set_verbosity(logging.WARNING)
+  if _CONFIG.value.distributed:
+    # Multi-host: every host runs this same command; the processes find each
+    # other (on Cloud TPU without arguments) and share one global mesh.
+    jax.distributed.initialize()
   train.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rao_jax import sampler as sampler_lib
+from rao_jax import testing
 from rao_jax.model import config as config_lib
 from rao_jax.model import gemma
 from rao_jax.model import sharding
@@ -18,17 +19,6 @@ MAX_LEN = 64
 SLOTS = 8
 
 
-def _perturbed(model: gemma.Transformer, seed: int) -> gemma.Transformer:
-  """Non-trivial weights everywhere, so outputs vary from token to token."""
-  state = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  leaves = [x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
-            for x, k in zip(leaves, keys)]
-  nnx.update(model, jax.tree.unflatten(treedef, leaves))
-  return model
-
-
 def _config():
   # A sliding window shorter than the sequences exercises the local layers.
   return config_lib.tiny(sliding_window=7, final_logit_softcap=6.0)
@@ -36,7 +26,8 @@ def _config():
 
 @pytest.fixture(scope='module')
 def model():
-  return _perturbed(gemma.Transformer(_config(), rngs=nnx.Rngs(0)), seed=1)
+  return testing.perturbed(gemma.Transformer(_config(), rngs=nnx.Rngs(0)),
+                           seed=1, scale=0.3)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -310,8 +301,8 @@ def test_compiles_are_bounded_and_stable(model):
     workload(seed)
   assert sampler.num_compiles() == warm
   # New weights of the same shapes: still no recompile.
-  sampler.set_params(_perturbed(
-      gemma.Transformer(_config(), rngs=nnx.Rngs(5)), seed=6))
+  sampler.set_params(testing.perturbed(
+      gemma.Transformer(_config(), rngs=nnx.Rngs(5)), seed=6, scale=0.3))
   workload(40)
   assert sampler.num_compiles() == warm
   with pytest.raises(ValueError, match='differ'):

@@ -495,9 +495,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     metrics.update(phase=phase, rollout_s=rollout_s,
                    update_s=time.perf_counter() - started - rollout_s,
                    slot_utilization=stats.slot_utilization,
-                   nonfinite_skipped=int(
-                       nnx.merge(graphdef, state)[1].opt_state
-                       .notfinite_count[...]))
+                   nonfinite_skipped=update.nonfinite_counts(
+                       nnx.merge(graphdef, state)[1])[0])
     _check_finite(metrics, config, step)
     if step % config.log.every_steps == 0 or step == total_steps:
       logger.write(step, metrics)

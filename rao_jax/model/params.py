@@ -8,8 +8,6 @@ target for loading weights (Hugging Face import, Orbax restore).
 
 from __future__ import annotations
 
-import math
-
 from flax import nnx
 import jax
 
@@ -65,13 +63,11 @@ def check_shardable(config: config_lib.ModelConfig, mesh: jax.sharding.Mesh,
         raise ValueError(
             f'parameter {where}: logical axis {name!r} has no entry in '
             f'sharding_rules; add ({name!r}, <mesh axes or None>)')
-      axes = table[name]
-      axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
-      parts = math.prod(mesh.shape[a] for a in axes)
+      parts = sharding.num_parts(mesh, table[name])
       if dim % parts:
         raise ValueError(
             f'{_FIELD_OF_AXIS.get(name, name)}={dim} does not divide over '
-            f'mesh axes {tuple(axes)} of size {parts} (sharding_rules maps '
+            f'mesh axes {table[name]!r} of size {parts} (sharding_rules maps '
             f'{name!r} there; parameter {where})')
 
 

@@ -137,7 +137,7 @@ def check_divisible(shape: Sequence[int], names: Sequence[str | None],
   """Raises if a dimension does not split evenly over its mesh axes."""
   spec = logical_to_spec(names, rules)
   for dim, name, axes in zip(shape, names, spec):
-    parts = math.prod(mesh.shape[a] for a in _as_tuple(axes))
+    parts = num_parts(mesh, axes)
     if dim % parts:
       raise ValueError(
           f'{what}: dimension {name!r} of size {dim} does not divide over '
@@ -182,6 +182,11 @@ class use_mesh:  # pylint: disable=invalid-name
 def named_sharding(mesh: jax.sharding.Mesh, names: Sequence[str | None],
                    rules: Rules) -> jax.sharding.NamedSharding:
   return jax.sharding.NamedSharding(mesh, logical_to_spec(names, rules))
+
+
+def num_parts(mesh: jax.sharding.Mesh, axes: MeshAxes) -> int:
+  """How many pieces mesh axes (a name, a tuple of names or None) split into."""
+  return math.prod(mesh.shape[a] for a in _as_tuple(axes))
 
 
 def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:

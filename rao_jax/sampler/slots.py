@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 import dataclasses
 import functools
-import math
 
 from flax import nnx
 import jax
@@ -204,8 +203,7 @@ class SlotSampler:
       sharding.check_divisible((num_slots,), (sharding.BATCH,), self._rules,
                                mesh, 'sampler.num_slots')
       spec = sharding.logical_to_spec((sharding.BATCH,), self._rules)[0]
-      axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
-      self._row_parts = math.prod(mesh.shape[a] for a in axes)
+      self._row_parts = sharding.num_parts(mesh, spec)
     if max_len < 2:
       raise ValueError(f'sampler.max_len={max_len}: must be >= 2')
     self._key_shape = jax.random.key_data(jax.random.key(0)).shape

@@ -75,8 +75,10 @@ class FuzzEngine:
 _text = st.text(alphabet='ab @:0123456789', max_size=6)
 _slice = st.builds(lambda a, b: f'@{a}:{a + b}', st.integers(0, 12),
                    st.integers(-2, 6))
+_part = st.builds(lambda i, n: f'#{i}/{n}', st.integers(0, 5),
+                  st.integers(0, 4))
 _child = st.tuples(st.sampled_from(['', ' '] + ['sum'] * 6),
-                   _slice | _text, _text).map(
+                   _slice | _part | _text, _text).map(
                        lambda c: protocol.TASK + c[0] + protocol.TASK_END +
                        (protocol.DATA + c[1] + protocol.DATA_END
                         if c[1] else '') + protocol.FORMAT + c[2] +
@@ -164,7 +166,8 @@ def test_adversarial_rollouts_terminate_within_budgets(
 
 
 _storm_child = st.sampled_from(['', 'ab', protocol.data_slice(0, 1),
-                                protocol.data_slice(1, 3)]).map(
+                                protocol.data_slice(1, 3),
+                                protocol.data_part(1, 2)]).map(
                                     lambda d: ('sum', d, 'a digit'))
 _storm_spawn = st.lists(_storm_child, min_size=1, max_size=6).map(
     protocol.spawn)

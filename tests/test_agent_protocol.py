@@ -43,6 +43,26 @@ def test_examples():
       protocol.ChildRequest('t', '@3:2'), '1234')
 
 
+def test_parts_cut_whole_lines():
+  data = 'a 1\nb 2\nc 3\nd 4\ne 5\n'
+  parts = protocol.split_parts(data, 2)
+  assert parts == ['a 1\nb 2\n', 'c 3\nd 4\ne 5\n']
+  assert ''.join(protocol.split_parts(data, 3)) == data
+  assert [p.count('\n') for p in protocol.split_parts(data, 3)] == [1, 2, 2]
+  assert protocol.split_parts('x\n', 2) == ['', 'x\n']
+  assert protocol.split_parts('no newline', 1) == ['no newline']
+  child = protocol.parse_step(protocol.spawn(
+      [('count', protocol.data_part(2, 2), '')])).children[0]
+  assert child.data_ref == '#2/2'
+  assert protocol.resolve_child(child, data) == env_lib.NodeSpec(
+      'count', 'c 3\nd 4\ne 5\n', '')
+  for bad in ('#0/2', '#3/2'):
+    assert 'bad part' in protocol.resolve_child(
+        protocol.ChildRequest('t', bad), data)
+  with pytest.raises(ValueError):
+    protocol.data_part(3, 2)
+
+
 @pytest.mark.parametrize('text, error', [
     ('<answer>7', 'unclosed answer'),
     ('<think>hm<answer>7</answer>', 'answer inside think'),

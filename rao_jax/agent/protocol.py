@@ -10,6 +10,9 @@ A node reads a prompt and acts in steps. Every tag below is one token of
   child   := <task> TEXT </task> [<data> DATA </data>] [<format> TEXT </format>]
   DATA    := '@' START ':' END   (the slice [START, END) of the node's data,
                                   in characters, 0 <= START <= END <= len)
+           | '#' I '/' N         (part I of N, 1 <= I <= N: the node's data
+                                  cut into N runs of whole lines, as even
+                                  as the line count allows; `split_parts`)
            | any other TEXT      (literal data handed to the child)
 
 TEXT, NAME, ARGS and DATA never contain a tag; whitespace (spaces and
@@ -25,11 +28,12 @@ sampler's stop tokens). The runtime then injects, with loss mask 0:
 
 A node's prompt (loss mask 0) is `<bos>` followed by `render_prompt(...)`::
 
-  <task>TASK</task><format>FORMAT</format><data>DATA</data>
+  <task>TASK</task>[<format>FORMAT</format>]<data>DATA</data>
   budget: depth D, steps S, children C
   tools: USAGE; USAGE
 
-where DATA is inline when at most `inline_chars` long, else a handle
+(the format element only when the parent gave one), where DATA is inline
+when at most `inline_chars` long, else a handle
 `[N chars] HEAD...` (the node reads it with a tool or hands slices of it to
 children). 'depth 0' means the node may not spawn: it must answer itself.
 """
@@ -61,6 +65,7 @@ STOP_TAGS = (TOOL_END, SPAWN_END, ANSWER_END)
 
 _TAG_RE = re.compile('|'.join(re.escape(t) for t in SPECIAL_TOKENS))
 _SLICE_RE = re.compile(r'@(\d+):(\d+)')
+_PART_RE = re.compile(r'#(\d{1,4})/(\d{1,4})')
 _NAME_RE = re.compile(r'[A-Za-z_][A-Za-z0-9_\-]*')
 _SPACE = ' \t\r\n'
 
@@ -153,6 +158,28 @@ def data_slice(start: int, end: int) -> str:
   return f'@{start}:{end}'
 
 
+def data_part(index: int, count: int) -> str:
+  """A child's data as part `index` (1-based) of `count` line runs.
+
+  The runtime makes the cut (`split_parts`), so a policy can split data it
+  only sees as a handle without doing arithmetic on offsets.
+  """
+  if not 1 <= index <= count:
+    raise ValueError(f'bad part {index}/{count}')
+  return f'#{index}/{count}'
+
+
+def split_parts(data: str, count: int) -> list[str]:
+  """data cut into `count` runs of whole lines (the last line may lack its
+  newline); run k holds lines [k * L // count, (k + 1) * L // count) of the
+  L lines, so runs differ by at most one line and may be empty when there
+  are fewer lines than runs."""
+  lines = data.splitlines(keepends=True)
+  return [''.join(lines[k * len(lines) // count:
+                        (k + 1) * len(lines) // count])
+          for k in range(count)]
+
+
 ChildLike = env_lib.NodeSpec | ChildRequest | tuple[str, str, str]
 
 
@@ -162,7 +189,8 @@ def spawn(children: Sequence[ChildLike]) -> str:
   Args:
     children: each a `NodeSpec` (its data handed over literally), a
       `ChildRequest`, or a (task, data_ref, format) tuple, where data_ref is
-      `data_slice(start, end)` or literal text.
+      `data_slice(start, end)`, `data_part(index, count)` or literal
+      text.
 
   Returns:
     `<spawn><task>..</task>[<data>..</data>][<format>..</format>]..</spawn>`.
@@ -239,7 +267,8 @@ def render_prompt(spec: env_lib.NodeSpec, budgets: Mapping[str, int],
   """
   budget_text = ', '.join(f'{k} {v}' for k, v in budgets.items())
   tool_text = '; '.join(t.usage for t in tools) or 'none'
-  return (f'{TASK}{spec.task}{TASK_END}{FORMAT}{spec.format}{FORMAT_END}'
+  format_text = f'{FORMAT}{spec.format}{FORMAT_END}' if spec.format else ''
+  return (f'{TASK}{spec.task}{TASK_END}{format_text}'
           f'{DATA}{render_data(spec.data, inline_chars, head_chars)}'
           f'{DATA_END}\nbudget: {budget_text}\ntools: {tool_text}\n')
 
@@ -349,8 +378,16 @@ def parse_step(text: str) -> Action:
 
 def resolve_child(child: ChildRequest, parent_data: str
                   ) -> env_lib.NodeSpec | str:
-  """The child's spec, or an error text for a bad data slice."""
-  match = _SLICE_RE.fullmatch(child.data_ref.strip())
+  """The child's spec, or an error text for a bad slice or part."""
+  ref = child.data_ref.strip()
+  match = _PART_RE.fullmatch(ref)
+  if match is not None:
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 1 <= index <= count:
+      return f'bad part #{index}/{count} (need 1 <= part <= parts)'
+    return env_lib.NodeSpec(child.task, split_parts(parent_data, count)[
+        index - 1], child.format)
+  match = _SLICE_RE.fullmatch(ref)
   if match is None:
     return env_lib.NodeSpec(child.task, child.data_ref, child.format)
   start, end = int(match.group(1)), int(match.group(2))

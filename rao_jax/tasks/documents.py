@@ -249,10 +249,10 @@ class DirectSolver:
 
 
 class RecursiveSolver:
-  """Splits its data on record boundaries until a leaf holds at most
-  `leaf_records` records it can see inline (2 by default: every leaf and
-  every combine is a 2-operand step, which a tiny model learns), then adds
-  the children's answers up."""
+  """Splits its data into `fanout` parts of whole records (`#I/N`, cut by
+  the runtime) until a leaf holds at most `leaf_records` records it can see
+  inline (2 by default: every leaf and every combine is a 2-operand step,
+  which a tiny model learns), then adds the children's answers up."""
 
   def __init__(self, window: context.Window, leaf_records: int = 2,
                fanout: int = 2):
@@ -276,14 +276,13 @@ class RecursiveSolver:
     if is_leaf or width is None or view.budgets.get('depth', 0) <= 0:
       return self.direct(view)
     if view.step == 0:
-      num_records = length // width
-      bounds = [num_records * i // self.fanout * width
-                for i in range(self.fanout)] + [length]
+      parts = min(self.fanout, length // width)
       child_kind = kind if kind in ('count', 'sum') else 'tally'
       child_task = ' '.join((child_kind,) + args)
-      return protocol.spawn([
-          (child_task, protocol.data_slice(start, end), FORMATS[child_kind])
-          for start, end in zip(bounds, bounds[1:]) if start < end])
+      # No format: in this grammar the task names it ('count' -> an
+      # integer), and every token a node writes is one more to learn.
+      return protocol.spawn([(child_task, protocol.data_part(i, parts), '')
+                             for i in range(1, parts + 1)])
     if not view.children_answers:  # the spawn was refused
       return protocol.answer('failed: ' + view.observations[-1][:60])
     return protocol.answer(_combine(kind, args, view.children_answers[-1]))

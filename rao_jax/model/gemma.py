@@ -6,7 +6,8 @@ Einsum letters, as in google-deepmind/gemma:
   per KV head, H head dim, F feed-forward width, V vocab.
 
 Parameters name logical axes only (`vocab`, `embed`, `heads`, `kv_heads`,
-`head_dim`, `mlp`, `norm`); `sharding.py` maps them to the mesh.
+`head_dim`, `mlp`, `norm`, and `fused` for the axis that stacks fused
+projections); `sharding.py` maps them to the mesh.
 
 The forward pass takes token ids, their positions and segment ids
 (0 = padding). Without a cache, a token attends to earlier tokens of its own
@@ -71,9 +72,11 @@ def _param(rngs: nnx.Rngs, init, shape: Sequence[int], dtype: jnp.dtype,
                    out_sharding=names, eager_sharding=False)
 
 
-def _fan_in_init(in_axes: tuple[int, ...], out_axes: tuple[int, ...]):
+def _fan_in_init(in_axes: tuple[int, ...], out_axes: tuple[int, ...],
+                 batch_axes: tuple[int, ...] = ()):
   return nnx.initializers.variance_scaling(
-      1.0, 'fan_in', 'truncated_normal', in_axis=in_axes, out_axis=out_axes)
+      1.0, 'fan_in', 'truncated_normal', in_axis=in_axes, out_axis=out_axes,
+      batch_axis=batch_axes)
 
 
 def softcap(x: jax.Array, cap: float | None) -> jax.Array:
@@ -259,28 +262,49 @@ def _write_cache(cache: LayerCache, k_BTKH: jax.Array, v_BTKH: jax.Array,
 
 
 class FeedForward(nnx.Module):
-  """GeGLU: down(gelu_tanh(gate(x)) * up(x))."""
+  """GeGLU: down(gelu_tanh(gate(x)) * up(x)).
+
+  Gate and up projections are one parameter, `gating_einsum` [2, F, D], laid
+  out as google-deepmind/gemma's (transposed) gating einsum and as
+  `transformers` stores each half: one dot reads both. The down projection
+  is [D, F] (out, in). Both contract the minor (D or F) axis: at batch 1 on
+  CPU these matrix-vector products ran ~20% faster than separate gate/up
+  [D, F] and a down [F, D] weight (130M config, measured in one process).
+  """
 
   def __init__(self, config: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.config = config
     d, f, dtype = config.embed_dim, config.mlp_dim, config.weight_dtype
-    in_init = _fan_in_init((0,), (1,))
-    self.gate_proj = _param(rngs, in_init, (d, f), dtype,
+    self.gating_einsum = _param(
+        rngs, _fan_in_init((2,), (1,), batch_axes=(0,)), (2, f, d), dtype,
+        ('fused', 'mlp', 'embed'))  # [2, F, D]: gate, up
+    self.down_proj = _param(rngs, _fan_in_init((1,), (0,)), (d, f), dtype,
                             ('embed', 'mlp'))  # [D, F]
-    self.up_proj = _param(rngs, in_init, (d, f), dtype,
-                          ('embed', 'mlp'))  # [D, F]
-    self.down_proj = _param(rngs, in_init, (f, d), dtype,
-                            ('mlp', 'embed'))  # [F, D]
 
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
     dtype = self.config.compute_dtype
-    gate_BTF = jnp.einsum('BTD,DF->BTF', x_BTD,
-                          self.gate_proj[...].astype(dtype))
-    up_BTF = jnp.einsum('BTD,DF->BTF', x_BTD, self.up_proj[...].astype(dtype))
+    gating_CFD = self.gating_einsum[...].astype(dtype)
+    c, f, d = gating_CFD.shape
+    if sharding.current_parts('mlp') == 1:
+      # One [B*T, D] x [2F, D] dot (E = 2F) on a free reshape of the
+      # weight. Given
+      # `BTD,CFD->BTCF` XLA on CPU copied the whole weight every call, and
+      # given `->CBTF` it transposed the activations (tiny config, 64 rows:
+      # the MLP ~15% slower).
+      b, t, _ = x_BTD.shape
+      gating_BTCF = jnp.einsum('BD,ED->BE', x_BTD.reshape(b * t, d),
+                               gating_CFD.reshape(c * f, d)).reshape(
+                                   b, t, c, f)
+      gate_BTF, up_BTF = gating_BTCF[:, :, 0], gating_BTCF[:, :, 1]
+    else:
+      # F split over the mesh: merging it into [2F] would make GSPMD gather
+      # the weight, so the fused axis leads the output instead.
+      gating_CBTF = jnp.einsum('BTD,CFD->CBTF', x_BTD, gating_CFD)
+      gate_BTF, up_BTF = gating_CBTF[0], gating_CBTF[1]
     hidden_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
     hidden_BTF = sharding.shard(
         hidden_BTF, (sharding.BATCH, sharding.LENGTH, sharding.MLP))
-    return jnp.einsum('BTF,FD->BTD', hidden_BTF,
+    return jnp.einsum('BTF,DF->BTD', hidden_BTF,
                       self.down_proj[...].astype(dtype))
 
 

@@ -215,6 +215,10 @@ class _TensorMap:
   hf_shape: tuple[int, ...]
   to_ours: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
+  # For a stacked parameter (the MLP's gating_einsum), the index along its
+  # first axis that this tensor fills; None: the tensor is the whole
+  # parameter.
+  part: int | None = None
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -256,10 +260,15 @@ def _tensor_maps(cfg: config_lib.ModelConfig) -> list[_TensorMap]:
         maps.append(_TensorMap(ours + ('attn', norm, 'scale'),
                                f'{hf}self_attn.{norm}.weight', (h,), _identity,
                                _identity))
-    for proj, shape in (('gate_proj', (f, d)), ('up_proj', (f, d)),
-                        ('down_proj', (d, f))):
-      maps.append(_TensorMap(ours + ('mlp', proj), f'{hf}mlp.{proj}.weight',
-                             shape, np.transpose, np.transpose))
+    # gating_einsum [2, F, D] stacks HF's gate and up (each [F, D]); the
+    # down projection is [D, F] on both sides.
+    for part, proj in enumerate(('gate_proj', 'up_proj')):
+      maps.append(_TensorMap(ours + ('mlp', 'gating_einsum'),
+                             f'{hf}mlp.{proj}.weight', (f, d), _identity,
+                             _identity, part=part))
+    maps.append(_TensorMap(ours + ('mlp', 'down_proj'),
+                           f'{hf}mlp.down_proj.weight', (d, f), _identity,
+                           _identity))
   maps.append(_TensorMap(('final_norm', 'scale'), 'norm.weight', (d,),
                          _identity, _identity))
   return maps
@@ -342,6 +351,7 @@ def load_hf(
   if stray:
     raise CheckpointError(f'{path}: unexpected tensors for this config: '
                           f'{stray[:5]}{" ..." if len(stray) > 5 else ""}')
+  stacks = {}  # path -> parts of a stacked parameter read so far
   for m in maps:
     name = prefix + m.hf_name
     if name not in files.weight_map:
@@ -353,6 +363,12 @@ def load_hf(
           f'config.json implies {m.hf_shape}')
     var = flat[m.path]
     value = m.to_ours(tensor).astype(var.dtype)
+    if m.part is not None:
+      parts = stacks.setdefault(m.path, [None] * var.shape[0])
+      parts[m.part] = value
+      if any(p is None for p in parts):
+        continue
+      value = np.stack(stacks.pop(m.path))
     var.set_value(jax.make_array_from_callback(
         value.shape, var.sharding, lambda index, v=value: v[index]))
   missing = [p for p, v in flat.items()
@@ -381,8 +397,10 @@ def save_hf(model: gemma.Transformer, path: str, *,
   shards: list[dict[str, np.ndarray]] = [{}]
   shard_bytes = 0
   for m in _tensor_maps(cfg):
-    tensor = np.ascontiguousarray(m.to_hf(sharding.host_array(
-        flat[m.path].get_value())))
+    value = sharding.host_array(flat[m.path].get_value())
+    if m.part is not None:
+      value = value[m.part]
+    tensor = np.ascontiguousarray(m.to_hf(value))
     if shards[-1] and shard_bytes + tensor.nbytes > max_shard_bytes:
       shards.append({})
       shard_bytes = 0

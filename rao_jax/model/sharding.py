@@ -43,6 +43,7 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ('kv_heads', 'tensor'),
     ('head_dim', None),
     ('norm', None),
+    ('fused', None),  # stacks fused projections (the MLP's gate and up)
     (BATCH, ('data', 'fsdp')),
     (LENGTH, None),
     (EMBED, None),
@@ -156,6 +157,21 @@ def shard(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   if not rules or mesh.empty:
     return x
   return jax.lax.with_sharding_constraint(x, logical_to_spec(names, rules))
+
+
+def current_parts(name: str) -> int:
+  """How many pieces the current mesh and rules split logical axis `name`
+  into; 1 outside `use_mesh` or where the rules leave it unsplit.
+
+  For layers whose fastest formulation on one device needs an axis whole
+  (e.g. a reshape that merges it with another axis).
+  """
+  rules = flax_spmd.get_logical_axis_rules()
+  mesh = jax.sharding.get_abstract_mesh()
+  if not rules or mesh.empty:
+    return 1
+  axes = logical_to_spec((name,), rules)[0]
+  return math.prod(mesh.shape[a] for a in _as_tuple(axes))
 
 
 class use_mesh:  # pylint: disable=invalid-name

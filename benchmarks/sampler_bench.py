@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+import bench_models
+
 NEW_TOKENS = 128
 PROMPT_LENS = (8, 32)
 MAX_LEN = 160  # longest prompt + NEW_TOKENS
@@ -244,33 +246,6 @@ def _timed(fn):
   return time.perf_counter() - start
 
 
-def _configs(quick):
-  from rao_jax.model import config as config_lib  # pylint: disable=g-import-not-at-top
-  configs = {'tiny': config_lib.tiny()}
-  if not quick:
-    configs['130M'] = config_lib.ModelConfig(
-        family='gemma3', vocab_size=8192, embed_dim=1024, num_layers=8,
-        num_heads=8, num_kv_heads=2, head_dim=128, mlp_dim=4096)
-  return configs
-
-
-def _save_model(config, path):
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from rao_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-
-  model = model_lib.Transformer(config, rngs=nnx.Rngs(0))
-  # Norm scales start at zero; random ones make outputs less uniform, so
-  # greedy agreement between systems is a real check.
-  state = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  leaves = [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) if x.ndim == 1
-            else x for x, k in zip(leaves, keys)]
-  nnx.update(model, jax.tree.unflatten(treedef, leaves))
-  model_lib.save_hf(model, path)
-
-
 def _run_worker(python, worker, model_dir, prompts_file, chunk, env=None):
   cmd = [python, os.path.abspath(__file__), f'--worker={worker}',
          f'--model_dir={model_dir}', f'--prompts={prompts_file}',
@@ -322,9 +297,9 @@ def main():
   rng = np.random.RandomState(0)
   rows, summary = [], {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name, config in _configs(args.quick).items():
+    for name, config in bench_models.configs(args.quick).items():
       model_dir = os.path.join(tmp, name)
-      _save_model(config, model_dir)
+      bench_models.save_model(config, model_dir)
       prompts = {b: [rng.randint(3, config.vocab_size,
                                  rng.randint(*PROMPT_LENS) + 1).tolist()
                      for _ in range(b)] for b in batches}

@@ -50,18 +50,32 @@ def _take(x_BV: jax.Array, index_B: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x_BV, index_B[:, None], axis=1)[:, 0]
 
 
+def argmax(logits_BV: jax.Array) -> jax.Array:
+  """`jnp.argmax` over the last axis (first index of the maximum), int32.
+
+  Two plain reductions (max, then the smallest index that holds it): XLA
+  on CPU ran argmax's single (value, index) reduction 2-4x slower per
+  decode step (64 x 384 and 64 x 8192 logits).
+  """
+  vocab = logits_BV.shape[-1]
+  max_B1 = jnp.max(logits_BV, axis=-1, keepdims=True)
+  index_V = jnp.arange(vocab, dtype=jnp.int32)
+  first_B = jnp.min(jnp.where(logits_BV == max_B1, index_V, vocab), axis=-1)
+  return jnp.minimum(first_B, vocab - 1)  # a NaN row still gives a token
+
+
 @dataclasses.dataclass(frozen=True)
 class Greedy:
   """Argmax decoding. The sampled distribution is a point mass: log-prob 0."""
 
   def log_probs(self, logits_BV: jax.Array) -> jax.Array:
-    hot_BV = jax.nn.one_hot(jnp.argmax(logits_BV, axis=-1), logits_BV.shape[-1],
+    hot_BV = jax.nn.one_hot(argmax(logits_BV), logits_BV.shape[-1],
                             dtype=jnp.bool_)
     return jnp.where(hot_BV, 0.0, _MASKED).astype(jnp.float32)
 
   def sample(self, logits_BV, keys_B):
     del keys_B  # deterministic
-    tokens_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    tokens_B = argmax(logits_BV)
     return tokens_B, jnp.zeros(tokens_B.shape, jnp.float32)
 
 

@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The paper trains on medium; on 2 CPU cores a medium document tree (about
   # 180 nodes of ~190 tokens) is too slow to train on in minutes, so the
   # tiny run trains on easy documents and evaluates on easy and medium.
-  config.tasks = dict(name='documents', train_level='easy',
+  config.tasks = dict(name='documents', train_level='easy', sft_level='',
                       eval_levels=('easy', 'medium'),
                       eval_split='test', num_eval=16,
                       data_dir='')  # '' = <workdir>/data

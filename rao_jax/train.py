@@ -137,7 +137,9 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
       task = registry.get(config.tasks.name)
     except KeyError as e:
       raise ValueError(f'tasks.name={config.tasks.name!r}: {e}') from None
-    for field in ('train_level',):
+    for field in ('train_level', 'sft_level'):
+      if field == 'sft_level' and not config.tasks.sft_level:
+        continue  # '': SFT on train_level
       if config.tasks[field] not in task.levels:
         raise ValueError(f'tasks.{field}={config.tasks[field]!r}: task '
                          f'{task.name!r} has levels {task.levels}')
@@ -359,6 +361,8 @@ def _evaluate_all(rollouts: Rollouts, s: Setup, config, data_dir: str,
   budgets = {'recursive': s.budgets.max_depth,
              'recursive_eval_depth': config.rollout.eval_max_depth,
              'single_agent': 0}
+  if config.rollout.eval_max_depth == s.budgets.max_depth:
+    del budgets['recursive_eval_depth']  # the same greedy trees again
   for level in config.tasks.eval_levels:
     examples = data_lib.eval_examples(
         s.task, level, data_dir, split=config.tasks.eval_split,
@@ -440,8 +444,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # ---- Input: one iterator per phase, positions restored.
   task = s.task
   iterators = {
-      'sft': data_lib.train_iterator(task, config.tasks.train_level, data_dir,
-                                     seed=config.seed),
+      'sft': data_lib.train_iterator(
+          task, config.tasks.sft_level or config.tasks.train_level,
+          data_dir, seed=config.seed),
       'rl': data_lib.train_iterator(task, config.tasks.train_level, data_dir,
                                     seed=config.seed + 1),
   }

@@ -127,3 +127,14 @@ def test_bad_optim_config_names_the_field():
     update.OptimConfig(learning_rate=0)
   with pytest.raises(ValueError, match='optim.b2'):
     update.OptimConfig(b2=1.0)
+
+
+@pytest.mark.parametrize('warmup, decay', [(0, 0), (0, 10), (4, 0), (4, 10)])
+def test_schedule_warms_up_only_when_asked(warmup, decay):
+  schedule = update.learning_rate_schedule(update.OptimConfig(
+      learning_rate=1e-3, warmup_steps=warmup, decay_steps=decay))
+  # Without warm-up the very first update already moves the parameters.
+  assert float(schedule(0)) == pytest.approx(0.0 if warmup else 1e-3)
+  assert float(schedule(warmup)) == pytest.approx(1e-3)
+  if decay:
+    assert float(schedule(warmup + decay)) == pytest.approx(1e-4)

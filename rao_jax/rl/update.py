@@ -64,8 +64,10 @@ def learning_rate_schedule(config: OptimConfig) -> optax.Schedule:
         0.0, config.learning_rate, config.warmup_steps,
         config.warmup_steps + config.decay_steps,
         end_value=config.learning_rate * config.end_lr_fraction)
-  return optax.linear_schedule(0.0, config.learning_rate,
-                               max(config.warmup_steps, 1))
+  if config.warmup_steps:
+    return optax.linear_schedule(0.0, config.learning_rate,
+                                 config.warmup_steps)
+  return optax.constant_schedule(config.learning_rate)
 
 
 def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:

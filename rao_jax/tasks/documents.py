@@ -3,9 +3,12 @@
 A document is fixed-width records, one per line, 'SPEAKER LABEL VALUE'
 ('kim red 4\n', 10 characters), so any node can cut it on record
 boundaries from the head its prompt shows. Lengths run from inside one
-`cpu_tiny` window (512 tokens) to 16-32 windows beyond it: easy 8-30
-records, medium 100-200 (2-4 windows), hard 400-820 (8-16), extreme
-820-1640 (16-32). Task grammar (the same for roots and children):
+512-token window to 16-32 windows beyond it: easy 8-30 records, medium
+100-200 (2-4 windows), hard 400-820 (8-16), extreme 820-1640 (16-32).
+`moderate` (26-60 records, 260-600 characters) is longer than one window
+of `cpu_tiny`'s 256 tokens yet cheap enough to train on with a CPU, and
+its totals stay in the two-digit range a tiny model sees in `easy`
+demonstrations. Task grammar (the same for roots and children):
 
   count LABEL          lines with that label            -> an integer
   sum SPEAKER          sum of that speaker's values      -> an integer
@@ -318,8 +321,8 @@ class RaoDocuments(builder_lib.TaskBuilder):
   in records."""
 
   BUILDER_CONFIGS = builder_lib.level_configs(
-      {'easy': (8, 30), 'medium': (100, 200), 'hard': (400, 820),
-       'extreme': (820, 1640)}, 'records')
+      {'easy': (8, 30), 'moderate': (26, 60), 'medium': (100, 200),
+       'hard': (400, 820), 'extreme': (820, 1640)}, 'records')
 
   def make_example(self, rng: random.Random,
                    config: builder_lib.LevelConfig) -> dict[str, str]:
@@ -338,4 +341,5 @@ class RaoDocuments(builder_lib.TaskBuilder):
 TASK = registry.register(registry.Task(
     name='documents', tfds_name='rao_documents', builder=RaoDocuments,
     make_env=make_env, recursive_solver=RecursiveSolver,
-    direct_solver=DirectSolver))
+    direct_solver=DirectSolver,
+    levels=('easy', 'moderate', 'medium', 'hard', 'extreme')))

@@ -50,6 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 180 nodes of ~190 tokens) is too slow to train on in minutes, so the
   # tiny run trains on easy documents and evaluates on easy and medium.
   config.tasks = dict(name='documents', train_level='easy', sft_level='',
+                      # Root tasks by first word ('' = all).
+                      task_kinds=(),
                       eval_levels=('easy', 'medium'),
                       eval_split='test', num_eval=16,
                       data_dir='')  # '' = <workdir>/data

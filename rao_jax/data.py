@@ -9,6 +9,7 @@ checkpoint, so a resumed run sees exactly the tasks it would have seen.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import os
 from typing import Any
 
@@ -38,21 +39,38 @@ def source(task: registry.Task, level: str, split: str, data_dir: str):
                           split=split)
 
 
+def has_kind(example: Mapping[str, str], kinds: Sequence[str]) -> bool:
+  """Whether the example's task starts with one of `kinds` (all if empty):
+  `('count', 'sum')` keeps the documents family's numeric questions."""
+  return not kinds or example['task'].split(' ', 1)[0] in kinds
+
+
 def train_iterator(task: registry.Task, level: str, data_dir: str, *,
-                   seed: int, shard_index: int = 0,
+                   seed: int, kinds: Sequence[str] = (), shard_index: int = 0,
                    num_shards: int = 1) -> grain.DatasetIterator:
-  """Endless shuffled iterator of decoded examples (str fields)."""
+  """Endless shuffled iterator of decoded examples (str fields) whose task
+  is of one of `kinds` (all if empty)."""
   dataset = (grain.MapDataset.source(source(task, level, 'train', data_dir))
              [shard_index::num_shards]
              .shuffle(seed=seed)
              .repeat(None)
              .map(builder_lib.decode))
+  if kinds:
+    dataset = dataset.filter(lambda example: has_kind(example, kinds))
   return iter(dataset.to_iter_dataset())
 
 
 def eval_examples(task: registry.Task, level: str, data_dir: str, *,
-                  split: str, num_examples: int) -> list[dict[str, Any]]:
-  """The first `num_examples` examples of a held-out split, decoded."""
+                  split: str, num_examples: int, kinds: Sequence[str] = ()
+                  ) -> list[dict[str, Any]]:
+  """The first `num_examples` examples of a held-out split whose task is of
+  one of `kinds` (all if empty), decoded."""
   records = source(task, level, split, data_dir)
-  count = min(num_examples, len(records))
-  return [builder_lib.decode(records[i]) for i in range(count)]
+  examples = []
+  for i in range(len(records)):
+    if len(examples) == num_examples:
+      break
+    example = builder_lib.decode(records[i])
+    if has_kind(example, kinds):
+      examples.append(example)
+  return examples

@@ -366,7 +366,7 @@ def _evaluate_all(rollouts: Rollouts, s: Setup, config, data_dir: str,
   for level in config.tasks.eval_levels:
     examples = data_lib.eval_examples(
         s.task, level, data_dir, split=config.tasks.eval_split,
-        num_examples=config.tasks.num_eval)
+        num_examples=config.tasks.num_eval, kinds=config.tasks.task_kinds)
     for name, depth in budgets.items():
       trees, _ = rollouts.evaluate(examples, depth, seed=config.seed + 1)
       tree_metrics = metrics_lib.tree_metrics(trees)
@@ -446,9 +446,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   iterators = {
       'sft': data_lib.train_iterator(
           task, config.tasks.sft_level or config.tasks.train_level,
-          data_dir, seed=config.seed),
+          data_dir, seed=config.seed, kinds=config.tasks.task_kinds),
       'rl': data_lib.train_iterator(task, config.tasks.train_level, data_dir,
-                                    seed=config.seed + 1),
+                                    seed=config.seed + 1,
+                                    kinds=config.tasks.task_kinds),
   }
   for name, position in record.get('data', {}).items():
     iterators[name].set_state(position)

@@ -165,3 +165,25 @@ def test_jsonl_loader(tmp_path):
   path.write_text('{"question": "q", "document": "d"}\n')
   with pytest.raises(ValueError, match=r'real.jsonl:1: missing answer'):
     jsonl.load_jsonl(path)
+
+
+def test_task_kinds_filter_training_and_eval_examples(data_dir):
+  from rao_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+  task = tasks.get('documents')
+  kinds = ('count', 'sum')
+  iterator = data_lib.train_iterator(task, 'easy', data_dir, seed=0,
+                                     kinds=kinds)
+  seen = [next(iterator)['task'].split()[0] for _ in range(40)]
+  assert set(seen) <= set(kinds) and len(set(seen)) == 2
+  # The filtered iterator still resumes exactly from a saved position.
+  position = iterator.get_state()
+  ahead = [next(iterator)['id'] for _ in range(5)]
+  iterator.set_state(position)
+  assert [next(iterator)['id'] for _ in range(5)] == ahead
+  examples = data_lib.eval_examples(task, 'easy', data_dir, split='test',
+                                    num_examples=12, kinds=('sum',))
+  assert len(examples) == 12
+  assert all(e['task'].startswith('sum ') for e in examples)
+  everything = data_lib.eval_examples(task, 'easy', data_dir, split='test',
+                                      num_examples=12)
+  assert {e['task'].split()[0] for e in everything} > {'sum'}

@@ -56,10 +56,14 @@ class LevelConfig(tfds.core.BuilderConfig):
 
 
 def level_configs(ranges: Mapping[str, tuple[int, int]], what: str,
-                  **sizes: int) -> list[LevelConfig]:
-  """Configs named by level, from level -> (low, high) of `what`."""
+                  version: str = '1.0.0', **sizes: int) -> list[LevelConfig]:
+  """Configs named by level, from level -> (low, high) of `what`.
+
+  Changing what a config generates (its sizes, its examples) needs a new
+  `version`: built data is cached under data_dir/<name>/<level>/<version>.
+  """
   return [LevelConfig(name=level, level=level, low=low, high=high,
-                      version='1.0.0',
+                      version=version,
                       description=f'{level}: {what} {low}-{high}', **sizes)
           for level, (low, high) in ranges.items()]
 

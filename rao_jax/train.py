@@ -170,7 +170,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
                       ('rl.rows_per_batch', config.rl.rows_per_batch)):
     if value <= 0:
       raise ValueError(f'{name}={value}: must be > 0')
-  if config.rl.group_size < 2 and credit.baseline == 'leave_one_out':
+  if config.rl.group_size < 2 and credit.baseline.startswith('leave_one_out'):
     raise ValueError(f'rl.group_size={config.rl.group_size}: the '
                      'leave-one-out baseline needs at least 2 trees a group')
   if config.rl.group_size < 1:

@@ -81,11 +81,38 @@ def test_baseline_variants_and_switches():
   np.testing.assert_allclose(none.advantage, none.reward)
 
 
+def test_leave_one_out_per_depth():
+  trees = _group()
+  config = credit.CreditConfig(child_bonus=0.4,
+                               baseline='leave_one_out_depth')
+  out = credit.assign_credit(trees, config)
+  r0 = 1 + 0.4 * (1 + 0 + 1) / 3
+  # Roots (nodes 0, 4, 5) against the other roots: Eq. 3 itself. Depth-1
+  # nodes (1, 2, 3, 6; rewards 1, 0, 1, 0) against the other three.
+  np.testing.assert_allclose(
+      out.advantage, [r0 - 0, 1 - 1 / 3, 0 - 2 / 3, 1 - 1 / 3, 0 - r0 / 2,
+                      0 - r0 / 2, 0 - 2 / 3])
+  eq3 = credit.assign_credit(_group(), credit.CreditConfig(child_bonus=0.4))
+  np.testing.assert_allclose(out.advantage[[0, 4, 5]],
+                             eq3.advantage[[0, 4, 5]])
+  # A node with no peer at its depth gets no signal.
+  trees = _group()
+  trees[2].nodes[1].depth = 2
+  out = credit.assign_credit(trees, config)
+  np.testing.assert_allclose(out.advantage[[1, 2, 3, 6]],
+                             [1 - 0.5, 0 - 1, 1 - 0.5, 0])
+  normed = credit.assign_credit(_group(), credit.CreditConfig(
+      baseline='leave_one_out_depth', normalize_std=True))
+  std1 = np.std([1, 0, 1, 0])
+  np.testing.assert_allclose(normed.advantage[1], (1 - 1 / 3) / (std1 + 1e-6))
+
+
 def test_leave_one_out_refuses_a_group_of_one():
   trees = _group()
   trees[2].group = 8
-  with pytest.raises(ValueError, match='group_size >= 2'):
-    credit.assign_credit(trees, credit.CreditConfig())
+  for baseline in ('leave_one_out', 'leave_one_out_depth'):
+    with pytest.raises(ValueError, match='group_size >= 2'):
+      credit.assign_credit(trees, credit.CreditConfig(baseline=baseline))
 
 
 def test_bad_credit_config_names_the_field():

@@ -8,6 +8,9 @@ For a batch of finished trees grouped by root task:
                 (no bonus for a leaf).
   baseline (Eq.3) b_{-g} = mean_{g' != g} R_root(g') over the group's trees,
                 the same for every node of tree g: A(X) = R(X) - b_{-g}.
+                Variant 'leave_one_out_depth': b(X) = mean of R(Y) over the
+                group's other nodes Y at X's depth (for roots, Eq. 3 itself;
+                a node with no peer at its depth gets advantage 0).
   weights (Eq.4) w_d = alpha / N_d, N_d the batch's depth-d node count and
                 alpha = N / (number of distinct depths), so the weights sum
                 to the node count N.
@@ -27,7 +30,7 @@ import numpy as np
 from rao_jax.agent import tree as tree_lib
 
 SUCCESS_MODES = ('dense', 'sparse')
-BASELINES = ('leave_one_out', 'group_mean', 'none')
+BASELINES = ('leave_one_out', 'leave_one_out_depth', 'group_mean', 'none')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,11 +41,15 @@ class CreditConfig:
     success: 'dense' (own sub-task verifier) or 'sparse' (root copied down).
     child_bonus: lambda of Eq. 1 (paper: 0.4 on document aggregation, 0
       elsewhere).
-    baseline: 'leave_one_out' (Eq. 3), 'group_mean' (includes the tree
+    baseline: 'leave_one_out' (Eq. 3), 'leave_one_out_depth' (each node
+      against the group's other nodes at its depth: with dense success a
+      node's reward and a root's can be far apart, e.g. easy leaves in
+      trees whose roots mostly fail, and a root-level baseline leaves the
+      node's advantages all of one sign), 'group_mean' (includes the tree
       itself) or 'none'.
     depth_weighting: Eq. 4 on or off (off: every node weighs 1).
-    normalize_std: divide advantages by the group's root-reward std (GRPO's
-      normalisation; off in the paper).
+    normalize_std: divide advantages by the std of the rewards the baseline
+      averages (GRPO's normalisation; off in the paper).
   """
 
   success: str = 'dense'
@@ -121,11 +128,16 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
     if len(root_reward_of_tree) != t + 1:
       raise ValueError(f'tree {tree.tree_id} has no root node')
 
-  baseline_of_tree, scale_of_tree = _baselines(trees, root_reward_of_tree,
-                                               config)
+  if config.baseline == 'leave_one_out_depth':
+    baseline, scale = _depth_baselines(trees, rows, rewards, config)
+  else:
+    baseline_of_tree, scale_of_tree = _baselines(trees, root_reward_of_tree,
+                                                 config)
+    baseline = [baseline_of_tree[t] for t, _, _ in rows]
+    scale = [scale_of_tree[t] for t, _, _ in rows]
   advantages = []
-  for (t, node, _), reward in zip(rows, rewards):
-    advantage = (reward - baseline_of_tree[t]) / scale_of_tree[t]
+  for (_, node, _), reward, b, z in zip(rows, rewards, baseline, scale):
+    advantage = (reward - b) / z
     node.advantage = advantage
     advantages.append(advantage)
 
@@ -156,6 +168,31 @@ def _baselines(trees, root_rewards, config):
       baseline[members] = (r.sum() - r) / (len(members) - 1)
     elif config.baseline == 'group_mean':
       baseline[members] = r.mean()
+    if config.normalize_std:
+      scale[members] = r.std() + 1e-6
+  return baseline, scale
+
+
+def _depth_baselines(trees, rows, rewards, config):
+  """Per node: leave-one-out mean (and std) of R over the group's nodes at
+  the same depth; (R, 1) for a node without peers, so its advantage is 0."""
+  peers: dict[tuple[int, int], list[int]] = defaultdict(list)
+  for i, (t, node, _) in enumerate(rows):
+    peers[(trees[t].group, node.depth)].append(i)
+  roots = defaultdict(int)
+  for tree in trees:
+    roots[tree.group] += 1
+  for group, count in roots.items():
+    if count < 2:
+      raise ValueError(f'group {group} has {count} tree: the leave-one-out '
+                       'baseline needs group_size >= 2')
+  rewards = np.asarray(rewards, np.float64)
+  baseline, scale = rewards.copy(), np.ones(len(rows))
+  for members in peers.values():
+    if len(members) < 2:
+      continue
+    r = rewards[members]
+    baseline[members] = (r.sum() - r) / (len(members) - 1)
     if config.normalize_std:
       scale[members] = r.std() + 1e-6
   return baseline, scale

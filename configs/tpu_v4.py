@@ -40,6 +40,8 @@ def get_config(arg: str | None = None):
 
   # The paper's protocol: train on medium, evaluate on easy/medium/hard.
   config.tasks.train_level = 'medium'
+  config.tasks.sft_level = ''  # SFT on medium too
+  config.tasks.task_kinds = ()  # every question kind
   config.tasks.eval_levels = ('easy', 'medium', 'hard')
   config.tasks.num_eval = 256
   config.sampler.num_slots = 256
@@ -51,6 +53,7 @@ def get_config(arg: str | None = None):
   config.rollout.budgets.max_tokens = 1 << 20
   config.rl.roots_per_step = 16
   config.rl.group_size = 8
+  config.rl.credit.baseline = 'leave_one_out'  # the paper's Eq. 3
   config.rl.steps = 200
   config.rl.rows_per_batch = 32
   config.rl.pack_lengths = (1024, 2048, 4096)

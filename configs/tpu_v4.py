@@ -60,6 +60,7 @@ def get_config(arg: str | None = None):
   config.rl.loss.logprob_chunk = 256
   config.sft.steps = 500
   config.sft.roots_per_step = 64
+  config.sft.aggregation = 'token_mean'
   config.sft.optim = dataclasses.asdict(update.OptimConfig(
       learning_rate=1e-5, warmup_steps=50, decay_steps=450))
   config.optim = dataclasses.asdict(update.OptimConfig(

@@ -152,8 +152,11 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
       max_tokens=config.sampler.max_len, **config.rollout.window))
   credit = _typed(credit_lib.CreditConfig, 'rl.credit', config.rl.credit)
   loss = _typed(losses.LossConfig, 'rl.loss', config.rl.loss)
+  if config.sft.aggregation not in losses.AGGREGATIONS:
+    raise ValueError(f'sft.aggregation={config.sft.aggregation!r}: expected '
+                     f'one of {losses.AGGREGATIONS}')
   sft_loss = dataclasses.replace(loss, estimator='sft',
-                                 aggregation='token_mean')
+                                 aggregation=config.sft.aggregation)
   optim = _typed(update.OptimConfig, 'optim', config.optim)
   sft_optim = _typed(update.OptimConfig, 'sft.optim', config.sft.optim)
 

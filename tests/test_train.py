@@ -110,6 +110,7 @@ def test_sigkill_and_resume_is_bit_identical(smoke_run, tmp_path):
 @pytest.mark.parametrize('field, value, message', [
     ('tasks.name', 'nope', 'tasks.name'),
     ('tasks.sft_level', 'huge', "tasks.sft_level='huge'"),
+    ('sft.aggregation', 'median', "sft.aggregation='median'"),
     ('rl.group_size', 1, 'rl.group_size=1'),
     ('sampler.num_slots', 2, 'sampler.num_slots=2 is fewer'),
     ('rollout.budgets.max_depth', -1, 'rollout.budgets.max_depth'),

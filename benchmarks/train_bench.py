@@ -16,9 +16,8 @@ fp32, on the same token sequences, step for step:
         -100 outside the loss mask (HF's token-mean cross-entropy),
         `torch.optim.AdamW` and `clip_grad_norm_(1.0)`.
 
-Same learning rate, betas, eps, weight decay and schedule (optax's
-`linear_schedule(0, lr, 1)`, i.e. lr 0 at the first update, mirrored with a
-`LambdaLR`). Sequences are random tokens of 64-256 tokens with the loss on
+Same learning rate, betas, eps, weight decay and schedule (no warm-up: the
+constant learning rate from the first update, mirrored with a `LambdaLR`). Sequences are random tokens of 64-256 tokens with the loss on
 their last third, drawn with a fixed seed; each step takes as many as pack
 into `rows` rows of 256. The first `--warmup_steps` steps run untimed (the
 first one, which compiles, is reported alone); the timed steps are
@@ -213,15 +212,16 @@ def run_hf(model_dir: str, steps: list[list[dict]], *, warmup_steps: int,
       model_dir, dtype=torch.float32).to(device).train()
   # The same optimiser as update.make_optimizer: AdamW (decoupled decay on
   # every parameter, as optax.adamw without a mask), global-norm clip 1.0,
-  # and its schedule's lr 0 at the first update.
+  # and its schedule (a linear warm-up from 0 when it has one, else the
+  # constant learning rate).
   optim = update.OptimConfig(learning_rate=learning_rate,
                              weight_decay=weight_decay)
   optimizer = torch.optim.AdamW(
       model.parameters(), lr=optim.learning_rate, betas=(optim.b1, optim.b2),
       eps=optim.eps, weight_decay=optim.weight_decay)
-  warmup = max(optim.warmup_steps, 1)
+  warmup = optim.warmup_steps
   schedule = torch.optim.lr_scheduler.LambdaLR(
-      optimizer, lambda count: min(count / warmup, 1.0))
+      optimizer, lambda count: min(count / warmup, 1.0) if warmup else 1.0)
 
   def step_fn(step):
     width = max(len(s['tokens']) for s in step)

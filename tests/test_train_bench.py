@@ -3,9 +3,9 @@
 `benchmarks/train_bench.py` times rao_jax's train step against HF
 transformers; its numbers mean something only if both minimise the same
 loss with the same optimiser. Three steps on the tiny model: the first
-loss checks the model and the loss mask, the third the update between the
-second and the third (AdamW, clipping; the schedule's lr is 0 at the first
-update). About 45 s on a 2-core CPU: marked slow.
+loss checks the model and the loss mask, the second and third the updates
+(AdamW, clipping, the full learning rate from the first update). About
+45 s on a 2-core CPU: marked slow.
 """
 
 import os

@@ -21,6 +21,7 @@ the results are written into each node's `reward` and `advantage`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections import defaultdict
 from collections.abc import Sequence
 import dataclasses
@@ -128,6 +129,8 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
     if len(root_reward_of_tree) != t + 1:
       raise ValueError(f'tree {tree.tree_id} has no root node')
 
+  if config.baseline.startswith('leave_one_out'):
+    _check_group_sizes(trees)
   if config.baseline == 'leave_one_out_depth':
     baseline, scale = _depth_baselines(trees, rows, rewards, config)
   else:
@@ -153,19 +156,29 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
       np.ones(len(rows)))
 
 
+def _check_group_sizes(trees) -> None:
+  sizes = Counter(tree.group for tree in trees)
+  for group, size in sizes.items():
+    if size < 2:
+      raise ValueError(f'group {group} has {size} tree: the leave-one-out '
+                       'baseline needs group_size >= 2')
+
+
+def _leave_one_out_mean(r: np.ndarray) -> np.ndarray:
+  """Entry i: the mean of r without r[i] (len(r) >= 2)."""
+  return (r.sum() - r) / (len(r) - 1)
+
+
 def _baselines(trees, root_rewards, config):
   groups: dict[int, list[int]] = defaultdict(list)
   for t, tree in enumerate(trees):
     groups[tree.group].append(t)
   baseline = np.zeros(len(trees))
   scale = np.ones(len(trees))
-  for group, members in groups.items():
+  for members in groups.values():
     r = np.array([root_rewards[t] for t in members])
     if config.baseline == 'leave_one_out':
-      if len(members) < 2:
-        raise ValueError(f'group {group} has {len(members)} tree: the '
-                         'leave-one-out baseline needs group_size >= 2')
-      baseline[members] = (r.sum() - r) / (len(members) - 1)
+      baseline[members] = _leave_one_out_mean(r)
     elif config.baseline == 'group_mean':
       baseline[members] = r.mean()
     if config.normalize_std:
@@ -179,20 +192,13 @@ def _depth_baselines(trees, rows, rewards, config):
   peers: dict[tuple[int, int], list[int]] = defaultdict(list)
   for i, (t, node, _) in enumerate(rows):
     peers[(trees[t].group, node.depth)].append(i)
-  roots = defaultdict(int)
-  for tree in trees:
-    roots[tree.group] += 1
-  for group, count in roots.items():
-    if count < 2:
-      raise ValueError(f'group {group} has {count} tree: the leave-one-out '
-                       'baseline needs group_size >= 2')
   rewards = np.asarray(rewards, np.float64)
   baseline, scale = rewards.copy(), np.ones(len(rows))
   for members in peers.values():
     if len(members) < 2:
       continue
     r = rewards[members]
-    baseline[members] = (r.sum() - r) / (len(members) - 1)
+    baseline[members] = _leave_one_out_mean(r)
     if config.normalize_std:
       scale[members] = r.std() + 1e-6
   return baseline, scale

@@ -152,6 +152,8 @@ def run_ours(model_dir: str, steps: list[list[dict]], *, rows: int,
   loss_cfg = losses.LossConfig(estimator='sft', aggregation='token_mean')
   row_sharding = sharding.named_sharding(mesh, (sharding.BATCH, None), rules)
   train_state = [state]
+  schedule = update.learning_rate_schedule(optim)
+  updates_done = [0]  # one update per step: the schedule's trainer step
 
   def step_fn(step):
     # As train._update: pack, put rows on the batch axes, one update.
@@ -167,7 +169,9 @@ def run_ours(model_dir: str, steps: list[list[dict]], *, rows: int,
              for k, v in batches[0].items()}
     with sharding.use_mesh(mesh, rules):
       train_state[0], metrics = update.train_step(
-          graphdef, train_state[0], batch, loss_cfg)
+          graphdef, train_state[0], batch, loss_cfg,
+          float(schedule(updates_done[0])))
+    updates_done[0] += 1
     return metrics['loss'], metrics['grad_norm']
 
   # Every XLA compile in this process from here on, with its duration.

@@ -209,6 +209,10 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
 # ---------------------------------------------------------------------------
 
 
+# The last part of the packing shuffle's seed: no example index reaches it.
+_PACKING_STREAM = 2**31 - 1
+
+
 def _seed(*parts: int) -> int:
   """A 31-bit seed derived from integers (run seed, step, index, ...)."""
   return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] >> 1)
@@ -330,10 +334,15 @@ def _plain(value):
 # ---------------------------------------------------------------------------
 
 
-def _update(graphdef, state, sequences, config, loss_cfg, s: Setup):
-  """Packs sequences and runs the update passes; returns state, metrics."""
-  batches, stats = packing.pack(sequences, buckets=config.rl.pack_lengths,
-                                rows_per_batch=config.rl.rows_per_batch)
+def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
+            learning_rate: float, step: int):
+  """Packs sequences (rows shuffled by a seed of `step`, so a resumed run
+  packs alike) and runs the update passes, every update at `learning_rate`;
+  returns state, metrics."""
+  batches, stats = packing.pack(
+      sequences, buckets=config.rl.pack_lengths,
+      rows_per_batch=config.rl.rows_per_batch,
+      rng=np.random.default_rng(_seed(config.seed, step, _PACKING_STREAM)))
   row_sharding = sharding.named_sharding(s.mesh, (sharding.BATCH, None),
                                          s.rules)
   step_metrics = []
@@ -342,7 +351,8 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup):
     for _ in range(passes):
       for batch in batches:
         batch = {k: jax.device_put(v, row_sharding) for k, v in batch.items()}
-        state, metrics = update.train_step(graphdef, state, batch, loss_cfg)
+        state, metrics = update.train_step(graphdef, state, batch, loss_cfg,
+                                           learning_rate)
         step_metrics.append(metrics)
   metrics = {k: float(np.mean([m[k] for m in step_metrics]))
              for k in step_metrics[0]}
@@ -427,6 +437,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return update.split_train_state(model, optimizer)
 
   phase_of = lambda step: 'sft' if step <= sft_steps else 'rl'
+  # Learning rate at a trainer step, counted from its phase's start.
+  schedules = {'sft': update.learning_rate_schedule(s.sft_optim),
+               'rl': update.learning_rate_schedule(s.optim)}
+  learning_rate_at = lambda step: float(schedules[phase_of(step)](
+      step - 1 - (sft_steps if phase_of(step) == 'rl' else 0)))
   graphdef, state = make_state(s.sft_optim if sft_steps else s.optim, model)
 
   # ---- Restore. Both phases' states have the same structure (only the
@@ -487,7 +502,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                    for t in trees for n in t.nodes]
       rollout_s = time.perf_counter() - started
       state, metrics = _update(graphdef, state, sequences, config, s.sft_loss,
-                               s)
+                               s, learning_rate_at(step), step)
       metrics.update(metrics_lib.tree_metrics(trees))
     else:
       version = step - 1
@@ -498,7 +513,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       rollout_s = time.perf_counter() - started
       state, metrics = _update(
           graphdef, state, packing.sequences_from_trees(trees, node_credit),
-          config, s.loss, s)
+          config, s.loss, s, learning_rate_at(step), step)
       rollouts.set_params(nnx.state(nnx.merge(graphdef, state)[0]))
       metrics.update(metrics_lib.tree_metrics(trees, node_credit))
     metrics.update(phase=phase, rollout_s=rollout_s,

@@ -4,6 +4,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from rao_jax.model import config as config_lib
@@ -59,6 +60,32 @@ def test_pack_pads_to_whole_minibatches_and_refuses_overflow():
     packing.pack([_seq(9)], buckets=[8], rows_per_batch=1)
 
 
+def test_shuffled_rows_mix_long_and_short_sequences_across_minibatches():
+  # Ten 12-token and twenty 4-token sequences in rows of 12: first-fit
+  # decreasing gives ten rows of one long sequence, then rows of three
+  # short ones; unshuffled, the first minibatches hold long ones only.
+  seqs = ([_seq(12, start=i) for i in range(10)] +
+          [_seq(4, start=50 + i) for i in range(21)])
+  plain, _ = packing.pack(seqs, buckets=[12], rows_per_batch=4)
+  shuffled, stats = packing.pack(seqs, buckets=[12], rows_per_batch=4,
+                                 rng=np.random.default_rng(0))
+  assert stats.num_rows == 17
+  # The same rows, every sequence once, only in another order.
+  rows = lambda bs: sorted(tuple(r) for b in bs for r in b['sequence_ids'])
+  assert rows(plain) == rows(shuffled)
+
+  def mixed(batches):  # minibatches holding both a long and a short row
+    kinds = [set(b['segment_ids'].max(axis=1)) for b in batches]
+    return sum({1, 3} <= k for k in kinds)
+
+  assert mixed(plain) == 1  # only where the long rows end
+  assert mixed(shuffled) >= 3
+  again, _ = packing.pack(seqs, buckets=[12], rows_per_batch=4,
+                          rng=np.random.default_rng(0))
+  for a, b in zip(again, shuffled):  # a seed packs alike (exact resume)
+    np.testing.assert_array_equal(a['tokens'], b['tokens'])
+
+
 def _model():
   cfg = config_lib.tiny(vocab_size=128, num_layers=2,
                         layer_types=(config_lib.LOCAL, config_lib.GLOBAL),
@@ -82,7 +109,7 @@ def test_sft_updates_fit_a_fixed_batch_without_recompiling():
   losses_seen = []
   for _ in range(12):
     state, metrics = update.train_step(graphdef, state, _jnp(batches[0]),
-                                       config)
+                                       config, 3e-3)
     losses_seen.append(float(metrics['loss']))
   model, optimizer = nnx.merge(graphdef, state)
   assert losses_seen[-1] < 0.5 * losses_seen[0]
@@ -101,12 +128,35 @@ def test_nonfinite_update_is_skipped_and_counted():
   config = losses.LossConfig(estimator='cispo', logprob_chunk=8)
   graphdef, state = update.split_train_state(model, optimizer)
   for _ in range(2):
-    state, _ = update.train_step(graphdef, state, _jnp(batches[0]), config)
+    state, _ = update.train_step(graphdef, state, _jnp(batches[0]), config,
+                                 1e-3)
   model, optimizer = nnx.merge(graphdef, state)
   after = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     np.testing.assert_array_equal(a, b)
   assert update.nonfinite_counts(optimizer) == (2, 2)
+
+
+def test_optimizer_is_optax_adamw_at_the_given_learning_rate():
+  # The trainer hands each update its step's rate; with a fixed rate the
+  # updates must be optax's clipped AdamW, step for step.
+  optim = update.OptimConfig(learning_rate=2e-3, weight_decay=0.1,
+                             grad_clip=0.5)
+  reference = optax.chain(optax.clip_by_global_norm(optim.grad_clip),
+                          optax.adamw(optim.learning_rate, b1=optim.b1,
+                                      b2=optim.b2, eps=optim.eps,
+                                      weight_decay=optim.weight_decay))
+  ours = update.make_optimizer(optim)
+  rng = np.random.default_rng(0)
+  params = {'w': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+  ours_state, ref_state = ours.init(params), reference.init(params)
+  for _ in range(3):
+    grads = {'w': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+    got, ours_state = ours.update(grads, ours_state, params,
+                                  learning_rate=optim.learning_rate)
+    want, ref_state = reference.update(grads, ref_state, params)
+    np.testing.assert_allclose(got['w'], want['w'], rtol=1e-6, atol=1e-9)
+    params = optax.apply_updates(params, want)
 
 
 def test_first_minibatch_ratio_is_one_with_sampler_logprobs():

@@ -13,6 +13,7 @@ import pytest
 
 from configs import cpu_tiny
 from rao_jax import train
+from rao_jax.rl import update
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
@@ -61,6 +62,13 @@ def test_smoke_run_trains_evaluates_and_logs(smoke_run):
   assert steps == list(range(1, total + 1))
   phases = [r['phase'] for r in records if 'loss' in r]
   assert phases == ['sft'] * config.sft.steps + ['rl'] * config.rl.steps
+  # Each phase's schedule runs over its own trainer steps, however many
+  # minibatches a step makes.
+  for phase, optim in (('sft', config.sft.optim), ('rl', config.optim)):
+    schedule = update.learning_rate_schedule(update.OptimConfig(**optim))
+    rates = [r['learning_rate'] for r in records if r.get('phase') == phase]
+    np.testing.assert_allclose(
+        rates, [schedule(i) for i in range(len(rates))], rtol=1e-6)
   rl = [r for r in records if r.get('phase') == 'rl']
   for r in rl:
     assert np.isfinite(r['loss']) and 0 <= r['root_success'] <= 1

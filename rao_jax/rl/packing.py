@@ -3,7 +3,10 @@
 Every node of every tree is one sequence. Sequences are packed first-fit
 decreasing into rows of a bucketed length, with segment ids (attention
 never crosses sequences) and per-segment positions, then split into
-minibatches of a fixed row count. Shapes come from a small set of buckets,
+minibatches of a fixed row count. First-fit decreasing leaves the long
+sequences (a tree's upper nodes) in the first rows and the short ones
+(leaves) in the last, so rows are shuffled before the split: otherwise each
+optimiser update would see one kind of node only. Shapes come from a small set of buckets,
 so the train step compiles a bounded number of programs.
 """
 
@@ -81,7 +84,8 @@ def first_fit_decreasing(lengths: Sequence[int], row_length: int) -> list[list[i
 
 
 def pack(sequences: Sequence[TrainSequence], *, buckets: Sequence[int],
-         rows_per_batch: int) -> tuple[list[dict[str, np.ndarray]], PackStats]:
+         rows_per_batch: int, rng: np.random.Generator | None = None
+         ) -> tuple[list[dict[str, np.ndarray]], PackStats]:
   """Packs sequences into minibatches of `[rows_per_batch, bucket]` arrays.
 
   Args:
@@ -90,6 +94,7 @@ def pack(sequences: Sequence[TrainSequence], *, buckets: Sequence[int],
       sequence is used.
     rows_per_batch: rows of each minibatch; the last one is padded with
       empty rows (segment 0, loss mask 0).
+    rng: shuffles the packed rows across minibatches (None: packing order).
 
   Returns:
     The minibatches (dicts of FIELDS; `sequence_ids` numbers sequences from
@@ -102,6 +107,8 @@ def pack(sequences: Sequence[TrainSequence], *, buckets: Sequence[int],
   lengths = [len(s) for s in sequences]
   row_length = bucket_length(max(lengths), buckets)
   rows = first_fit_decreasing(lengths, row_length)
+  if rng is not None:
+    rows = [rows[r] for r in rng.permutation(len(rows))]
   num_rows = -(-len(rows) // rows_per_batch) * rows_per_batch
   shape = (num_rows, row_length)
   out = {name: np.zeros(shape, np.float32 if name in (

@@ -25,8 +25,9 @@ class OptimConfig:
 
   Attributes:
     learning_rate: peak learning rate.
-    warmup_steps: linear warm-up from 0.
-    decay_steps: cosine decay length after warm-up (0: constant).
+    warmup_steps: linear warm-up from 0, in trainer steps of the phase.
+    decay_steps: cosine decay length after warm-up, in trainer steps (0:
+      constant).
     end_lr_fraction: final learning rate as a fraction of the peak.
     b1, b2, eps: Adam moments.
     weight_decay: decoupled weight decay (AdamW).
@@ -59,6 +60,12 @@ class OptimConfig:
 
 
 def learning_rate_schedule(config: OptimConfig) -> optax.Schedule:
+  """The learning rate at each trainer step of a phase (0-based).
+
+  Counted in trainer steps, not optimiser updates: a step makes one update
+  per packed minibatch per pass, a number its data decides, so a schedule
+  counted in updates would end long before (or after) its phase.
+  """
   if config.decay_steps:
     return optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, config.warmup_steps,
@@ -70,13 +77,32 @@ def learning_rate_schedule(config: OptimConfig) -> optax.Schedule:
   return optax.constant_schedule(config.learning_rate)
 
 
+def scale_by_given_learning_rate() -> optax.GradientTransformationExtraArgs:
+  """Scales updates by `-learning_rate`, an argument of every update call.
+
+  The trainer evaluates `learning_rate_schedule` at its own step and hands
+  the rate to each of that step's updates (see `train_step`).
+  """
+
+  def update_fn(updates, state, params=None, *, learning_rate, **extra_args):
+    del params, extra_args
+    updates = jax.tree.map(
+        lambda u: (-learning_rate * u).astype(u.dtype), updates)
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(
+      lambda params: optax.EmptyState(), update_fn)
+
+
 def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
-  """Clip, AdamW with the schedule, skipping non-finite updates."""
+  """Clip, then AdamW (as `optax.adamw`, every parameter decayed) at the
+  learning rate given to each update; non-finite updates are skipped."""
   tx = optax.chain(
       optax.clip_by_global_norm(config.grad_clip) if config.grad_clip else
       optax.identity(),
-      optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2,
-                  eps=config.eps, weight_decay=config.weight_decay))
+      optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps),
+      optax.add_decayed_weights(config.weight_decay),
+      scale_by_given_learning_rate())
   # The count is read by the trainer, which stops the run before optax would
   # give up and apply a non-finite update.
   return optax.apply_if_finite(
@@ -113,6 +139,7 @@ def split_train_state(model: gemma.Transformer, optimizer: nnx.Optimizer
                    donate_argnames=('state',))
 def train_step(graphdef: nnx.GraphDef, state: nnx.State,
                batch: dict[str, jax.Array], config: losses.LossConfig,
+               learning_rate: float | jax.Array,
                ref_logp_BL: jax.Array | None = None
                ) -> tuple[nnx.State, dict[str, jax.Array]]:
   """One optimiser update on one packed minibatch.
@@ -123,6 +150,8 @@ def train_step(graphdef: nnx.GraphDef, state: nnx.State,
       place instead of holding two copies.
     batch: packed minibatch (see `packing.FIELDS`).
     config: the objective (static).
+    learning_rate: this update's rate (`learning_rate_schedule` at the
+      trainer's step); traced, so a new rate compiles nothing.
     ref_logp_BL: reference log-probs when `config.kl_coef > 0`.
 
   Returns:
@@ -131,7 +160,8 @@ def train_step(graphdef: nnx.GraphDef, state: nnx.State,
   model, optimizer = nnx.merge(graphdef, state)
   grad_fn = nnx.value_and_grad(loss_and_metrics, has_aux=True)
   (loss, metrics), grads = grad_fn(model, batch, config, ref_logp_BL)
-  optimizer.update(model, grads)
+  optimizer.update(model, grads, learning_rate=learning_rate)
   metrics['loss'] = loss
+  metrics['learning_rate'] = jnp.asarray(learning_rate, jnp.float32)
   metrics['grad_norm'] = optax.tree.norm(grads)
   return nnx.state((model, optimizer)), metrics

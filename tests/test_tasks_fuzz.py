@@ -87,7 +87,10 @@ def test_tool_errors_are_clear():
   target = env.world['target']
   missing = craft.run(state, f'1 {target}')
   assert missing.error and missing.text.startswith('not enough')
-  (read,) = _document_env().tools()
+  read, add = _document_env().tools()
+  assert add.run('', '22 47').text == '69'
+  assert add.run('', '').error and add.run('', '3 x').error
+  assert add.run('', ' '.join(['1'] * 17)).error
   assert read.run('abc', '2 1').text == 'bad range 2 1 (data has 3 chars)'
   assert read.run('a' * 5000, '0 5000').error
   assert read.run('abc', '0 99999999999999999999').text == (

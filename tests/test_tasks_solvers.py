@@ -15,6 +15,7 @@ from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import tree as tree_lib
 from rao_jax.tasks import builder as builder_lib
+from rao_jax.tasks import context
 from rao_jax.tasks import documents
 
 import tasks_testing
@@ -121,13 +122,22 @@ def test_document_solvers_see_only_the_handle(solver_cls, data_dir):
 
 
 def test_leaves_are_two_operand_steps(data_dir):
-  """Leaves see at most two records; internal nodes add two answers."""
+  """Leaves see at most two records; internal nodes combine two answers
+  (numbers with the `add` tool, whose result they copy)."""
   task = tasks.get('documents')
-  examples = _examples('documents', 'hard', data_dir, count=1)
-  (tree,) = tasks.demonstrate(task, examples)
-  for node in tree.nodes:
-    if node.children and node.children[0]:
-      assert len(node.children[0]) == 2
-    else:
-      assert len(documents.records(node.spec.data)) <= 2
-      assert len(node.spec.data) <= WINDOW.inline_chars
+  # Moderate: short enough to run a few trees, numeric and label questions.
+  examples = _examples('documents', 'moderate', data_dir, count=6)
+  kinds = set()
+  for tree in tasks.demonstrate(task, examples):
+    assert tree.root.success == 1.0
+    for node in tree.nodes:
+      kind = node.spec.task.split()[0]
+      if node.children and node.children[0]:
+        assert len(node.children[0]) == 2
+        text = context.TOKENIZER.decode(node.tokens)
+        kinds.add(kind)
+        assert ('<tool>add ' in text) == (kind in ('count', 'sum')), text
+      else:
+        assert len(documents.records(node.spec.data)) <= 2
+        assert len(node.spec.data) <= WINDOW.inline_chars
+  assert kinds & {'count', 'sum'} and kinds - {'count', 'sum'}, kinds

@@ -16,7 +16,10 @@ demonstrations. Task grammar (the same for roots and children):
   most L1 L2 ..        the most frequent of the labels   -> a label
   more L1 L2           the more frequent of the two      -> a label
 
-Tool: `read START END` shows a slice of the node's own data. Scoring:
+Tools: `read START END` shows a slice of the node's own data; `add N N`
+sums integers, the parents' arithmetic (a language model would run code
+for it; a tiny one learns to copy numbers long before it learns to add
+two-digit ones, README "Measured"). Scoring:
 numbers get Oolong's partial credit 0.75 ** |error|, a tally the mean of
 its labels' credits, labels must match exactly. Any task in this grammar
 is checkable on its own data, so every child is verifiable.
@@ -142,7 +145,21 @@ def _read(data: str, args: str) -> env_lib.ToolResult:
   return env_lib.ToolResult(data[start:end] or '(empty slice)')
 
 
-TOOLS = (env_lib.Tool('read', 'read START END', _read),)
+MAX_ADD_TERMS = 16
+
+
+def _add(data: str, args: str) -> env_lib.ToolResult:
+  del data  # arithmetic needs no document
+  terms = args.split()
+  if not 0 < len(terms) <= MAX_ADD_TERMS or not all(
+      t.isdigit() and len(t) <= 9 for t in terms):
+    return env_lib.ToolResult(
+        f'usage: add N N (1 to {MAX_ADD_TERMS} integers)', error=True)
+  return env_lib.ToolResult(str(sum(int(t) for t in terms)))
+
+
+TOOLS = (env_lib.Tool('read', 'read START END', _read),
+         env_lib.Tool('add', 'add N N', _add))
 
 
 @dataclasses.dataclass
@@ -256,8 +273,9 @@ class DirectSolver:
 class RecursiveSolver:
   """Splits its data into `fanout` parts of whole records (`#I/N`, cut by
   the runtime) until a leaf holds at most `leaf_records` records it can see
-  inline (2 by default: every leaf and every combine is a 2-operand step,
-  which a tiny model learns), then adds the children's answers up."""
+  inline (2 by default: every leaf is a 2-operand step, which a tiny model
+  learns), then combines the children's answers: numbers through the `add`
+  tool, whose result it copies into its answer, label counts itself."""
 
   def __init__(self, window: context.Window, leaf_records: int = 2,
                fanout: int = 2):
@@ -290,7 +308,15 @@ class RecursiveSolver:
                              for i in range(1, parts + 1)])
     if not view.children_answers:  # the spawn was refused
       return protocol.answer('failed: ' + view.observations[-1][:60])
-    return protocol.answer(_combine(kind, args, view.children_answers[-1]))
+    answers = view.children_answers[-1]
+    if kind not in ('count', 'sum'):
+      return protocol.answer(_combine(kind, args, answers))
+    if view.step == 1:  # a failed or malformed child counts 0
+      return protocol.tool_call('add', ' '.join(
+          a if a and a.isdigit() and len(a) <= 9 else '0' for a in answers))
+    total = view.observations[-1]
+    return protocol.answer(total if total.isdigit() else
+                           _combine(kind, args, answers))
 
 
 # ---------------------------------------------------------------- Builder

@@ -1,19 +1,19 @@
 r"""A tiny Gemma-3-style recursive agent trained on a CPU.
 
-Run (about 15 minutes on 2 quiet CPU cores):
+Run (14.9 minutes on 2 quiet CPU cores):
 
   python -m rao_jax.main --config=configs/cpu_tiny.py --workdir=runs/tiny
 
 It supervises the ~0.8M-parameter model on the long-document task's
-reference call trees over easy documents (SFT, 200 steps), evaluates, runs
-RAO's GRPO on its own call trees over `moderate` documents (longer than the
-256-token window; RL, 10 steps), evaluates again, and prints held-out root
-success for the recursive agent and the single agent (depth budget 0).
-Measured (README, "Measured"): after SFT the recursive agent scores 0.087
-(partial credit) on moderate documents against 0.032 for the single agent;
-RL does not raise it yet (0.069 after 10 steps). The workdir holds
-checkpoints (rerun the same command to resume), TensorBoard events,
-metrics.jsonl, sampled call trees under trees/ and summary.json.
+reference call trees over `moderate` documents (longer than the 256-token
+window; SFT, 150 steps), evaluates, runs RAO's GRPO on its own call trees
+over the same level (RL, 10 steps), evaluates again, and prints held-out
+root success for the recursive agent and the single agent (depth budget 0).
+Measured (README, "Measured"): after SFT the recursive agent scores 0.667
+(partial credit) on moderate documents against 0.026 for the single agent;
+RL leaves it within noise (0.655). The workdir holds checkpoints (rerun the
+same command to resume), TensorBoard events, metrics.jsonl, sampled call
+trees under trees/ and summary.json.
 
 Variants: `configs/cpu_tiny.py:smoke` runs a few steps of everything in
 about a minute (the tests use it). Override any field:

@@ -17,8 +17,9 @@ fp32, on the same token sequences, step for step:
         `torch.optim.AdamW` and `clip_grad_norm_(1.0)`.
 
 Same learning rate, betas, eps, weight decay and schedule (no warm-up: the
-constant learning rate from the first update, mirrored with a `LambdaLR`). Sequences are random tokens of 64-256 tokens with the loss on
-their last third, drawn with a fixed seed; each step takes as many as pack
+constant learning rate from the first update, mirrored with a `LambdaLR`).
+Sequences are random tokens of 64-256 tokens with the loss on their last
+third, drawn with a fixed seed; each step takes as many as pack
 into `rows` rows of 256. The first `--warmup_steps` steps run untimed (the
 first one, which compiles, is reported alone); the timed steps are
 dispatched back to back and synchronised once at the end, with the host

@@ -437,11 +437,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return update.split_train_state(model, optimizer)
 
   phase_of = lambda step: 'sft' if step <= sft_steps else 'rl'
-  # Learning rate at a trainer step, counted from its phase's start.
   schedules = {'sft': update.learning_rate_schedule(s.sft_optim),
                'rl': update.learning_rate_schedule(s.optim)}
-  learning_rate_at = lambda step: float(schedules[phase_of(step)](
-      step - 1 - (sft_steps if phase_of(step) == 'rl' else 0)))
+
+  def learning_rate_at(step):
+    """The schedule of the step's phase, at the step counted from the
+    phase's start (0-based)."""
+    phase = phase_of(step)
+    return float(schedules[phase](
+        step - 1 - (sft_steps if phase == 'rl' else 0)))
   graphdef, state = make_state(s.sft_optim if sft_steps else s.optim, model)
 
   # ---- Restore. Both phases' states have the same structure (only the

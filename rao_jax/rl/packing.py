@@ -6,8 +6,8 @@ never crosses sequences) and per-segment positions, then split into
 minibatches of a fixed row count. First-fit decreasing leaves the long
 sequences (a tree's upper nodes) in the first rows and the short ones
 (leaves) in the last, so rows are shuffled before the split: otherwise each
-optimiser update would see one kind of node only. Shapes come from a small set of buckets,
-so the train step compiles a bounded number of programs.
+optimiser update would see one kind of node only. Shapes come from a small
+set of buckets, so the train step compiles a bounded number of programs.
 """
 
 from __future__ import annotations

@@ -222,12 +222,16 @@ def _record_chars(head: str) -> int | None:
   return newline + 1 if newline >= 0 else None
 
 
+def _child_number(answer: str | None) -> str:
+  """A child's numeric answer, or '0' for a failed or malformed one."""
+  return answer if answer and answer.isdigit() and len(answer) <= 9 else '0'
+
+
 def _combine(kind: str, args: tuple[str, ...],
              answers: tuple[str | None, ...]) -> str:
   """The parent's answer from its children's (a failed child counts 0)."""
   if kind in ('count', 'sum'):
-    return str(sum(int(a) for a in answers
-                   if a and a.isdigit() and len(a) <= 9))
+    return str(sum(int(_child_number(a)) for a in answers))
   totals = {label: 0 for label in args}
   for a in answers:
     for label, n in parse_tally(a or '').items():
@@ -311,9 +315,9 @@ class RecursiveSolver:
     answers = view.children_answers[-1]
     if kind not in ('count', 'sum'):
       return protocol.answer(_combine(kind, args, answers))
-    if view.step == 1:  # a failed or malformed child counts 0
-      return protocol.tool_call('add', ' '.join(
-          a if a and a.isdigit() and len(a) <= 9 else '0' for a in answers))
+    if view.step == 1:
+      return protocol.tool_call(
+          'add', ' '.join(_child_number(a) for a in answers))
     total = view.observations[-1]
     return protocol.answer(total if total.isdigit() else
                            _combine(kind, args, answers))

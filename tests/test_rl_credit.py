@@ -70,6 +70,21 @@ def test_sparse_success_copies_the_root_down():
   assert dense.success[1] == 0
 
 
+def test_exact_success_pays_only_full_scores():
+  trees = _group()
+  trees[0].root.success = 0.75  # a near miss: one off on a number
+  trees[0].nodes[1].success = 0.42
+  trees[1].root.success = 1.0
+  partial = credit.assign_credit(trees, credit.CreditConfig(child_bonus=0.4))
+  np.testing.assert_allclose(partial.success, [0.75, 0.42, 0, 0.75, 1, 0, 0])
+  exact = credit.assign_credit(trees, credit.CreditConfig(
+      child_bonus=0.4, exact_success=True))
+  # n3 is uncheckable and inherits the root's (now 0) success.
+  np.testing.assert_allclose(exact.success, [0, 0, 0, 0, 1, 0, 0])
+  np.testing.assert_allclose(exact.reward, [0, 0, 0, 0, 1, 0, 0])
+  np.testing.assert_allclose(exact.advantage[:4], -0.5)  # b = (1 + 0) / 2
+
+
 def test_baseline_variants_and_switches():
   trees = _group()
   mean = credit.assign_credit(trees, credit.CreditConfig(

@@ -51,6 +51,9 @@ class CreditConfig:
     depth_weighting: Eq. 4 on or off (off: every node weighs 1).
     normalize_std: divide advantages by the std of the rewards the baseline
       averages (GRPO's normalisation; off in the paper).
+    exact_success: a node succeeds (1) only with a full score, else 0: a
+      task's partial credit (Oolong's 0.75^|error| on numbers) still grades
+      evaluation, but a near miss earns nothing in training.
   """
 
   success: str = 'dense'
@@ -58,6 +61,7 @@ class CreditConfig:
   baseline: str = 'leave_one_out'
   depth_weighting: bool = True
   normalize_std: bool = False
+  exact_success: bool = False
 
   def __post_init__(self):
     if self.success not in SUCCESS_MODES:
@@ -84,22 +88,28 @@ class NodeCredit:
   weight: np.ndarray  # [num_nodes] float, Eq. 4
 
 
-def node_success(node: tree_lib.Node, root_success: float, mode: str) -> float:
-  """s(X): 0 for failed/aborted nodes, else dense or sparse success."""
+def node_success(node: tree_lib.Node, root_success: float, mode: str,
+                 exact: bool = False) -> float:
+  """s(X): 0 for failed/aborted nodes, else dense or sparse success (with
+  `exact`, 1 for a full score and 0 below it)."""
   if node.status != tree_lib.DONE:
     return 0.0
   if node.parent is None:
     return root_success
   if mode == 'dense' and node.success is not None:
-    return float(node.success)
+    return _exact(float(node.success)) if exact else float(node.success)
   return root_success
 
 
-def _root_success(tree: tree_lib.Tree) -> float:
+def _exact(score: float) -> float:
+  return float(score >= 1.0)
+
+
+def _root_success(tree: tree_lib.Tree, exact: bool) -> float:
   root = tree.root
   if root.status != tree_lib.DONE or root.success is None:
     return 0.0
-  return float(root.success)
+  return _exact(float(root.success)) if exact else float(root.success)
 
 
 def assign_credit(trees: Sequence[tree_lib.Tree],
@@ -113,8 +123,9 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
   rewards: list[float] = []
   root_reward_of_tree: list[float] = []
   for t, tree in enumerate(trees):
-    root_s = _root_success(tree)
-    success = {n.node_id: node_success(n, root_s, config.success)
+    root_s = _root_success(tree, config.exact_success)
+    success = {n.node_id: node_success(n, root_s, config.success,
+                                       config.exact_success)
                for n in tree.nodes}
     for node in tree.nodes:
       child_ids = [c for step in node.children for c in step]

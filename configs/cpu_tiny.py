@@ -91,6 +91,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # at 256 a quarter of every batch was padding. Log-probs are computed
       # in chunks that divide every row length.
       rows_per_batch=16, pack_lengths=(144, 288),
+      # Optimiser updates a pass over the step's minibatches, gradients
+      # accumulated within each (0: one update per minibatch).
+      updates_per_pass=0,
       # Each node against its group's peers at its depth: with the paper's
       # root-level baseline a weak model's node advantages are nearly all
       # positive and RL degrades it (README, "Measured").

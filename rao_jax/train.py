@@ -176,6 +176,15 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   if config.rl.group_size < 2 and credit.baseline.startswith('leave_one_out'):
     raise ValueError(f'rl.group_size={config.rl.group_size}: the '
                      'leave-one-out baseline needs at least 2 trees a group')
+  if config.rl.updates_per_pass < 0:
+    raise ValueError(f'rl.updates_per_pass={config.rl.updates_per_pass}: '
+                     'must be >= 0 (0: one update per minibatch)')
+  if loss.kl_coef > 0:
+    # The loss takes reference log-probs, but the trainer keeps no frozen
+    # reference policy yet: refuse here rather than at the first update.
+    raise ValueError(f'rl.loss.kl_coef={loss.kl_coef}: the trainer keeps no '
+                     'reference policy yet; only 0 (the paper\'s setting) '
+                     'runs')
   if config.rl.group_size < 1:
     raise ValueError(f'rl.group_size={config.rl.group_size}: must be >= 1')
   if config.sampler.num_slots < config.rl.group_size:
@@ -338,29 +347,64 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
             learning_rate: float, step: int):
   """Packs sequences (rows shuffled by a seed of `step`, so a resumed run
   packs alike) and runs the update passes, every update at `learning_rate`;
-  returns state, metrics."""
+  returns state, metrics.
+
+  SFT makes one update per packed minibatch. RL splits each pass's
+  minibatches into `rl.updates_per_pass` updates (0: one per minibatch),
+  accumulating gradients within each: with one update a pass, every tree of
+  a group is in the same update, so the leave-one-out advantages of
+  identical nodes cancel instead of pushing them back and forth.
+  """
   batches, stats = packing.pack(
       sequences, buckets=config.rl.pack_lengths,
       rows_per_batch=config.rl.rows_per_batch,
       rng=np.random.default_rng(_seed(config.seed, step, _PACKING_STREAM)))
   row_sharding = sharding.named_sharding(s.mesh, (sharding.BATCH, None),
                                          s.rules)
-  step_metrics = []
-  passes = 1 if loss_cfg.estimator == 'sft' else config.rl.num_iterations
+  sft = loss_cfg.estimator == 'sft'
+  passes = 1 if sft else config.rl.num_iterations
+  num_updates = len(batches)
+  if not sft and config.rl.updates_per_pass:
+    num_updates = min(config.rl.updates_per_pass, len(batches))
+  updates = np.array_split(np.arange(len(batches)), num_updates)
+  put = lambda batch: {k: jax.device_put(v, row_sharding)
+                       for k, v in batch.items()}
+  first_mismatch, update_metrics = None, []
   with sharding.use_mesh(s.mesh, s.rules):
     for _ in range(passes):
-      for batch in batches:
-        batch = {k: jax.device_put(v, row_sharding) for k, v in batch.items()}
-        state, metrics = update.train_step(graphdef, state, batch, loss_cfg,
-                                           learning_rate)
-        step_metrics.append(metrics)
-  metrics = {k: float(np.mean([m[k] for m in step_metrics]))
-             for k in step_metrics[0]}
-  # The first minibatch of the first pass sees the sampler's own policy:
-  # any ratio away from 1 there is sampler/trainer mismatch, not staleness.
-  metrics['first_minibatch_logprob_mismatch'] = float(
-      step_metrics[0]['logprob_mismatch'])
-  metrics.update(minibatches=len(step_metrics),
+      for members in updates:
+        if len(members) == 1:
+          state, metrics = update.train_step(
+              graphdef, state, put(batches[members[0]]), loss_cfg,
+              learning_rate)
+          minibatch_metrics, applied = [metrics], {}
+        else:
+          denominator = losses.loss_denominator(
+              [batches[i] for i in members], loss_cfg)
+          grads = update.zero_grads(graphdef, state)
+          minibatch_metrics = []
+          for i in members:
+            grads, metrics = update.accumulate_grads(
+                graphdef, state, put(batches[i]), loss_cfg, denominator,
+                grads)
+            minibatch_metrics.append(metrics)
+          state, applied = update.apply_grads(graphdef, state, grads,
+                                              learning_rate)
+        if first_mismatch is None:
+          # The first minibatch sees the sampler's own policy: any ratio
+          # away from 1 there is sampler/trainer mismatch, not staleness.
+          first_mismatch = float(minibatch_metrics[0]['logprob_mismatch'])
+        merged = {k: float(np.mean([m[k] for m in minibatch_metrics]))
+                  for k in minibatch_metrics[0]}
+        # Each minibatch's loss is its share of the update's.
+        merged['loss'] = float(np.sum([m['loss'] for m in minibatch_metrics]))
+        merged.update({k: float(v) for k, v in applied.items()})
+        update_metrics.append(merged)
+  metrics = {k: float(np.mean([m[k] for m in update_metrics]))
+             for k in update_metrics[0]}
+  metrics.update(first_minibatch_logprob_mismatch=first_mismatch,
+                 minibatches=len(batches) * passes,
+                 updates=len(update_metrics),
                  padding_fraction=stats.padding_fraction,
                  pack_row_length=stats.row_length)
   return state, metrics

@@ -120,6 +120,8 @@ def test_sigkill_and_resume_is_bit_identical(smoke_run, tmp_path):
     ('tasks.sft_level', 'huge', "tasks.sft_level='huge'"),
     ('sft.aggregation', 'median', "sft.aggregation='median'"),
     ('rl.group_size', 1, 'rl.group_size=1'),
+    ('rl.updates_per_pass', -1, 'rl.updates_per_pass=-1'),
+    ('rl.loss.kl_coef', 0.1, 'rl.loss.kl_coef=0.1'),
     ('sampler.num_slots', 2, 'sampler.num_slots=2 is fewer'),
     ('rollout.budgets.max_depth', -1, 'rollout.budgets.max_depth'),
     ('rl.loss.estimator', 'reinforce', 'rl.loss.estimator'),

@@ -15,10 +15,13 @@ count; `aggregation` turns per-token losses into one number.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Sequence
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rao_jax.model import gemma
 
@@ -118,28 +121,63 @@ def token_logprobs(model: gemma.Transformer, tokens_BL: jax.Array,
           jnp.where(predicted_BL, entropy_BL, 0.0))
 
 
-def _aggregate(per_token_BL: jax.Array, mask_BL: jax.Array,
-               sequence_ids_BL: jax.Array, config: LossConfig) -> jax.Array:
-  total = jnp.sum(per_token_BL * mask_BL)
-  if config.aggregation == 'token_mean':
-    return total / jnp.maximum(jnp.sum(mask_BL), 1.0)
-  if config.aggregation == 'constant_sum':
-    return total / config.constant
-  # sequence_mean: per-sequence token means, averaged over sequences that
-  # have loss tokens. Ids are bounded by the token count: a static size.
+def _sequence_token_counts(mask_BL: jax.Array, sequence_ids_BL: jax.Array
+                           ) -> tuple[jax.Array, jax.Array]:
+  """(ids, loss-token count per sequence id); ids are bounded by the token
+  count, a static size."""
   ids = sequence_ids_BL.reshape(-1)
-  size = ids.shape[0] + 1
+  counts = jax.ops.segment_sum(mask_BL.reshape(-1), ids,
+                               num_segments=ids.shape[0] + 1)
+  return ids, counts
+
+
+def _denominator(mask_BL: jax.Array, sequence_ids_BL: jax.Array,
+                 config: LossConfig) -> jax.Array:
+  """What `aggregation` divides the summed loss by, for one minibatch."""
+  if config.aggregation == 'token_mean':
+    return jnp.maximum(jnp.sum(mask_BL), 1.0)
+  if config.aggregation == 'constant_sum':
+    return jnp.asarray(config.constant, jnp.float32)
+  _, counts = _sequence_token_counts(mask_BL, sequence_ids_BL)
+  return jnp.maximum(jnp.sum(counts > 0), 1).astype(jnp.float32)
+
+
+def loss_denominator(batches: Sequence[Mapping[str, np.ndarray]],
+                     config: LossConfig) -> float:
+  """The divisor of `aggregation` over minibatches that make one update.
+
+  Their gradients, each computed with this divisor, add up to the gradient
+  of the aggregated loss over all of them: the token mean over all their
+  loss tokens, the mean over all their sequences, or the constant sum.
+  """
+  if config.aggregation == 'token_mean':
+    return max(float(sum(np.sum(b['loss_mask']) for b in batches)), 1.0)
+  if config.aggregation == 'constant_sum':
+    return float(config.constant)
+  with_tokens = set()  # sequence ids are unique across a packed batch
+  for b in batches:
+    with_tokens.update(np.unique(b['sequence_ids'][b['loss_mask'] > 0]))
+  return float(max(len(with_tokens), 1))
+
+
+def _aggregate(per_token_BL: jax.Array, mask_BL: jax.Array,
+               sequence_ids_BL: jax.Array, config: LossConfig,
+               denominator: jax.Array) -> jax.Array:
+  total = jnp.sum(per_token_BL * mask_BL)
+  if config.aggregation != 'sequence_mean':
+    return total / denominator
+  # sequence_mean: per-sequence token means over sequences with loss tokens.
+  ids, counts = _sequence_token_counts(mask_BL, sequence_ids_BL)
   seq_loss = jax.ops.segment_sum((per_token_BL * mask_BL).reshape(-1), ids,
-                                 num_segments=size)
-  seq_count = jax.ops.segment_sum(mask_BL.reshape(-1), ids, num_segments=size)
-  has_tokens = seq_count > 0
-  means = jnp.where(has_tokens, seq_loss / jnp.maximum(seq_count, 1.0), 0.0)
-  return jnp.sum(means) / jnp.maximum(jnp.sum(has_tokens), 1)
+                                 num_segments=counts.shape[0])
+  means = jnp.where(counts > 0, seq_loss / jnp.maximum(counts, 1.0), 0.0)
+  return jnp.sum(means) / denominator
 
 
 def policy_loss(logp_BL: jax.Array, batch: dict[str, jax.Array],
                 config: LossConfig,
                 ref_logp_BL: jax.Array | None = None,
+                denominator: jax.Array | float | None = None,
                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The objective of `config.estimator` over a packed minibatch.
 
@@ -148,6 +186,9 @@ def policy_loss(logp_BL: jax.Array, batch: dict[str, jax.Array],
     batch: packed fields (see `packing.FIELDS`).
     config: the objective.
     ref_logp_BL: the reference policy's log-probs (needed when kl_coef > 0).
+    denominator: the aggregation's divisor; None: this minibatch's own.
+      Minibatches accumulated into one update share `loss_denominator` of
+      them all, so their losses add up to the update's loss.
 
   Returns:
     The scalar loss and per-token-averaged metrics.
@@ -179,7 +220,10 @@ def policy_loss(logp_BL: jax.Array, batch: dict[str, jax.Array],
     per_token_BL = per_token_BL + config.kl_coef * k3_BL
     metrics['kl'] = _masked_mean(k3_BL, mask_BL)
 
-  loss = _aggregate(per_token_BL, mask_BL, batch['sequence_ids'], config)
+  if denominator is None:
+    denominator = _denominator(mask_BL, batch['sequence_ids'], config)
+  loss = _aggregate(per_token_BL, mask_BL, batch['sequence_ids'], config,
+                    denominator)
   metrics.update(
       ratio_mean=_masked_mean(ratio_BL, mask_BL),
       clip_fraction=_masked_mean(clipped_frac_BL, mask_BL),

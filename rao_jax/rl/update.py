@@ -118,11 +118,13 @@ def nonfinite_counts(optimizer: nnx.Optimizer) -> tuple[int, int]:
 
 def loss_and_metrics(model: gemma.Transformer, batch: dict[str, jax.Array],
                      config: losses.LossConfig,
-                     ref_logp_BL: jax.Array | None = None):
+                     ref_logp_BL: jax.Array | None = None,
+                     denominator: jax.Array | None = None):
   logp_BL, entropy_BL = losses.token_logprobs(
       model, batch['tokens'], batch['positions'], batch['segment_ids'],
       config.logprob_chunk)
-  loss, metrics = losses.policy_loss(logp_BL, batch, config, ref_logp_BL)
+  loss, metrics = losses.policy_loss(logp_BL, batch, config, ref_logp_BL,
+                                     denominator)
   mask_BL = batch['loss_mask'].astype(jnp.float32)
   metrics['entropy'] = (jnp.sum(entropy_BL * mask_BL) /
                         jnp.maximum(jnp.sum(mask_BL), 1.0))
@@ -133,6 +135,20 @@ def split_train_state(model: gemma.Transformer, optimizer: nnx.Optimizer
                       ) -> tuple[nnx.GraphDef, nnx.State]:
   """(graphdef, state) of model and optimiser together, for `train_step`."""
   return nnx.split((model, optimizer))
+
+
+def _grads(model, batch, config, ref_logp_BL, denominator):
+  grad_fn = nnx.value_and_grad(loss_and_metrics, has_aux=True)
+  (loss, metrics), grads = grad_fn(model, batch, config, ref_logp_BL,
+                                   denominator)
+  metrics['loss'] = loss
+  return grads, metrics
+
+
+def _apply(model, optimizer, grads, learning_rate):
+  optimizer.update(model, grads, learning_rate=learning_rate)
+  return {'learning_rate': jnp.asarray(learning_rate, jnp.float32),
+          'grad_norm': optax.tree.norm(grads)}
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'config'),
@@ -158,10 +174,43 @@ def train_step(graphdef: nnx.GraphDef, state: nnx.State,
     The new state and the step's metrics.
   """
   model, optimizer = nnx.merge(graphdef, state)
-  grad_fn = nnx.value_and_grad(loss_and_metrics, has_aux=True)
-  (loss, metrics), grads = grad_fn(model, batch, config, ref_logp_BL)
-  optimizer.update(model, grads, learning_rate=learning_rate)
-  metrics['loss'] = loss
-  metrics['learning_rate'] = jnp.asarray(learning_rate, jnp.float32)
-  metrics['grad_norm'] = optax.tree.norm(grads)
+  grads, metrics = _grads(model, batch, config, ref_logp_BL, None)
+  metrics.update(_apply(model, optimizer, grads, learning_rate))
+  return nnx.state((model, optimizer)), metrics
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'config'),
+                   donate_argnames=('grads_sum',))
+def accumulate_grads(graphdef: nnx.GraphDef, state: nnx.State,
+                     batch: dict[str, jax.Array], config: losses.LossConfig,
+                     denominator: jax.Array, grads_sum: nnx.State,
+                     ref_logp_BL: jax.Array | None = None
+                     ) -> tuple[nnx.State, dict[str, jax.Array]]:
+  """Adds one minibatch's gradient to `grads_sum` (from `zero_grads`).
+
+  `denominator` is `losses.loss_denominator` of all the minibatches of the
+  update, so the sum is the gradient of their aggregated loss, as one
+  minibatch holding them all would give. Returns the sum and the
+  minibatch's metrics ('loss': its share of the update's loss).
+  """
+  model, _ = nnx.merge(graphdef, state)
+  grads, metrics = _grads(model, batch, config, ref_logp_BL, denominator)
+  return jax.tree.map(jnp.add, grads_sum, grads), metrics
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef',))
+def zero_grads(graphdef: nnx.GraphDef, state: nnx.State) -> nnx.State:
+  """Zeros shaped and sharded like the parameters' gradients."""
+  model, _ = nnx.merge(graphdef, state)
+  return jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef',),
+                   donate_argnames=('state',))
+def apply_grads(graphdef: nnx.GraphDef, state: nnx.State, grads: nnx.State,
+                learning_rate: float | jax.Array
+                ) -> tuple[nnx.State, dict[str, jax.Array]]:
+  """One optimiser update with accumulated gradients (`accumulate_grads`)."""
+  model, optimizer = nnx.merge(graphdef, state)
+  metrics = _apply(model, optimizer, grads, learning_rate)
   return nnx.state((model, optimizer)), metrics

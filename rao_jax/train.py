@@ -176,6 +176,8 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   if config.rl.group_size < 2 and credit.baseline.startswith('leave_one_out'):
     raise ValueError(f'rl.group_size={config.rl.group_size}: the '
                      'leave-one-out baseline needs at least 2 trees a group')
+  if config.rl.group_size < 1:
+    raise ValueError(f'rl.group_size={config.rl.group_size}: must be >= 1')
   if config.rl.updates_per_pass < 0:
     raise ValueError(f'rl.updates_per_pass={config.rl.updates_per_pass}: '
                      'must be >= 0 (0: one update per minibatch)')
@@ -185,8 +187,6 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     raise ValueError(f'rl.loss.kl_coef={loss.kl_coef}: the trainer keeps no '
                      'reference policy yet; only 0 (the paper\'s setting) '
                      'runs')
-  if config.rl.group_size < 1:
-    raise ValueError(f'rl.group_size={config.rl.group_size}: must be >= 1')
   if config.sampler.num_slots < config.rl.group_size:
     raise ValueError(
         f'sampler.num_slots={config.sampler.num_slots} is fewer than one '
@@ -367,20 +367,22 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
   if not sft and config.rl.updates_per_pass:
     num_updates = min(config.rl.updates_per_pass, len(batches))
   updates = np.array_split(np.arange(len(batches)), num_updates)
+  # Each accumulated update's loss divisor, the same in every pass.
+  denominators = [losses.loss_denominator([batches[i] for i in members],
+                                          loss_cfg) if len(members) > 1
+                  else None for members in updates]
   put = lambda batch: {k: jax.device_put(v, row_sharding)
                        for k, v in batch.items()}
   first_mismatch, update_metrics = None, []
   with sharding.use_mesh(s.mesh, s.rules):
     for _ in range(passes):
-      for members in updates:
+      for members, denominator in zip(updates, denominators):
         if len(members) == 1:
           state, metrics = update.train_step(
               graphdef, state, put(batches[members[0]]), loss_cfg,
               learning_rate)
           minibatch_metrics, applied = [metrics], {}
         else:
-          denominator = losses.loss_denominator(
-              [batches[i] for i in members], loss_cfg)
           grads = update.zero_grads(graphdef, state)
           minibatch_metrics = []
           for i in members:

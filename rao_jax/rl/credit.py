@@ -97,19 +97,20 @@ def node_success(node: tree_lib.Node, root_success: float, mode: str,
   if node.parent is None:
     return root_success
   if mode == 'dense' and node.success is not None:
-    return _exact(float(node.success)) if exact else float(node.success)
+    return _graded(node.success, exact)
   return root_success
 
 
-def _exact(score: float) -> float:
-  return float(score >= 1.0)
+def _graded(score: float, exact: bool) -> float:
+  """The score, or with `exact` 1 for a full score and 0 below it."""
+  return float(score >= 1.0) if exact else float(score)
 
 
 def _root_success(tree: tree_lib.Tree, exact: bool) -> float:
   root = tree.root
   if root.status != tree_lib.DONE or root.success is None:
     return 0.0
-  return _exact(float(root.success)) if exact else float(root.success)
+  return _graded(root.success, exact)
 
 
 def assign_credit(trees: Sequence[tree_lib.Tree],

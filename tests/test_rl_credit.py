@@ -8,11 +8,12 @@ from rao_jax.agent import tree as tree_lib
 from rao_jax.rl import credit
 
 
-def _node(node_id, parent, depth, status, success=None, children=()):
+def _node(node_id, parent, depth, status, success=None, children=(),
+          task='t'):
   return tree_lib.Node(
       tree_id=0, node_id=node_id, parent=parent, depth=depth,
       path=(node_id,) if parent is not None else (),
-      spec=env_lib.NodeSpec(task='t'), status=status, success=success,
+      spec=env_lib.NodeSpec(task=task), status=status, success=success,
       children=[list(step) for step in children])
 
 
@@ -122,10 +123,35 @@ def test_leave_one_out_per_depth():
   np.testing.assert_allclose(normed.advantage[1], (1 - 1 / 3) / (std1 + 1e-6))
 
 
+def test_leave_one_out_per_sub_task():
+  trees = _group()
+  # Depth-1 sub-tasks: n1 and tree 2's child share 'a'; n2 ('b') and n3
+  # ('c') are alone.
+  for tree, node_id, task in ((0, 1, 'a'), (0, 2, 'b'), (0, 3, 'c'),
+                              (2, 1, 'a')):
+    trees[tree].nodes[node_id].spec = env_lib.NodeSpec(task=task, data='d')
+  out = credit.assign_credit(trees, credit.CreditConfig(
+      child_bonus=0.4, baseline='leave_one_out_task'))
+  r0 = 1 + 0.4 * (1 + 0 + 1) / 3
+  # Roots share the root task: Eq. 3. 'a' (rewards 1 and 0) is its own
+  # group; 'b' and 'c' have no sub-task peer and fall back to the depth-1
+  # nodes (rewards 1, 0, 1, 0).
+  np.testing.assert_allclose(
+      out.advantage, [r0 - 0, 1 - 0, 0 - 2 / 3, 1 - 1 / 3, 0 - r0 / 2,
+                      0 - r0 / 2, 0 - 1])
+  # The same task over other data is another sub-task: both 'a' nodes fall
+  # back to their depth peers.
+  trees[2].nodes[1].spec = env_lib.NodeSpec(task='a', data='e')
+  out = credit.assign_credit(trees, credit.CreditConfig(
+      child_bonus=0.4, baseline='leave_one_out_task'))
+  np.testing.assert_allclose(out.advantage[[1, 6]], [1 - 1 / 3, 0 - 2 / 3])
+
+
 def test_leave_one_out_refuses_a_group_of_one():
   trees = _group()
   trees[2].group = 8
-  for baseline in ('leave_one_out', 'leave_one_out_depth'):
+  for baseline in ('leave_one_out', 'leave_one_out_depth',
+                   'leave_one_out_task'):
     with pytest.raises(ValueError, match='group_size >= 2'):
       credit.assign_credit(trees, credit.CreditConfig(baseline=baseline))
 

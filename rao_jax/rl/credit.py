@@ -11,6 +11,11 @@ For a batch of finished trees grouped by root task:
                 Variant 'leave_one_out_depth': b(X) = mean of R(Y) over the
                 group's other nodes Y at X's depth (for roots, Eq. 3 itself;
                 a node with no peer at its depth gets advantage 0).
+                Variant 'leave_one_out_task': b(X) = mean of R(Y) over the
+                group's other nodes Y given X's exact sub-task (task, data,
+                format): each sub-task's samples form their own GRPO group;
+                a node whose sub-task no other node got falls back to its
+                depth peers.
   weights (Eq.4) w_d = alpha / N_d, N_d the batch's depth-d node count and
                 alpha = N / (number of distinct depths), so the weights sum
                 to the node count N.
@@ -31,7 +36,8 @@ import numpy as np
 from rao_jax.agent import tree as tree_lib
 
 SUCCESS_MODES = ('dense', 'sparse')
-BASELINES = ('leave_one_out', 'leave_one_out_depth', 'group_mean', 'none')
+BASELINES = ('leave_one_out', 'leave_one_out_depth', 'leave_one_out_task',
+             'group_mean', 'none')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,8 +52,11 @@ class CreditConfig:
       against the group's other nodes at its depth: with dense success a
       node's reward and a root's can be far apart, e.g. easy leaves in
       trees whose roots mostly fail, and a root-level baseline leaves the
-      node's advantages all of one sign), 'group_mean' (includes the tree
-      itself) or 'none'.
+      node's advantages all of one sign), 'leave_one_out_task' (each node
+      against the group's other nodes given the same sub-task, else its
+      depth peers: a sub-task every sample answers alike gets advantage 0,
+      where the depth baseline would compare it with other sub-tasks),
+      'group_mean' (includes the tree itself) or 'none'.
     depth_weighting: Eq. 4 on or off (off: every node weighs 1).
     normalize_std: divide advantages by the std of the rewards the baseline
       averages (GRPO's normalisation; off in the paper).
@@ -143,8 +152,8 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
 
   if config.baseline.startswith('leave_one_out'):
     _check_group_sizes(trees)
-  if config.baseline == 'leave_one_out_depth':
-    baseline, scale = _depth_baselines(trees, rows, rewards, config)
+  if config.baseline in ('leave_one_out_depth', 'leave_one_out_task'):
+    baseline, scale = _peer_baselines(trees, rows, rewards, config)
   else:
     baseline_of_tree, scale_of_tree = _baselines(trees, root_reward_of_tree,
                                                  config)
@@ -198,21 +207,26 @@ def _baselines(trees, root_rewards, config):
   return baseline, scale
 
 
-def _depth_baselines(trees, rows, rewards, config):
-  """Per node: leave-one-out mean (and std) of R over the group's nodes at
-  the same depth; (R, 1) for a node without peers, so its advantage is 0."""
-  peers: dict[tuple[int, int], list[int]] = defaultdict(list)
+def _peer_baselines(trees, rows, rewards, config):
+  """Per node: leave-one-out mean (and std) of R over its peers, the group's
+  nodes at the same depth or (task baseline, where any) given the same
+  sub-task; (R, 1) for a node without peers, so its advantage is 0."""
+  by_depth: dict[tuple, list[int]] = defaultdict(list)
+  by_task: dict[tuple, list[int]] = defaultdict(list)
   for i, (t, node, _) in enumerate(rows):
-    peers[(trees[t].group, node.depth)].append(i)
+    by_depth[(trees[t].group, node.depth)].append(i)
+    by_task[(trees[t].group, node.spec)].append(i)
+  peer_sets = list(by_depth.values())
+  if config.baseline == 'leave_one_out_task':
+    peer_sets += list(by_task.values())  # later sets override earlier ones
   rewards = np.asarray(rewards, np.float64)
   baseline, scale = rewards.copy(), np.ones(len(rows))
-  for members in peers.values():
+  for members in peer_sets:
     if len(members) < 2:
       continue
     r = rewards[members]
     baseline[members] = _leave_one_out_mean(r)
-    if config.normalize_std:
-      scale[members] = r.std() + 1e-6
+    scale[members] = r.std() + 1e-6 if config.normalize_std else 1.0
   return baseline, scale
 
 

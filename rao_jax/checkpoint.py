@@ -12,6 +12,7 @@ next older one is tried.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import os
 from typing import Any
@@ -62,18 +63,21 @@ class Checkpointer:
     self._manager.reload()
     return sorted(self._manager.all_steps())
 
-  def restore_latest(self, target: Any) -> Restored | None:
+  def restore_latest(self, target: Any | Callable[[int], Any]
+                     ) -> Restored | None:
     """Restores the newest checkpoint that loads; None when none does.
 
     Args:
       target: abstract train state (see `abstract_like`) whose shardings the
-        arrays are restored onto.
+        arrays are restored onto, or a function of the step giving it (the
+        state's structure may differ between training phases).
     """
     skipped = []
     for step in reversed(self.steps()):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target),
+            state=ocp.args.StandardRestore(
+                target(step) if callable(target) else target),
             record=ocp.args.JsonRestore()))
       except Exception as e:  # pylint: disable=broad-exception-caught
         # A truncated or corrupt step: report it and fall back to an older

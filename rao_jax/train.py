@@ -494,16 +494,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         step - 1 - (sft_steps if phase == 'rl' else 0)))
   graphdef, state = make_state(s.sft_optim if sft_steps else s.optim, model)
 
-  # ---- Restore. Both phases' states have the same structure (only the
-  # optimiser's hyper-parameters, which live in the graphdef, differ).
+  # ---- Restore. With one optimiser kind the phases' states have the same
+  # structure (only hyper-parameters, which live in the graphdef, differ);
+  # with AdamW for SFT and SGD for RL each step restores into its phase's.
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                      max_to_keep=config.checkpoint.max_to_keep)
   start_step, record = 0, {}
-  restored = ckpt.restore_latest(checkpoint_lib.abstract_like(state))
+  graphdefs = {'sft': graphdef, 'rl': graphdef}
+  targets = {'sft': checkpoint_lib.abstract_like(state)}
+  targets['rl'] = targets['sft']
+  if sft_steps:
+    graphdefs['rl'], rl_state = make_state(s.optim, model)
+    if s.sft_optim.optimizer != s.optim.optimizer:
+      targets['rl'] = checkpoint_lib.abstract_like(rl_state)
+    del rl_state
+  restored = ckpt.restore_latest(lambda step: targets[phase_of(step)])
   if restored is not None:
     start_step, state, record = restored.step, restored.state, restored.record
-    if sft_steps < start_step:  # mid-RL: the RL optimiser's settings
-      graphdef = make_state(s.optim, nnx.merge(graphdef, state)[0])[0]
+    graphdef = graphdefs[phase_of(start_step)]
     logging.info('resumed from step %d (newer ones skipped: %s)', start_step,
                  restored.skipped)
   logger = Logger(workdir, start_step)

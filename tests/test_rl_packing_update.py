@@ -137,15 +137,21 @@ def test_nonfinite_update_is_skipped_and_counted():
   assert update.nonfinite_counts(optimizer) == (2, 2)
 
 
-def test_optimizer_is_optax_adamw_at_the_given_learning_rate():
+@pytest.mark.parametrize('name', ['adamw', 'sgd'])
+def test_optimizer_is_optax_at_the_given_learning_rate(name):
   # The trainer hands each update its step's rate; with a fixed rate the
-  # updates must be optax's clipped AdamW, step for step.
-  optim = update.OptimConfig(learning_rate=2e-3, weight_decay=0.1,
-                             grad_clip=0.5)
-  reference = optax.chain(optax.clip_by_global_norm(optim.grad_clip),
-                          optax.adamw(optim.learning_rate, b1=optim.b1,
-                                      b2=optim.b2, eps=optim.eps,
-                                      weight_decay=optim.weight_decay))
+  # updates must be optax's clipped AdamW (or SGD with momentum and
+  # decoupled decay), step for step.
+  optim = update.OptimConfig(optimizer=name, learning_rate=2e-3,
+                             weight_decay=0.1, grad_clip=0.5)
+  if name == 'adamw':
+    inner = optax.adamw(optim.learning_rate, b1=optim.b1, b2=optim.b2,
+                        eps=optim.eps, weight_decay=optim.weight_decay)
+  else:
+    inner = optax.chain(optax.trace(decay=optim.b1),
+                        optax.add_decayed_weights(optim.weight_decay),
+                        optax.scale(-optim.learning_rate))
+  reference = optax.chain(optax.clip_by_global_norm(optim.grad_clip), inner)
   ours = update.make_optimizer(optim)
   rng = np.random.default_rng(0)
   params = {'w': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
@@ -177,6 +183,8 @@ def test_bad_optim_config_names_the_field():
     update.OptimConfig(learning_rate=0)
   with pytest.raises(ValueError, match='optim.b2'):
     update.OptimConfig(b2=1.0)
+  with pytest.raises(ValueError, match='optim.optimizer'):
+    update.OptimConfig(optimizer='lion')
 
 
 @pytest.mark.parametrize('warmup, decay', [(0, 0), (0, 10), (4, 0), (4, 10)])

@@ -115,6 +115,28 @@ def test_sigkill_and_resume_is_bit_identical(smoke_run, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
+def test_resume_with_another_optimizer_for_rl(tmp_path):
+  # AdamW for SFT, SGD for RL: the optimiser states differ in structure, and
+  # each checkpoint must restore into its own phase's.
+  config = cpu_tiny.get_config('smoke')
+  sft_steps = config.sft.steps
+  sgd = '--config.optim.optimizer=sgd'
+  first = subprocess.run(
+      _command(tmp_path, sgd, '--config.rl.steps=1'), cwd=_ROOT, env=_ENV,
+      capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stderr[-4000:]
+  second = subprocess.run(
+      _command(tmp_path, sgd, '--config.rl.steps=2', '--verbosity=0'),
+      cwd=_ROOT, env=_ENV,
+      capture_output=True, text=True, timeout=900)
+  assert second.returncode == 0, second.stderr[-4000:]
+  assert f'resumed from step {sft_steps + 1}' in second.stderr
+  assert 'does not restore' not in second.stderr
+  steps = [r['step'] for r in _metrics(tmp_path) if 'loss' in r]
+  assert steps == list(range(1, sft_steps + 3))
+
+
 @pytest.mark.parametrize('field, value, message', [
     ('tasks.name', 'nope', 'tasks.name'),
     ('tasks.sft_level', 'huge', "tasks.sft_level='huge'"),

@@ -1,6 +1,7 @@
 """The optimiser and the jitted update over packed minibatches.
 
-Adam(W) with warm-up and cosine decay, global-norm clipping, and
+Adam(W) (or SGD with momentum) with warm-up and cosine decay, global-norm
+clipping, and
 `optax.apply_if_finite`: an update whose gradients are not finite is skipped
 and counted, and the trainer stops the run when too many come in a row.
 """
@@ -19,22 +20,30 @@ from rao_jax.model import gemma
 from rao_jax.rl import losses
 
 
+OPTIMIZERS = ('adamw', 'sgd')
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimConfig:
   """Paper defaults at 4B scale: lr 3e-6, betas (0.9, 0.95), wd ~0.02, clip 1.
 
   Attributes:
+    optimizer: 'adamw', or 'sgd' (momentum b1, decoupled weight decay):
+      Adam moves every parameter by about the learning rate whatever the
+      size of its gradient, SGD in proportion to it, so a thin RL gradient
+      leaves the parameters it barely touches where they are.
     learning_rate: peak learning rate.
     warmup_steps: linear warm-up from 0, in trainer steps of the phase.
     decay_steps: cosine decay length after warm-up, in trainer steps (0:
       constant).
     end_lr_fraction: final learning rate as a fraction of the peak.
-    b1, b2, eps: Adam moments.
+    b1, b2, eps: Adam moments (b1: SGD's momentum).
     weight_decay: decoupled weight decay (AdamW).
     grad_clip: global-norm clip (0: off).
     max_consecutive_nonfinite: skipped updates in a row before the run stops.
   """
 
+  optimizer: str = 'adamw'
   learning_rate: float = 3e-6
   warmup_steps: int = 0
   decay_steps: int = 0
@@ -47,6 +56,9 @@ class OptimConfig:
   max_consecutive_nonfinite: int = 5
 
   def __post_init__(self):
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f'optim.optimizer={self.optimizer!r}: expected one of '
+                       f'{OPTIMIZERS}')
     for name in ('learning_rate', 'max_consecutive_nonfinite'):
       if getattr(self, name) <= 0:
         raise ValueError(f'optim.{name}={getattr(self, name)}: must be > 0')
@@ -95,12 +107,18 @@ def scale_by_given_learning_rate() -> optax.GradientTransformationExtraArgs:
 
 
 def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
-  """Clip, then AdamW (as `optax.adamw`, every parameter decayed) at the
-  learning rate given to each update; non-finite updates are skipped."""
+  """Clip, then AdamW (as `optax.adamw`, every parameter decayed) or SGD
+  with momentum and decoupled decay, at the learning rate given to each
+  update; non-finite updates are skipped."""
+  if config.optimizer == 'sgd':
+    direction = optax.trace(decay=config.b1)
+  else:
+    direction = optax.scale_by_adam(b1=config.b1, b2=config.b2,
+                                    eps=config.eps)
   tx = optax.chain(
       optax.clip_by_global_norm(config.grad_clip) if config.grad_clip else
       optax.identity(),
-      optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps),
+      direction,
       optax.add_decayed_weights(config.weight_decay),
       scale_by_given_learning_rate())
   # The count is read by the trainer, which stops the run before optax would

@@ -94,14 +94,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Optimiser updates a pass over the step's minibatches, gradients
       # accumulated within each (0: one update per minibatch).
       updates_per_pass=0,
-      # Each node against its group's peers at its depth: with the paper's
-      # root-level baseline a weak model's node advantages are nearly all
-      # positive and RL degrades it (README, "Measured").
+      # Each node against the group's other samples of its own sub-task
+      # (task, data, format): a sub-task every sample answers alike gets no
+      # advantage, so only the choices that differed train. With the
+      # paper's root-level baseline a weak model's node advantages are
+      # nearly all positive; against all nodes at its depth, easy sub-tasks
+      # are pushed up and hard ones down whatever was sampled, and Adam at
+      # 5e-5 turns that noise into damage (README, "Measured").
       credit=dataclasses.asdict(credit.CreditConfig(
-          child_bonus=0.4, baseline='leave_one_out_depth')),
+          child_bonus=0.4, baseline='leave_one_out_task')),
       loss=dataclasses.asdict(losses.LossConfig(logprob_chunk=144)))
   config.optim = dataclasses.asdict(update.OptimConfig(
-      learning_rate=1e-5, weight_decay=0.0))
+      learning_rate=5e-5, weight_decay=0.0))
 
   config.generate = dict(prompt='<task>sum 3 4</task>', max_new_tokens=32,
                          max_len=128)

@@ -1,9 +1,9 @@
 """The optimiser and the jitted update over packed minibatches.
 
 Adam(W) (or SGD with momentum) with warm-up and cosine decay, global-norm
-clipping, and
-`optax.apply_if_finite`: an update whose gradients are not finite is skipped
-and counted, and the trainer stops the run when too many come in a row.
+clipping, and `optax.apply_if_finite`: an update whose gradients are not
+finite is skipped and counted, and the trainer stops the run when too many
+come in a row.
 """
 
 from __future__ import annotations

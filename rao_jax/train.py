@@ -500,18 +500,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                      max_to_keep=config.checkpoint.max_to_keep)
   start_step, record = 0, {}
-  graphdefs = {'sft': graphdef, 'rl': graphdef}
-  targets = {'sft': checkpoint_lib.abstract_like(state)}
-  targets['rl'] = targets['sft']
-  if sft_steps:
-    graphdefs['rl'], rl_state = make_state(s.optim, model)
-    if s.sft_optim.optimizer != s.optim.optimizer:
-      targets['rl'] = checkpoint_lib.abstract_like(rl_state)
-    del rl_state
-  restored = ckpt.restore_latest(lambda step: targets[phase_of(step)])
+  initial_target = checkpoint_lib.abstract_like(state)
+
+  @functools.cache
+  def rl_layout():
+    """RL's graphdef and abstract state after an SFT phase, built only when
+    a restore needs them (a second optimiser state is not free)."""
+    rl_graphdef, rl_state = make_state(s.optim, model)
+    return rl_graphdef, checkpoint_lib.abstract_like(rl_state)
+
+  def target(step):
+    if (sft_steps and phase_of(step) == 'rl' and
+        s.sft_optim.optimizer != s.optim.optimizer):
+      return rl_layout()[1]
+    return initial_target
+
+  restored = ckpt.restore_latest(target)
   if restored is not None:
     start_step, state, record = restored.step, restored.state, restored.record
-    graphdef = graphdefs[phase_of(start_step)]
+    if sft_steps and phase_of(start_step) == 'rl':
+      graphdef = rl_layout()[0]  # mid-RL: the RL optimiser's settings
     logging.info('resumed from step %d (newer ones skipped: %s)', start_step,
                  restored.skipped)
   logger = Logger(workdir, start_step)

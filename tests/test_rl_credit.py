@@ -147,6 +147,21 @@ def test_leave_one_out_per_sub_task():
   np.testing.assert_allclose(out.advantage[[1, 6]], [1 - 1 / 3, 0 - 2 / 3])
 
 
+@pytest.mark.parametrize('baseline', ['leave_one_out', 'group_mean',
+                                      'leave_one_out_depth',
+                                      'leave_one_out_task'])
+def test_tied_rewards_get_exactly_zero_advantage(baseline):
+  # Three one-node trees all scoring 0.2: a plain sum of 0.2s rounds, so
+  # neither (sum - r) / 2 nor the mean is 0.2. The trainer skips nodes
+  # whose advantage is exactly 0, so ties must give exactly 0.
+  r = np.full(3, 0.2)
+  assert (r.sum() - r[0]) / 2 != 0.2 and r.mean() != 0.2  # the rounding
+  trees = [tree_lib.Tree(tree_id=i, seed=i, group=3, nodes=[
+      _node(0, None, 0, tree_lib.DONE, 0.2)]) for i in range(3)]
+  out = credit.assign_credit(trees, credit.CreditConfig(baseline=baseline))
+  assert np.all(out.advantage == 0.0)
+
+
 def test_leave_one_out_refuses_a_group_of_one():
   trees = _group()
   trees[2].group = 8

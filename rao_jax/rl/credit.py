@@ -186,8 +186,14 @@ def _check_group_sizes(trees) -> None:
 
 
 def _leave_one_out_mean(r: np.ndarray) -> np.ndarray:
-  """Entry i: the mean of r without r[i] (len(r) >= 2)."""
-  return (r.sum() - r) / (len(r) - 1)
+  """Entry i: the mean of r without r[i] (len(r) >= 2).
+
+  Computed on offsets from r[0], so peers with equal rewards get a baseline
+  equal to their reward and an advantage of exactly 0 (a plain sum would
+  leave a rounding residue, and the trainer skips only exact zeros).
+  """
+  offsets = r - r[0]
+  return r[0] + (offsets.sum() - offsets) / (len(r) - 1)
 
 
 def _baselines(trees, root_rewards, config):
@@ -201,7 +207,7 @@ def _baselines(trees, root_rewards, config):
     if config.baseline == 'leave_one_out':
       baseline[members] = _leave_one_out_mean(r)
     elif config.baseline == 'group_mean':
-      baseline[members] = r.mean()
+      baseline[members] = r[0] + (r - r[0]).mean()  # exact for ties
     if config.normalize_std:
       scale[members] = r.std() + 1e-6
   return baseline, scale

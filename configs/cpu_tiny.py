@@ -95,6 +95,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Optimiser updates a pass over the step's minibatches, gradients
       # accumulated within each (0: one update per minibatch).
       updates_per_pass=0,
+      # Leave nodes with advantage exactly 0 out of the update: their
+      # gradient is 0, and under the per-sub-task baseline they are most
+      # deep nodes. Divisors keep counting them (train._update).
+      skip_zero_advantage=True,
       # Each node against the group's other samples of its own sub-task
       # (task, data, format): a sub-task every sample answers alike gets no
       # advantage, so only the choices that differed train. With the
@@ -122,6 +126,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.rl.steps = 2
     config.rl.roots_per_step = 1
     config.rl.group_size = 4
+    # After 3 SFT steps every tree fails alike and every advantage is 0:
+    # skipping would leave the RL update unexercised.
+    config.rl.skip_zero_advantage = False
     config.sampler.num_slots = 8
     config.tasks.num_eval = 2
     config.tasks.train_level = 'easy'

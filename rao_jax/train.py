@@ -354,9 +354,24 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
   accumulating gradients within each: with one update a pass, every tree of
   a group is in the same update, so the leave-one-out advantages of
   identical nodes cancel instead of pushing them back and forth.
+
+  With `rl.skip_zero_advantage`, RL leaves out the sequences whose weighted
+  advantage is exactly 0 (sub-tasks every peer answered alike): their
+  policy-gradient terms are 0, so they would only cost compute. Every
+  divisor is scaled by (divisor of all sequences) / (divisor of the trained
+  ones), so the objective stays the aggregate over the whole batch: with one
+  update a pass, the update is the one without skipping, up to float error.
   """
+  trained, scale = _trained_sequences(sequences, config, loss_cfg)
+  shares = {
+      'trained_sequence_share': len(trained) / len(sequences),
+      'trained_token_share': _loss_tokens(trained) / max(
+          _loss_tokens(sequences), 1)}
+  if not trained:  # every advantage 0: nothing moves the policy
+    return state, dict(shares, loss=0.0, minibatches=0, updates=0,
+                       learning_rate=learning_rate)
   batches, stats = packing.pack(
-      sequences, buckets=config.rl.pack_lengths,
+      trained, buckets=config.rl.pack_lengths,
       rows_per_batch=config.rl.rows_per_batch,
       rng=np.random.default_rng(_seed(config.seed, step, _PACKING_STREAM)))
   row_sharding = sharding.named_sharding(s.mesh, (sharding.BATCH, None),
@@ -367,10 +382,12 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
   if not sft and config.rl.updates_per_pass:
     num_updates = min(config.rl.updates_per_pass, len(batches))
   updates = np.array_split(np.arange(len(batches)), num_updates)
-  # Each accumulated update's loss divisor, the same in every pass.
-  denominators = [losses.loss_denominator([batches[i] for i in members],
-                                          loss_cfg) if len(members) > 1
-                  else None for members in updates]
+  # Each update's loss divisor, the same in every pass (None: a lone
+  # minibatch's own).
+  denominators = [
+      losses.loss_denominator([batches[i] for i in members], loss_cfg) *
+      scale if len(members) > 1 or scale != 1.0 else None
+      for members in updates]
   put = lambda batch: {k: jax.device_put(v, row_sharding)
                        for k, v in batch.items()}
   first_mismatch, update_metrics = None, []
@@ -380,7 +397,7 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
         if len(members) == 1:
           state, metrics = update.train_step(
               graphdef, state, put(batches[members[0]]), loss_cfg,
-              learning_rate)
+              learning_rate, denominator=denominator)
           minibatch_metrics, applied = [metrics], {}
         else:
           grads = update.zero_grads(graphdef, state)
@@ -404,12 +421,34 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
         update_metrics.append(merged)
   metrics = {k: float(np.mean([m[k] for m in update_metrics]))
              for k in update_metrics[0]}
-  metrics.update(first_minibatch_logprob_mismatch=first_mismatch,
+  metrics.update(shares, first_minibatch_logprob_mismatch=first_mismatch,
                  minibatches=len(batches) * passes,
                  updates=len(update_metrics),
                  padding_fraction=stats.padding_fraction,
                  pack_row_length=stats.row_length)
   return state, metrics
+
+
+def _loss_tokens(sequences) -> int:
+  return int(sum(np.sum(q.loss_mask) for q in sequences))
+
+
+def _trained_sequences(sequences, config, loss_cfg):
+  """(sequences to train on, scale of the loss divisor); see `_update`.
+
+  Only RL skips, only under `rl.skip_zero_advantage`, and not with a KL
+  term, which moves every token whatever its advantage.
+  """
+  if (loss_cfg.estimator == 'sft' or not config.rl.skip_zero_advantage or
+      loss_cfg.kl_coef > 0):
+    return list(sequences), 1.0
+  trained = [q for q in sequences if q.advantage * q.weight != 0.0]
+  if not trained:
+    return [], 1.0
+  counts = lambda seqs: [int(np.sum(q.loss_mask)) for q in seqs]
+  scale = (losses.denominator_of_counts(counts(sequences), loss_cfg) /
+           losses.denominator_of_counts(counts(trained), loss_cfg))
+  return trained, scale
 
 
 def _evaluate_all(rollouts: Rollouts, s: Setup, config, data_dir: str,

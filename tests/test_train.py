@@ -176,3 +176,72 @@ def test_eval_mode_restores_the_trained_run(smoke_run, tmp_path):
   for name in ('recursive', 'single_agent'):
     assert (summary['evals'][f'eval/easy/{name}/root_success'] ==
             trained['evals'][f'after_rl/easy/{name}/root_success'])
+
+
+@pytest.mark.parametrize('aggregation', ['token_mean', 'sequence_mean'])
+def test_skipping_zero_advantages_keeps_the_update(aggregation):
+  # With one update a pass, leaving out the sequences whose advantage is 0
+  # gives the update of the whole batch: their terms are 0 and the divisor
+  # still counts them. SGD, whose step scales with the gradient, so a wrong
+  # divisor would show (Adam would normalise it away).
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from rao_jax.model import params as params_lib  # pylint: disable=import-outside-toplevel
+  from rao_jax.model import sharding  # pylint: disable=import-outside-toplevel
+  from rao_jax.rl import packing  # pylint: disable=import-outside-toplevel
+  config = cpu_tiny.get_config('smoke')
+  config.rl.skip_zero_advantage = True
+  config.rl.updates_per_pass = 1
+  config.rl.rows_per_batch = 8
+  config.rl.loss.aggregation = aggregation
+  config.optim.optimizer = 'sgd'
+  s = train.setup(config)
+  rng = np.random.default_rng(0)
+  sequences = []
+  for i in range(16):
+    n = int(rng.integers(60, 250))
+    mask = (np.arange(n) >= n // 3).astype(np.int32)  # prompt, then output
+    sequences.append(packing.TrainSequence(
+        rng.integers(3, s.model.vocab_size, n).astype(np.int32), mask,
+        np.where(mask, -2.0, 0.0).astype(np.float32),
+        advantage=0.0 if i % 2 else float(rng.normal()),
+        weight=float(rng.uniform(0.5, 2.0))))
+
+  def updated(skip, sequences=sequences):
+    config.rl.skip_zero_advantage = skip
+    model = params_lib.create_model(s.model, s.mesh, s.rules, seed=0)
+    with sharding.use_mesh(s.mesh, s.rules):
+      optimizer = nnx.Optimizer(model, update.make_optimizer(s.optim),
+                                wrt=nnx.Param)
+    graphdef, state = update.split_train_state(model, optimizer)
+    before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+    state, metrics = train._update(graphdef, state, sequences, config,  # pylint: disable=protected-access
+                                   s.loss, s, 0.5, step=1)
+    after = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param)
+    return before, jax.tree.map(np.asarray, after), metrics
+
+  before, whole, whole_metrics = updated(False)
+  _, skipped, skipped_metrics = updated(True)
+  assert whole_metrics['minibatches'] == 2  # accumulated into one update
+  assert skipped_metrics['minibatches'] == 1
+  assert skipped_metrics['trained_sequence_share'] == 0.5
+  loss_tokens = [int(q.loss_mask.sum()) for q in sequences]
+  assert skipped_metrics['trained_token_share'] == pytest.approx(
+      sum(loss_tokens[::2]) / sum(loss_tokens))
+  assert whole_metrics['trained_token_share'] == 1.0
+  assert skipped_metrics['loss'] == pytest.approx(whole_metrics['loss'],
+                                                  rel=1e-5)
+  steps = [np.abs(w - b).max() for w, b in zip(jax.tree.leaves(whole),
+                                               jax.tree.leaves(before))]
+  assert max(steps) > 1e-3  # the update moved the parameters
+  for w, k in zip(jax.tree.leaves(whole), jax.tree.leaves(skipped)):
+    np.testing.assert_allclose(k, w, atol=1e-6 * max(steps) + 1e-7)
+
+  # Nothing to train: no update, the parameters stay.
+  untrained = [packing.TrainSequence(q.tokens, q.loss_mask,
+                                     q.sampler_logprobs, 0.0, q.weight)
+               for q in sequences]
+  before, after, metrics = updated(True, untrained)
+  assert metrics['updates'] == 0 and metrics['trained_token_share'] == 0
+  for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(a, b)

@@ -160,6 +160,17 @@ def loss_denominator(batches: Sequence[Mapping[str, np.ndarray]],
   return float(max(len(with_tokens), 1))
 
 
+def denominator_of_counts(loss_tokens: Sequence[int],
+                          config: LossConfig) -> float:
+  """The divisor of `aggregation` for sequences with these loss-token
+  counts, wherever they are packed (`loss_denominator` of their batches)."""
+  if config.aggregation == 'token_mean':
+    return max(float(sum(loss_tokens)), 1.0)
+  if config.aggregation == 'constant_sum':
+    return float(config.constant)
+  return float(max(sum(1 for n in loss_tokens if n > 0), 1))
+
+
 def _aggregate(per_token_BL: jax.Array, mask_BL: jax.Array,
                sequence_ids_BL: jax.Array, config: LossConfig,
                denominator: jax.Array) -> jax.Array:

@@ -174,7 +174,8 @@ def _apply(model, optimizer, grads, learning_rate):
 def train_step(graphdef: nnx.GraphDef, state: nnx.State,
                batch: dict[str, jax.Array], config: losses.LossConfig,
                learning_rate: float | jax.Array,
-               ref_logp_BL: jax.Array | None = None
+               ref_logp_BL: jax.Array | None = None,
+               denominator: float | jax.Array | None = None
                ) -> tuple[nnx.State, dict[str, jax.Array]]:
   """One optimiser update on one packed minibatch.
 
@@ -187,12 +188,14 @@ def train_step(graphdef: nnx.GraphDef, state: nnx.State,
     learning_rate: this update's rate (`learning_rate_schedule` at the
       trainer's step); traced, so a new rate compiles nothing.
     ref_logp_BL: reference log-probs when `config.kl_coef > 0`.
+    denominator: the aggregation's divisor (traced); None: the minibatch's
+      own (`losses.policy_loss`).
 
   Returns:
     The new state and the step's metrics.
   """
   model, optimizer = nnx.merge(graphdef, state)
-  grads, metrics = _grads(model, batch, config, ref_logp_BL, None)
+  grads, metrics = _grads(model, batch, config, ref_logp_BL, denominator)
   metrics.update(_apply(model, optimizer, grads, learning_rate))
   return nnx.state((model, optimizer)), metrics
 

@@ -109,6 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       credit=dataclasses.asdict(credit.CreditConfig(
           child_bonus=0.4, baseline='leave_one_out_task')),
       loss=dataclasses.asdict(losses.LossConfig(logprob_chunk=144)))
+  # The trainer's log-probs follow the sampler's temperature (a reference:
+  # `--config.sampler.temperature=T` sets both).
+  config.rl.loss.temperature = config.sampler.get_ref('temperature')
   config.optim = dataclasses.asdict(update.OptimConfig(
       learning_rate=5e-5, weight_decay=0.0))
 

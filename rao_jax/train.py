@@ -155,7 +155,13 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   if config.sft.aggregation not in losses.AGGREGATIONS:
     raise ValueError(f'sft.aggregation={config.sft.aggregation!r}: expected '
                      f'one of {losses.AGGREGATIONS}')
-  sft_loss = dataclasses.replace(loss, estimator='sft',
+  if loss.temperature != config.sampler.temperature:
+    raise ValueError(
+        f'rl.loss.temperature={loss.temperature} differs from '
+        f'sampler.temperature={config.sampler.temperature}: the trainer\'s '
+        'log-probs must be of the distribution the sampler drew from')
+  # Demonstrations are not sampled: SFT trains the untempered policy.
+  sft_loss = dataclasses.replace(loss, estimator='sft', temperature=1.0,
                                  aggregation=config.sft.aggregation)
   optim = _typed(update.OptimConfig, 'optim', config.optim)
   sft_optim = _typed(update.OptimConfig, 'sft.optim', config.sft.optim)

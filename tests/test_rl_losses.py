@@ -10,6 +10,7 @@ from rao_jax import testing
 from rao_jax.model import config as config_lib
 from rao_jax.rl import losses
 from rao_jax.rl import packing
+from rao_jax.sampler import sampling
 
 # One row, two sequences: tokens 0-3 are sequence 1, 4-5 sequence 2.
 _RATIO = np.array([0.5, 1.0, 1.5, 8.0, 0.5, 2.0])
@@ -105,7 +106,8 @@ def test_bad_loss_config_names_the_field(field, value):
     losses.LossConfig(**{field: value})
 
 
-_logprobs = nnx.jit(losses.token_logprobs, static_argnames='chunk')
+_logprobs = nnx.jit(losses.token_logprobs,
+                    static_argnames=('chunk', 'temperature'))
 _forward = nnx.jit(lambda m, t, p: m(t, p)[0])
 
 
@@ -127,17 +129,20 @@ def _seq(tokens, sampled_from):
   return packing.TrainSequence(tokens, mask, np.zeros(len(tokens)), 1.0, 1.0)
 
 
-def test_chunked_logprobs_equal_full_log_softmax_per_sequence():
+@pytest.mark.parametrize('temperature', [1.0, 1.7])
+def test_chunked_logprobs_equal_full_log_softmax_per_sequence(temperature):
+  # The reference is the sampler's own log-probs at that temperature.
   model = _tiny_model()
   rng = np.random.RandomState(0)
   seqs = [_seq(rng.randint(3, 128, n), 2) for n in (9, 5, 12)]
   batch = _packed(seqs)
   logp, entropy = _logprobs(model, batch['tokens'], batch['positions'],
-                            batch['segment_ids'], chunk=4)
+                            batch['segment_ids'], chunk=4,
+                            temperature=temperature)
   for index, s in enumerate(seqs):
     n = len(s)
     logits = _forward(model, jnp.asarray([s.tokens]), jnp.arange(n)[None])
-    ref = jax.nn.log_softmax(logits[0], axis=-1)
+    ref = sampling.Temperature(temperature).log_probs(logits[0])
     want = ref[jnp.arange(n - 1), s.tokens[1:]]
     ids = np.asarray(batch['sequence_ids'])
     r, cols = np.nonzero(ids == index + 1)

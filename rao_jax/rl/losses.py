@@ -44,6 +44,9 @@ class LossConfig:
     constant: the divisor of 'constant_sum'.
     logprob_chunk: tokens per chunk when computing log-probs, so a large
       vocabulary never materialises `[rows, length, vocab]` at once.
+    temperature: log-probs are of softmax(logits / temperature), the
+      distribution the sampler drew from, so the ratio is 1 on fresh samples
+      (RL: `sampler.temperature`; SFT: 1).
   """
 
   estimator: str = 'cispo'
@@ -54,6 +57,7 @@ class LossConfig:
   aggregation: str = 'token_mean'
   constant: float = 1024.0
   logprob_chunk: int = 128
+  temperature: float = 1.0
 
   def __post_init__(self):
     if self.estimator not in ESTIMATORS:
@@ -62,7 +66,7 @@ class LossConfig:
     if self.aggregation not in AGGREGATIONS:
       raise ValueError(f'rl.loss.aggregation={self.aggregation!r}: expected '
                        f'one of {AGGREGATIONS}')
-    for name in ('epsilon_max', 'constant', 'logprob_chunk'):
+    for name in ('epsilon_max', 'constant', 'logprob_chunk', 'temperature'):
       if getattr(self, name) <= 0:
         raise ValueError(f'rl.loss.{name}={getattr(self, name)}: must be > 0')
     for name in ('clip_low', 'clip_high', 'kl_coef'):
@@ -75,11 +79,13 @@ class LossConfig:
 
 def token_logprobs(model: gemma.Transformer, tokens_BL: jax.Array,
                    positions_BL: jax.Array, segment_ids_BL: jax.Array,
-                   chunk: int) -> tuple[jax.Array, jax.Array]:
+                   chunk: int, temperature: float = 1.0
+                   ) -> tuple[jax.Array, jax.Array]:
   """Log-prob and entropy of the next-token distribution at every token.
 
-  `logp_BL[:, i]` is log p(token i | earlier tokens of its segment); it is 0
-  at a segment's first token and on padding, where nothing predicts it.
+  `logp_BL[:, i]` is log p(token i | earlier tokens of its segment) under
+  softmax(logits / temperature); it is 0 at a segment's first token and on
+  padding, where nothing predicts it.
   Logits are computed `chunk` tokens at a time under `jax.checkpoint`, so
   neither the forward nor the backward pass holds `[B, L, V]`.
   """
@@ -107,7 +113,7 @@ def token_logprobs(model: gemma.Transformer, tokens_BL: jax.Array,
     h_BCD, t_BC = args
     logits_BCV = gemma.softcap(
         jnp.einsum('BCD,VD->BCV', h_BCD, table_VD.astype(h_BCD.dtype))
-        .astype(jnp.float32), cap)
+        .astype(jnp.float32), cap) / temperature
     logz_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
     picked_BC = jnp.take_along_axis(logits_BCV, t_BC[..., None], -1)[..., 0]
     probs_BCV = jax.nn.softmax(logits_BCV, axis=-1)

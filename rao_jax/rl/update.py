@@ -140,7 +140,7 @@ def loss_and_metrics(model: gemma.Transformer, batch: dict[str, jax.Array],
                      denominator: jax.Array | None = None):
   logp_BL, entropy_BL = losses.token_logprobs(
       model, batch['tokens'], batch['positions'], batch['segment_ids'],
-      config.logprob_chunk)
+      config.logprob_chunk, config.temperature)
   loss, metrics = losses.policy_loss(logp_BL, batch, config, ref_logp_BL,
                                      denominator)
   mask_BL = batch['loss_mask'].astype(jnp.float32)

@@ -368,14 +368,18 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
   ones), so the objective stays the aggregate over the whole batch: with one
   update a pass, the update is the one without skipping, up to float error.
   """
-  trained, scale = _trained_sequences(sequences, config, loss_cfg)
-  shares = {
-      'trained_sequence_share': len(trained) / len(sequences),
-      'trained_token_share': _loss_tokens(trained) / max(
-          _loss_tokens(sequences), 1)}
+  loss_tokens = np.array([np.sum(q.loss_mask) for q in sequences])
+  keep = _trains(sequences, config, loss_cfg)
+  trained = [q for q, k in zip(sequences, keep) if k]
+  shares = {'trained_sequence_share': float(np.mean(keep)),
+            'trained_token_share': float(np.sum(loss_tokens[keep]) /
+                                         max(np.sum(loss_tokens), 1))}
   if not trained:  # every advantage 0: nothing moves the policy
     return state, dict(shares, loss=0.0, minibatches=0, updates=0,
                        learning_rate=learning_rate)
+  # 1.0 exactly when nothing is skipped.
+  scale = (losses.denominator_of_counts(loss_tokens, loss_cfg) /
+           losses.denominator_of_counts(loss_tokens[keep], loss_cfg))
   batches, stats = packing.pack(
       trained, buckets=config.rl.pack_lengths,
       rows_per_batch=config.rl.rows_per_batch,
@@ -435,26 +439,14 @@ def _update(graphdef, state, sequences, config, loss_cfg, s: Setup,
   return state, metrics
 
 
-def _loss_tokens(sequences) -> int:
-  return int(sum(np.sum(q.loss_mask) for q in sequences))
-
-
-def _trained_sequences(sequences, config, loss_cfg):
-  """(sequences to train on, scale of the loss divisor); see `_update`.
-
-  Only RL skips, only under `rl.skip_zero_advantage`, and not with a KL
-  term, which moves every token whatever its advantage.
-  """
+def _trains(sequences, config, loss_cfg) -> np.ndarray:
+  """[len(sequences)] bool: the sequences the update trains on; see
+  `_update`. Only RL skips, only under `rl.skip_zero_advantage`, and not
+  with a KL term, which moves every token whatever its advantage."""
   if (loss_cfg.estimator == 'sft' or not config.rl.skip_zero_advantage or
       loss_cfg.kl_coef > 0):
-    return list(sequences), 1.0
-  trained = [q for q in sequences if q.advantage * q.weight != 0.0]
-  if not trained:
-    return [], 1.0
-  counts = lambda seqs: [int(np.sum(q.loss_mask)) for q in seqs]
-  scale = (losses.denominator_of_counts(counts(sequences), loss_cfg) /
-           losses.denominator_of_counts(counts(trained), loss_cfg))
-  return trained, scale
+    return np.ones(len(sequences), bool)
+  return np.array([q.advantage * q.weight != 0.0 for q in sequences], bool)
 
 
 def _evaluate_all(rollouts: Rollouts, s: Setup, config, data_dir: str,

@@ -148,6 +148,18 @@ def _denominator(mask_BL: jax.Array, sequence_ids_BL: jax.Array,
   return jnp.maximum(jnp.sum(counts > 0), 1).astype(jnp.float32)
 
 
+def denominator_of_counts(loss_tokens: Sequence[int] | np.ndarray,
+                          config: LossConfig) -> float:
+  """The divisor of `aggregation` for sequences with these loss-token
+  counts: the token mean divides by all their loss tokens, the sequence
+  mean by the sequences that have any, the constant sum by `constant`."""
+  if config.aggregation == 'token_mean':
+    return max(float(np.sum(loss_tokens)), 1.0)
+  if config.aggregation == 'constant_sum':
+    return float(config.constant)
+  return float(max(int(np.count_nonzero(loss_tokens)), 1))
+
+
 def loss_denominator(batches: Sequence[Mapping[str, np.ndarray]],
                      config: LossConfig) -> float:
   """The divisor of `aggregation` over minibatches that make one update.
@@ -156,25 +168,10 @@ def loss_denominator(batches: Sequence[Mapping[str, np.ndarray]],
   of the aggregated loss over all of them: the token mean over all their
   loss tokens, the mean over all their sequences, or the constant sum.
   """
-  if config.aggregation == 'token_mean':
-    return max(float(sum(np.sum(b['loss_mask']) for b in batches)), 1.0)
-  if config.aggregation == 'constant_sum':
-    return float(config.constant)
-  with_tokens = set()  # sequence ids are unique across a packed batch
-  for b in batches:
-    with_tokens.update(np.unique(b['sequence_ids'][b['loss_mask'] > 0]))
-  return float(max(len(with_tokens), 1))
-
-
-def denominator_of_counts(loss_tokens: Sequence[int],
-                          config: LossConfig) -> float:
-  """The divisor of `aggregation` for sequences with these loss-token
-  counts, wherever they are packed (`loss_denominator` of their batches)."""
-  if config.aggregation == 'token_mean':
-    return max(float(sum(loss_tokens)), 1.0)
-  if config.aggregation == 'constant_sum':
-    return float(config.constant)
-  return float(max(sum(1 for n in loss_tokens if n > 0), 1))
+  # Sequence ids are unique across a packed batch; id 0 is padding.
+  ids = np.concatenate([b['sequence_ids'].ravel() for b in batches])
+  mask = np.concatenate([b['loss_mask'].ravel() for b in batches])
+  return denominator_of_counts(np.bincount(ids, weights=mask)[1:], config)
 
 
 def _aggregate(per_token_BL: jax.Array, mask_BL: jax.Array,

@@ -9,6 +9,13 @@ overridden with `--config.<path>=<value>`. Kept short on purpose: the work
 happens in `rao_jax/train.py`.
 """
 
+from rao_jax import host_memory
+
+if __name__ == '__main__':
+  # glibc reads its malloc tunables at start-up: settle them before jax loads.
+  host_memory.reexec_with_huge_pages()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -16,6 +23,7 @@ import jax
 from ml_collections import config_flags
 
 from rao_jax import train
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)

@@ -10,6 +10,12 @@ os.environ['XLA_FLAGS'] = (
     ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+from rao_jax import host_memory  # pylint: disable=g-import-not-at-top
+
+# pytest-xdist's workers and the entry points tests start are new processes:
+# they start with the malloc tunable `rao_jax.main` re-executes itself with.
+os.environ.update(host_memory.environment_with_tunable(os.environ) or {})
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')

@@ -101,14 +101,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # deep nodes. Divisors keep counting them (train._update).
       skip_zero_advantage=True,
       # Each node against the group's other samples of its own sub-task
-      # (task, data, format): a sub-task every sample answers alike gets no
-      # advantage, so only the choices that differed train. With the
-      # paper's root-level baseline a weak model's node advantages are
-      # nearly all positive; against all nodes at its depth, easy sub-tasks
-      # are pushed up and hard ones down whatever was sampled, and Adam at
-      # 5e-5 turns that noise into damage (README, "Measured").
+      # (task, data, format) whose children returned the same answers: a
+      # sub-task every sample answers alike gets no advantage, and a parent
+      # that combined a child's wrong answer correctly is not blamed for it,
+      # so what trains is the nodes whose own choices differed (here mostly
+      # leaves, 1-3% of the tokens). With the paper's root-level baseline a
+      # weak model's node advantages are nearly all positive; against all
+      # nodes at its depth, easy sub-tasks are pushed up and hard ones down
+      # whatever was sampled, and Adam at 5e-5 turns that noise into damage
+      # (README, "Measured").
       credit=dataclasses.asdict(credit.CreditConfig(
-          child_bonus=0.4, baseline='leave_one_out_task')),
+          child_bonus=0.4, baseline='leave_one_out_results')),
       loss=dataclasses.asdict(losses.LossConfig(logprob_chunk=144)))
   # The trainer's log-probs follow the sampler's temperature (a reference:
   # `--config.sampler.temperature=T` sets both).

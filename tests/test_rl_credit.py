@@ -147,9 +147,44 @@ def test_leave_one_out_per_sub_task():
   np.testing.assert_allclose(out.advantage[[1, 6]], [1 - 1 / 3, 0 - 2 / 3])
 
 
+def _tree_of_answers(tree_id, root_success, answers, successes):
+  """A root over sub-tasks 'a' and 'b' whose leaves answered `answers`."""
+  done = tree_lib.DONE
+  nodes = [_node(0, None, 0, done, root_success, children=[(1, 2)],
+                 task='root'),
+           _node(1, 0, 1, done, successes[0], task='a'),
+           _node(2, 0, 1, done, successes[1], task='b')]
+  for node, answer in zip(nodes[1:], answers):
+    node.answer = answer
+  return tree_lib.Tree(tree_id=tree_id, seed=tree_id, group=0, nodes=nodes)
+
+
+def test_leave_one_out_given_the_childrens_results():
+  # Roots 0 and 1 got the same answers back; root 1 combined them wrongly.
+  # Root 2 got a wrong answer from 'b' and is compared with no one.
+  trees = [_tree_of_answers(0, 1.0, ('3', '4'), (1.0, 1.0)),
+           _tree_of_answers(1, 0.0, ('3', '4'), (1.0, 1.0)),
+           _tree_of_answers(2, 0.0, ('3', '5'), (1.0, 0.0))]
+  out = credit.assign_credit(trees, credit.CreditConfig(
+      child_bonus=0.4, baseline='leave_one_out_results'))
+  r_roots = [1 + 0.4, 0 + 0.4, 0 + 0.4 * 0.5]
+  np.testing.assert_allclose(out.reward[[0, 3, 6]], r_roots)
+  # Per tree: root, 'a' (all answered alike: 0), 'b' (1, 1, 0).
+  np.testing.assert_allclose(out.advantage, [
+      r_roots[0] - r_roots[1], 0, 1 - 0.5,
+      r_roots[1] - r_roots[0], 0, 1 - 0.5,
+      0, 0, 0 - 1])
+  # The per-sub-task baseline blames root 2 for its child's answer.
+  task = credit.assign_credit(trees, credit.CreditConfig(
+      child_bonus=0.4, baseline='leave_one_out_task'))
+  assert task.advantage[6] == pytest.approx(
+      r_roots[2] - (r_roots[0] + r_roots[1]) / 2)
+
+
 @pytest.mark.parametrize('baseline', ['leave_one_out', 'group_mean',
                                       'leave_one_out_depth',
-                                      'leave_one_out_task'])
+                                      'leave_one_out_task',
+                                      'leave_one_out_results'])
 def test_tied_rewards_get_exactly_zero_advantage(baseline):
   # Three one-node trees all scoring 0.2: a plain sum of 0.2s rounds, so
   # neither (sum - r) / 2 nor the mean is 0.2. The trainer skips nodes
@@ -166,7 +201,7 @@ def test_leave_one_out_refuses_a_group_of_one():
   trees = _group()
   trees[2].group = 8
   for baseline in ('leave_one_out', 'leave_one_out_depth',
-                   'leave_one_out_task'):
+                   'leave_one_out_task', 'leave_one_out_results'):
     with pytest.raises(ValueError, match='group_size >= 2'):
       credit.assign_credit(trees, credit.CreditConfig(baseline=baseline))
 

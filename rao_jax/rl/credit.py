@@ -16,6 +16,10 @@ For a batch of finished trees grouped by root task:
                 format): each sub-task's samples form their own GRPO group;
                 a node whose sub-task no other node got falls back to its
                 depth peers.
+                Variant 'leave_one_out_results': b(X) = mean of R(Y) over the
+                group's other nodes Y given X's sub-task whose children
+                returned the same answers as X's; a node with no such peer
+                gets advantage 0.
   weights (Eq.4) w_d = alpha / N_d, N_d the batch's depth-d node count and
                 alpha = N / (number of distinct depths), so the weights sum
                 to the node count N.
@@ -37,7 +41,9 @@ from rao_jax.agent import tree as tree_lib
 
 SUCCESS_MODES = ('dense', 'sparse')
 BASELINES = ('leave_one_out', 'leave_one_out_depth', 'leave_one_out_task',
-             'group_mean', 'none')
+             'leave_one_out_results', 'group_mean', 'none')
+_PEER_BASELINES = ('leave_one_out_depth', 'leave_one_out_task',
+                   'leave_one_out_results')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,7 +62,12 @@ class CreditConfig:
       against the group's other nodes given the same sub-task, else its
       depth peers: a sub-task every sample answers alike gets advantage 0,
       where the depth baseline would compare it with other sub-tasks),
-      'group_mean' (includes the tree itself) or 'none'.
+      'leave_one_out_results' (each node against the group's other nodes
+      given the same sub-task whose children returned the same answers, no
+      fallback: a parent that combined wrong results from its children
+      correctly is not blamed for them, and its children take the credit
+      for their own answers), 'group_mean' (includes the tree itself) or
+      'none'.
     depth_weighting: Eq. 4 on or off (off: every node weighs 1).
     normalize_std: divide advantages by the std of the rewards the baseline
       averages (GRPO's normalisation; off in the paper).
@@ -152,7 +163,7 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
 
   if config.baseline.startswith('leave_one_out'):
     _check_group_sizes(trees)
-  if config.baseline in ('leave_one_out_depth', 'leave_one_out_task'):
+  if config.baseline in _PEER_BASELINES:
     baseline, scale = _peer_baselines(trees, rows, rewards, config)
   else:
     baseline_of_tree, scale_of_tree = _baselines(trees, root_reward_of_tree,
@@ -214,17 +225,27 @@ def _baselines(trees, root_rewards, config):
 
 
 def _peer_baselines(trees, rows, rewards, config):
-  """Per node: leave-one-out mean (and std) of R over its peers, the group's
-  nodes at the same depth or (task baseline, where any) given the same
-  sub-task; (R, 1) for a node without peers, so its advantage is 0."""
+  """Per node: leave-one-out mean (and std) of R over its peers: the group's
+  nodes at the same depth, given the same sub-task (task baseline, where
+  any), or given the same sub-task and children's answers (results
+  baseline); (R, 1) for a node without peers, so its advantage is 0."""
   by_depth: dict[tuple, list[int]] = defaultdict(list)
   by_task: dict[tuple, list[int]] = defaultdict(list)
+  by_results: dict[tuple, list[int]] = defaultdict(list)
   for i, (t, node, _) in enumerate(rows):
-    by_depth[(trees[t].group, node.depth)].append(i)
-    by_task[(trees[t].group, node.spec)].append(i)
-  peer_sets = list(by_depth.values())
-  if config.baseline == 'leave_one_out_task':
-    peer_sets += list(by_task.values())  # later sets override earlier ones
+    group = trees[t].group
+    by_depth[(group, node.depth)].append(i)
+    by_task[(group, node.spec)].append(i)
+    answers = tuple(trees[t].nodes[c].answer
+                    for step in node.children for c in step)
+    by_results[(group, node.spec, answers)].append(i)
+  if config.baseline == 'leave_one_out_depth':
+    peer_sets = list(by_depth.values())
+  elif config.baseline == 'leave_one_out_task':
+    # Later sets override earlier ones: depth peers are the fallback.
+    peer_sets = list(by_depth.values()) + list(by_task.values())
+  else:
+    peer_sets = list(by_results.values())
   rewards = np.asarray(rewards, np.float64)
   baseline, scale = rewards.copy(), np.ones(len(rows))
   for members in peer_sets:

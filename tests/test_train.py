@@ -165,8 +165,9 @@ def test_trainer_temperature_must_be_the_samplers():
   config = cpu_tiny.get_config('smoke')
   # The config ties the two; `--config.sampler.temperature` moves both.
   config.sampler.temperature = 1.5
-  assert train.setup(config).loss.temperature == 1.5
-  assert train.setup(config).sft_loss.temperature == 1.0
+  s = train.setup(config)
+  assert s.loss.temperature == 1.5
+  assert s.sft_loss.temperature == 1.0
   config.rl.loss = dict(config.rl.loss.to_dict(), temperature=2.0)
   with pytest.raises(ValueError, match=r'rl\.loss\.temperature=2\.0 differs'):
     train.setup(config)

@@ -229,26 +229,27 @@ def _peer_baselines(trees, rows, rewards, config):
   nodes at the same depth, given the same sub-task (task baseline, where
   any), or given the same sub-task and children's answers (results
   baseline); (R, 1) for a node without peers, so its advantage is 0."""
-  by_depth: dict[tuple, list[int]] = defaultdict(list)
-  by_task: dict[tuple, list[int]] = defaultdict(list)
-  by_results: dict[tuple, list[int]] = defaultdict(list)
-  for i, (t, node, _) in enumerate(rows):
-    group = trees[t].group
-    by_depth[(group, node.depth)].append(i)
-    by_task[(group, node.spec)].append(i)
-    answers = tuple(trees[t].nodes[c].answer
-                    for step in node.children for c in step)
-    by_results[(group, node.spec, answers)].append(i)
+  def peer_sets(key_of) -> list[list[int]]:
+    """Row indices grouped by (tree group, key_of(tree, node))."""
+    sets: dict[tuple, list[int]] = defaultdict(list)
+    for i, (t, node, _) in enumerate(rows):
+      sets[(trees[t].group, key_of(trees[t], node))].append(i)
+    return list(sets.values())
+
+  by_depth = lambda tree, node: node.depth
+  by_task = lambda tree, node: node.spec
+  by_results = lambda tree, node: (node.spec, tuple(
+      tree.nodes[c].answer for step in node.children for c in step))
   if config.baseline == 'leave_one_out_depth':
-    peer_sets = list(by_depth.values())
+    peers = peer_sets(by_depth)
   elif config.baseline == 'leave_one_out_task':
     # Later sets override earlier ones: depth peers are the fallback.
-    peer_sets = list(by_depth.values()) + list(by_task.values())
+    peers = peer_sets(by_depth) + peer_sets(by_task)
   else:
-    peer_sets = list(by_results.values())
+    peers = peer_sets(by_results)
   rewards = np.asarray(rewards, np.float64)
   baseline, scale = rewards.copy(), np.ones(len(rows))
-  for members in peer_sets:
+  for members in peers:
     if len(members) < 2:
       continue
     r = rewards[members]

@@ -37,7 +37,7 @@ from rao_jax import sampler as sampler_lib
 from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
-from rao_jax.agent import sampler_engine
+from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.model import config as config_lib
 from rao_jax.model import gemma
@@ -89,7 +89,7 @@ def split_policy(view: env_lib.StepView) -> str:
   return protocol.think('add the halves') + protocol.answer(str(total))
 
 
-class ForcedEngine(sampler_engine.SamplerEngine):
+class ForcedEngine(model_engine.ModelEngine):
   """The sampler computes each step; the scripted policy's tokens stand in.
 
   Each step runs for exactly as many tokens as the scripted step has (no

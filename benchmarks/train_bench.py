@@ -10,7 +10,7 @@ fp32, on the same token sequences, step for step:
 
   ours  `update.train_step` with the SFT estimator and token-mean loss, the
         step's sequences packed by `packing.pack` into [rows, 256] with
-        segment ids, exactly as `train._update` does;
+        segment ids, exactly as `rl.sequence_update` does;
   hf    `transformers.AutoModelForCausalLM` (torch) from the same directory,
         one right-padded row per sequence with an attention mask, labels
         -100 outside the loss mask (HF's token-mean cross-entropy),
@@ -150,7 +150,7 @@ def run_ours(model_dir: str, steps: list[list[dict]], *, rows: int,
                               wrt=nnx.Param)
   graphdef, state = update.split_train_state(model, optimizer)
   del model, optimizer  # the state is donated: keep no other handles
-  # As train.py's `sft_loss`.
+  # As `RunConfig.sft_loss`.
   loss_cfg = losses.LossConfig(estimator='sft', aggregation='token_mean')
   row_sharding = sharding.named_sharding(mesh, (sharding.BATCH, None), rules)
   train_state = [state]
@@ -158,7 +158,7 @@ def run_ours(model_dir: str, steps: list[list[dict]], *, rows: int,
   updates_done = [0]  # one update per step: the schedule's trainer step
 
   def step_fn(step):
-    # As train._update: pack, put rows on the batch axes, one update.
+    # As rl.sequence_update: pack, put rows on the batch axes, one update.
     sequences = [packing.TrainSequence(
         tokens=np.asarray(s['tokens'], np.int32),
         loss_mask=np.asarray(s['loss_mask'], np.int32),

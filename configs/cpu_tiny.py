@@ -1,28 +1,14 @@
 r"""A tiny Gemma-3-style recursive agent trained on a CPU.
 
-Run (about 13 minutes on 2 CPU cores):
-
   python -m rao_jax.main --config=configs/cpu_tiny.py --workdir=runs/tiny
 
-It supervises the ~0.8M-parameter model on the long-document task's
-reference call trees over `moderate` documents (longer than the 256-token
-window; SFT, 150 steps), evaluates, runs RAO's GRPO on its own call trees
-over the same level (RL, 10 steps), evaluates again, and prints held-out
-root success for the recursive agent and the single agent (depth budget 0).
-Measured (README, "Measured"): after SFT the recursive agent scores 0.667
-(partial credit) on moderate documents against 0.026 for the single agent;
-after RL, each node against the samples of its sub-task whose children
-returned the same answers, 0.674 (0.685 with seeds 1 and 2; on all 256
-test tasks 0.655 to 0.665). The workdir holds
-checkpoints (rerun the same command to resume), TensorBoard events,
-metrics.jsonl, sampled call trees under trees/ and summary.json.
-
-Variants: `configs/cpu_tiny.py:smoke` runs a few steps of everything in
-about a minute (the tests use it). Override any field:
-`--config.rl.steps=40 "--config.tasks.eval_levels=('easy','moderate')"`.
-
-The model follows ../shared/FINDINGS.md: 3 layers, width 128, 4 heads; a
-byte vocabulary with the protocol tags as single tokens (384 entries).
+About 13 minutes on 2 CPU cores. SFT on the long-document task's reference
+call trees over `moderate` documents (1-2.5 times the 256-token window; 150
+steps), evaluation, RAO's GRPO on the model's own trees (10 steps),
+evaluation again. Expected held-out root success on moderate documents:
+0.667 for the recursive agent after SFT (single agent 0.026), 0.674 after
+RL. `:smoke` runs every phase for a few steps in about a minute (the tests
+use it). How these settings were chosen: docs/results.md.
 """
 
 import dataclasses
@@ -49,16 +35,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A Hugging Face checkpoint directory to start from instead of random init.
   config.init_from_hf = ''
 
-  # The paper trains on medium; on 2 CPU cores a medium document tree (~200
-  # nodes) is too slow to train on in minutes. The tiny run trains on
-  # `moderate` documents (26-60 records: 1-2.5 times the 256-token window),
-  # SFT and RL alike, and evaluates on moderate's held-out test split. SFT on
-  # the shorter `easy` documents is cheaper per step but never shows the
-  # two-digit totals that moderate's upper nodes add, and the tiny model does
-  # not extrapolate them (README, "Measured"). Numeric questions only: a
-  # label question ('most', 'more') is right by chance 1/3-1/2 of the time,
-  # and RL on a weak model learns to guess it at the root instead of
-  # delegating.
+  # `moderate` documents, SFT and RL alike: a medium document tree (~200
+  # nodes) is too slow to train on in minutes on 2 cores, and SFT on `easy`
+  # never shows the two-digit totals of moderate's upper nodes. Numeric
+  # questions only: label questions are right by chance 1/3-1/2 of the
+  # time, and RL on a weak model learns to guess them at the root.
   config.tasks = dict(name='documents', train_level='moderate',
                       sft_level='',  # '' = train_level
                       task_kinds=('count', 'sum'),  # first words; () = all
@@ -81,35 +62,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.sft = dict(
       steps=150, roots_per_step=4, solver='recursive',
-      # The paper's token mean; 'sequence_mean' weighs every node the same,
-      # however many tokens it writes.
+      # The paper's token mean ('sequence_mean' lowers root success here).
       aggregation='token_mean',
+      # 288-token rows: a parent (~190 tokens) and a leaf (~100) share one;
+      # at 256 a quarter of every batch was padding.
+      pack_lengths=(144, 288), rows_per_batch=16,
       optim=dataclasses.asdict(update.OptimConfig(
           learning_rate=1.5e-3, warmup_steps=15, decay_steps=135,
           weight_decay=0.0)))
   config.rl = dict(
       steps=10, roots_per_step=4, group_size=8, num_iterations=1,
-      # 288-token rows: a parent (~190 tokens) and a leaf (~100) share one;
-      # at 256 a quarter of every batch was padding. Log-probs are computed
-      # in chunks that divide every row length.
+      # As SFT's; log-probs are computed in chunks that divide every length.
       rows_per_batch=16, pack_lengths=(144, 288),
-      # Optimiser updates a pass over the step's minibatches, gradients
-      # accumulated within each (0: one update per minibatch).
-      updates_per_pass=0,
-      # Leave nodes with advantage exactly 0 out of the update: their
-      # gradient is 0, and under the per-sub-task baseline they are most
-      # deep nodes. Divisors keep counting them (train._update).
+      updates_per_pass=0,  # one optimiser update per minibatch
+      # Nodes with advantage exactly 0 have a zero gradient: leave them out
+      # (the divisors keep counting them, so the objective is the same).
       skip_zero_advantage=True,
-      # Each node against the group's other samples of its own sub-task
-      # (task, data, format) whose children returned the same answers: a
-      # sub-task every sample answers alike gets no advantage, and a parent
-      # that combined a child's wrong answer correctly is not blamed for it,
-      # so what trains is the nodes whose own choices differed (here mostly
-      # leaves, 1-3% of the tokens). With the paper's root-level baseline a
-      # weak model's node advantages are nearly all positive; against all
-      # nodes at its depth, easy sub-tasks are pushed up and hard ones down
-      # whatever was sampled, and Adam at 5e-5 turns that noise into damage
-      # (README, "Measured").
+      # Each node against the group's samples of its own sub-task whose
+      # children returned the same answers: a parent that combined wrong
+      # answers correctly is not blamed for them (docs/results.md).
       credit=dataclasses.asdict(credit.CreditConfig(
           child_bonus=0.4, baseline='leave_one_out_results')),
       loss=dataclasses.asdict(losses.LossConfig(logprob_chunk=144)))

@@ -2,8 +2,9 @@
 
 A checkpoint holds the train state (parameters and optimiser state, sharded
 arrays restored onto their shardings), and a JSON record with the step, the
-RNG state, the data iterator's position and anything else the loop needs
-to continue exactly. Saves are asynchronous and atomic (Orbax writes to a
+data iterators' positions and anything else the loop needs to continue
+exactly. No RNG state is stored: the trainer derives every seed from the
+run's seed and the step. Saves are asynchronous and atomic (Orbax writes to a
 temporary directory and renames it when complete); the last `max_to_keep`
 are kept. On resume the newest step that restores cleanly wins; a corrupt
 one is reported (logged with its error and returned in `skipped`) and the

@@ -5,7 +5,10 @@ r"""rao_jax entry point.
       --config.generate.max_new_tokens=64 --config.model.num_layers=4
 
 The config file is ml_collections code (`get_config()`); any field can be
-overridden with `--config.<path>=<value>`. Kept short on purpose: the work
+overridden with `--config.<path>=<value>`. The ConfigDict becomes a typed,
+validated `rao_jax.config.RunConfig` here, once. Rerunning a command on its
+workdir resumes it; a workdir that holds another run is refused unless
+`--start_over` moves that run aside. Kept short on purpose: the work
 happens in `rao_jax/train.py`.
 """
 
@@ -22,6 +25,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rao_jax import config as config_lib
 from rao_jax import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -29,6 +33,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and outputs.')
+_START_OVER = flags.DEFINE_bool(
+    'start_over', False, 'Move a previous run in --workdir aside (into '
+    'replaced/<time>/) and start a new one there.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -38,11 +45,12 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     # Orbax logs every file it writes at INFO; keep the console readable.
     logging.set_verbosity(logging.WARNING)
-  if _CONFIG.value.distributed:
+  config = config_lib.from_config_dict(_CONFIG.value)
+  if config.distributed:
     # Multi-host: every host runs this same command; the processes find each
     # other (on Cloud TPU without arguments) and share one global mesh.
     jax.distributed.initialize()
-  train.run(_CONFIG.value, _WORKDIR.value)
+  train.run(config, _WORKDIR.value, start_over=_START_OVER.value)
 
 
 if __name__ == '__main__':

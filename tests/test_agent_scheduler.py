@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from rao_jax.agent import engine as engine_lib
+from rao_jax.agent import scripted_engine
 from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
@@ -18,7 +18,7 @@ TOK = tokenizer_lib.ByteTokenizer(protocol.SPECIAL_TOKENS)
 
 def _run(policy, envs, budgets, num_slots=8, seeds=None, engine_cls=None,
          decode_steps=4, max_len=4096):
-  engine_cls = engine_cls or engine_lib.ScriptedEngine
+  engine_cls = engine_cls or scripted_engine.ScriptedEngine
   engine = engine_cls(policy, TOK, protocol.STOP_TAGS, num_slots=num_slots,
                       max_len=max_len, decode_steps=decode_steps)
   scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets)
@@ -170,7 +170,7 @@ def test_node_budget_refuses_spawns():
   assert 'only 1 more nodes' in TOK.decode(tree.nodes[1].tokens)
 
 
-class KeyedEngine(engine_lib.ScriptedEngine):
+class KeyedEngine(scripted_engine.ScriptedEngine):
   """A random policy whose choices come from the node's step key only."""
 
   def step_text(self, request):
@@ -232,7 +232,7 @@ def test_utilisation_and_fairness():
   assert 0 < stats.slot_utilization <= 1
 
 
-class LoggingEngine(engine_lib.ScriptedEngine):
+class LoggingEngine(scripted_engine.ScriptedEngine):
   """Records the seed (tree) and path of every admission, in order."""
 
   def __init__(self, *args, **kwargs):
@@ -270,12 +270,3 @@ def test_a_spawn_storm_does_not_starve_other_trees():
   third_storm = [i for i, s in enumerate(order) if s == 0][2]
   assert all(order.index(s) < third_storm for s in (1, 2, 3))
 
-
-def test_run_scripted_matches_the_explicit_engine():
-  budgets = scheduler_lib.Budgets(max_depth=2)
-  envs = [agent_testing.SumEnv('98765')]
-  trees, _ = scheduler_lib.run_scripted(agent_testing.split_policy, envs,
-                                        [3], budgets, TOK, num_slots=3)
-  explicit, _ = _run(agent_testing.split_policy, envs, budgets, seeds=[3])
-  assert trees == explicit
-  assert trees[0].root.success == 1.0

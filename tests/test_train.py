@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import cpu_tiny
+from rao_jax import config as config_lib
 from rao_jax import train
 from rao_jax.rl import update
 
@@ -158,19 +159,19 @@ def test_bad_config_is_refused_naming_the_field(field, value, message):
     section = section[name]
   section[last] = value
   with pytest.raises(ValueError, match=message.replace('.', r'\.')):
-    train.setup(config)
+    train.setup(config_lib.from_config_dict(config))
 
 
 def test_trainer_temperature_must_be_the_samplers():
   config = cpu_tiny.get_config('smoke')
   # The config ties the two; `--config.sampler.temperature` moves both.
   config.sampler.temperature = 1.5
-  s = train.setup(config)
-  assert s.loss.temperature == 1.5
-  assert s.sft_loss.temperature == 1.0
+  run_config = config_lib.from_config_dict(config)
+  assert run_config.rl.loss.temperature == 1.5
+  assert run_config.sft_loss.temperature == 1.0
   config.rl.loss = dict(config.rl.loss.to_dict(), temperature=2.0)
   with pytest.raises(ValueError, match=r'rl\.loss\.temperature=2\.0 differs'):
-    train.setup(config)
+    config_lib.from_config_dict(config)
 
 
 def test_eval_mode_restores_the_trained_run(smoke_run, tmp_path):
@@ -190,70 +191,64 @@ def test_eval_mode_restores_the_trained_run(smoke_run, tmp_path):
             trained['evals'][f'after_rl/easy/{name}/root_success'])
 
 
-@pytest.mark.parametrize('aggregation', ['token_mean', 'sequence_mean'])
-def test_skipping_zero_advantages_keeps_the_update(aggregation):
-  # With one update a pass, leaving out the sequences whose advantage is 0
-  # gives the update of the whole batch: their terms are 0 and the divisor
-  # still counts them. SGD, whose step scales with the gradient, so a wrong
-  # divisor would show (Adam would normalise it away).
-  import jax  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-  from rao_jax.model import params as params_lib  # pylint: disable=import-outside-toplevel
-  from rao_jax.model import sharding  # pylint: disable=import-outside-toplevel
-  from rao_jax.rl import packing  # pylint: disable=import-outside-toplevel
+def test_a_workdir_of_another_run_is_refused(smoke_run, tmp_path):
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'other'
+  shutil.copytree(smoke_run[0], workdir)
+  recorded = (workdir / 'config.json').read_text()
+  steps = sorted(os.listdir(workdir / 'checkpoints'))
+  result = subprocess.run(_command(workdir, '--config.model.mlp_dim=256'),
+                          cwd=_ROOT, env=_ENV, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode != 0
+  assert 'model.mlp_dim: 512 in config.json, 256 now' in result.stderr
+  assert '--start_over' in result.stderr
+  # Refused before anything ran: the old run's record and work are intact.
+  assert (workdir / 'config.json').read_text() == recorded
+  assert sorted(os.listdir(workdir / 'checkpoints')) == steps
+  assert _metrics(workdir) == _metrics(smoke_run[0])
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped_with_a_message(smoke_run,
+                                                               tmp_path):
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'corrupt'
+  shutil.copytree(smoke_run[0], workdir)
+  newest = max(int(d) for d in os.listdir(workdir / 'checkpoints')
+               if d.isdigit())
+  for root, _, files in os.walk(workdir / 'checkpoints' / str(newest) /
+                                'state'):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.getsize(path) > 64:
+        with open(path, 'r+b') as f:
+          f.truncate(16)
+  result = subprocess.run(
+      _command(workdir, '--config.mode=eval', '--verbosity=0'), cwd=_ROOT,
+      env=_ENV, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert f'checkpoint step {newest}' in result.stderr
+  assert 'does not restore' in result.stderr
+  assert f'resumed from step {newest - 1}' in result.stderr
+
+
+@pytest.mark.slow
+def test_start_over_moves_the_old_run_aside(smoke_run, tmp_path):
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'again'
+  shutil.copytree(smoke_run[0], workdir)
+  result = subprocess.run(
+      _command(workdir, '--config.model.mlp_dim=256', '--start_over'),
+      cwd=_ROOT, env=_ENV, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-4000:]
+  (replaced,) = os.listdir(workdir / 'replaced')
+  old = workdir / 'replaced' / replaced
+  assert _metrics(old) == _metrics(smoke_run[0])
+  assert json.loads((old / 'config.json').read_text())['model']['mlp_dim'] == (
+      512)
+  assert json.loads((workdir / 'config.json').read_text())['model'][
+      'mlp_dim'] == 256
   config = cpu_tiny.get_config('smoke')
-  config.rl.skip_zero_advantage = True
-  config.rl.updates_per_pass = 1
-  config.rl.rows_per_batch = 8
-  config.rl.loss.aggregation = aggregation
-  config.optim.optimizer = 'sgd'
-  s = train.setup(config)
-  rng = np.random.default_rng(0)
-  sequences = []
-  for i in range(16):
-    n = int(rng.integers(60, 250))
-    mask = (np.arange(n) >= n // 3).astype(np.int32)  # prompt, then output
-    sequences.append(packing.TrainSequence(
-        rng.integers(3, s.model.vocab_size, n).astype(np.int32), mask,
-        np.where(mask, -2.0, 0.0).astype(np.float32),
-        advantage=0.0 if i % 2 else float(rng.normal()),
-        weight=float(rng.uniform(0.5, 2.0))))
-
-  def updated(skip, sequences=sequences):
-    config.rl.skip_zero_advantage = skip
-    model = params_lib.create_model(s.model, s.mesh, s.rules, seed=0)
-    with sharding.use_mesh(s.mesh, s.rules):
-      optimizer = nnx.Optimizer(model, update.make_optimizer(s.optim),
-                                wrt=nnx.Param)
-    graphdef, state = update.split_train_state(model, optimizer)
-    before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
-    state, metrics = train._update(graphdef, state, sequences, config,  # pylint: disable=protected-access
-                                   s.loss, s, 0.5, step=1)
-    after = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param)
-    return before, jax.tree.map(np.asarray, after), metrics
-
-  before, whole, whole_metrics = updated(False)
-  _, skipped, skipped_metrics = updated(True)
-  assert whole_metrics['minibatches'] == 2  # accumulated into one update
-  assert skipped_metrics['minibatches'] == 1
-  assert skipped_metrics['trained_sequence_share'] == 0.5
-  loss_tokens = [int(q.loss_mask.sum()) for q in sequences]
-  assert skipped_metrics['trained_token_share'] == pytest.approx(
-      sum(loss_tokens[::2]) / sum(loss_tokens))
-  assert whole_metrics['trained_token_share'] == 1.0
-  assert skipped_metrics['loss'] == pytest.approx(whole_metrics['loss'],
-                                                  rel=1e-5)
-  steps = [np.abs(w - b).max() for w, b in zip(jax.tree.leaves(whole),
-                                               jax.tree.leaves(before))]
-  assert max(steps) > 1e-3  # the update moved the parameters
-  for w, k in zip(jax.tree.leaves(whole), jax.tree.leaves(skipped)):
-    np.testing.assert_allclose(k, w, atol=1e-6 * max(steps) + 1e-7)
-
-  # Nothing to train: no update, the parameters stay.
-  untrained = [packing.TrainSequence(q.tokens, q.loss_mask,
-                                     q.sampler_logprobs, 0.0, q.weight)
-               for q in sequences]
-  before, after, metrics = updated(True, untrained)
-  assert metrics['updates'] == 0 and metrics['trained_token_share'] == 0
-  for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before)):
-    np.testing.assert_array_equal(a, b)
+  assert sorted(int(d) for d in os.listdir(workdir / 'checkpoints')) == list(
+      range(config.sft.steps + config.rl.steps - 2,
+            config.sft.steps + config.rl.steps + 1))

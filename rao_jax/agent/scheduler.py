@@ -254,7 +254,7 @@ class FrontierScheduler:
   def _release(self, run: _NodeRun, suspend: bool = False) -> None:
     if run.slot is None:
       return
-    if suspend and hasattr(self.engine, 'suspend'):
+    if suspend:
       self.engine.suspend(run.slot)  # it returns; the engine may keep its KV
     else:
       self.engine.release(run.slot)
@@ -464,21 +464,3 @@ class FrontierScheduler:
         return None  # its prompt broke the token budget
     return None
 
-
-def run_scripted(policy: env_lib.ScriptedPolicy,
-                 environments: Sequence[env_lib.Environment],
-                 seeds: Sequence[int], budgets: Budgets,
-                 tokenizer: tokenizer_lib.Tokenizer | None = None,
-                 num_slots: int = 64, max_len: int = 4096
-                 ) -> tuple[list[tree_lib.Tree], RolloutStats]:
-  """Rolls out a scripted policy (e.g. a reference solver): demonstrations.
-
-  Its steps go through the same tokenizer, parser, tools and budgets as
-  the model's; the sampled tokens carry log-prob 0.
-  """
-  tokenizer = tokenizer or tokenizer_lib.ByteTokenizer(
-      protocol.SPECIAL_TOKENS)
-  engine = engine_lib.ScriptedEngine(policy, tokenizer, protocol.STOP_TAGS,
-                                     num_slots=num_slots, max_len=max_len)
-  return FrontierScheduler(engine, tokenizer, budgets).run(environments,
-                                                           seeds)

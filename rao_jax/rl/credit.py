@@ -38,12 +38,12 @@ import dataclasses
 import numpy as np
 
 from rao_jax.agent import tree as tree_lib
+from rao_jax.rl import registry
 
 SUCCESS_MODES = ('dense', 'sparse')
-BASELINES = ('leave_one_out', 'leave_one_out_depth', 'leave_one_out_task',
-             'leave_one_out_results', 'group_mean', 'none')
-_PEER_BASELINES = ('leave_one_out_depth', 'leave_one_out_task',
-                   'leave_one_out_results')
+# Name -> baseline function (trees, rows, rewards, config) -> per-node
+# (baseline, scale); registered below, in the order errors list them.
+BASELINES = registry.Registry('rl.credit.baseline')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +75,8 @@ class CreditConfig:
       task's partial credit (Oolong's 0.75^|error| on numbers) still grades
       evaluation, but a near miss earns nothing in training.
   """
+  # Frozen and kw-only, as every config section: built once from the run's
+  # config and hashable, so a jitted function could take it as static.
 
   success: str = 'dense'
   child_bonus: float = 0.0
@@ -87,9 +89,7 @@ class CreditConfig:
     if self.success not in SUCCESS_MODES:
       raise ValueError(f'rl.credit.success={self.success!r}: expected one of '
                        f'{SUCCESS_MODES}')
-    if self.baseline not in BASELINES:
-      raise ValueError(f'rl.credit.baseline={self.baseline!r}: expected one '
-                       f'of {BASELINES}')
+    BASELINES.check(self.baseline)
     if self.child_bonus < 0:
       raise ValueError(f'rl.credit.child_bonus={self.child_bonus}: must be '
                        '>= 0')
@@ -161,20 +161,13 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
     if len(root_reward_of_tree) != t + 1:
       raise ValueError(f'tree {tree.tree_id} has no root node')
 
-  if config.baseline.startswith('leave_one_out'):
+  if is_leave_one_out(config.baseline):
     _check_group_sizes(trees)
-  if config.baseline in _PEER_BASELINES:
-    baseline, scale = _peer_baselines(trees, rows, rewards, config)
-  else:
-    baseline_of_tree, scale_of_tree = _baselines(trees, root_reward_of_tree,
-                                                 config)
-    baseline = [baseline_of_tree[t] for t, _, _ in rows]
-    scale = [scale_of_tree[t] for t, _, _ in rows]
-  advantages = []
-  for (_, node, _), reward, b, z in zip(rows, rewards, baseline, scale):
-    advantage = (reward - b) / z
-    node.advantage = advantage
-    advantages.append(advantage)
+  baseline, scale = BASELINES.get(config.baseline)(
+      trees, rows, np.asarray(rewards, np.float64), config)
+  advantages = (np.asarray(rewards, np.float64) - baseline) / scale
+  for (_, node, _), advantage in zip(rows, advantages):
+    node.advantage = float(advantage)
 
   depth = np.array([node.depth for _, node, _ in rows], np.int64)
   return NodeCredit(
@@ -183,7 +176,7 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
       depth=depth,
       success=np.array([s for _, _, s in rows], np.float64),
       reward=np.array(rewards, np.float64),
-      advantage=np.array(advantages, np.float64),
+      advantage=advantages,
       weight=depth_weights(depth) if config.depth_weighting else
       np.ones(len(rows)))
 
@@ -207,55 +200,95 @@ def _leave_one_out_mean(r: np.ndarray) -> np.ndarray:
   return r[0] + (offsets.sum() - offsets) / (len(r) - 1)
 
 
-def _baselines(trees, root_rewards, config):
-  groups: dict[int, list[int]] = defaultdict(list)
-  for t, tree in enumerate(trees):
-    groups[tree.group].append(t)
-  baseline = np.zeros(len(trees))
-  scale = np.ones(len(trees))
-  for members in groups.values():
-    r = np.array([root_rewards[t] for t in members])
-    if config.baseline == 'leave_one_out':
-      baseline[members] = _leave_one_out_mean(r)
-    elif config.baseline == 'group_mean':
-      baseline[members] = r[0] + (r - r[0]).mean()  # exact for ties
-    if config.normalize_std:
-      scale[members] = r.std() + 1e-6
-  return baseline, scale
+def is_leave_one_out(baseline: str) -> bool:
+  """Whether the baseline leaves each node out of its own mean, so every
+  group needs two trees at least."""
+  return baseline.startswith('leave_one_out')
 
 
-def _peer_baselines(trees, rows, rewards, config):
-  """Per node: leave-one-out mean (and std) of R over its peers: the group's
-  nodes at the same depth, given the same sub-task (task baseline, where
-  any), or given the same sub-task and children's answers (results
-  baseline); (R, 1) for a node without peers, so its advantage is 0."""
-  def peer_sets(key_of) -> list[list[int]]:
-    """Row indices grouped by (tree group, key_of(tree, node))."""
-    sets: dict[tuple, list[int]] = defaultdict(list)
-    for i, (t, node, _) in enumerate(rows):
-      sets[(trees[t].group, key_of(trees[t], node))].append(i)
-    return list(sets.values())
+# ------------------------------------------------------------- baselines
+#
+# Each returns, per row (node), the baseline its reward is compared with and
+# the scale its advantage is divided by (1, or the std of the rewards the
+# baseline averages under `normalize_std`).
 
-  by_depth = lambda tree, node: node.depth
-  by_task = lambda tree, node: node.spec
-  by_results = lambda tree, node: (node.spec, tuple(
-      tree.nodes[c].answer for step in node.children for c in step))
-  if config.baseline == 'leave_one_out_depth':
-    peers = peer_sets(by_depth)
-  elif config.baseline == 'leave_one_out_task':
-    # Later sets override earlier ones: depth peers are the fallback.
-    peers = peer_sets(by_depth) + peer_sets(by_task)
-  else:
-    peers = peer_sets(by_results)
-  rewards = np.asarray(rewards, np.float64)
-  baseline, scale = rewards.copy(), np.ones(len(rows))
-  for members in peers:
-    if len(members) < 2:
-      continue
-    r = rewards[members]
-    baseline[members] = _leave_one_out_mean(r)
-    scale[members] = r.std() + 1e-6 if config.normalize_std else 1.0
-  return baseline, scale
+
+def _per_tree(group_baseline):
+  """A baseline over each group's root rewards, the same for every node of
+  a tree (Eq. 3): `group_baseline(r)` maps a group's root rewards to one
+  baseline per tree."""
+
+  def baseline(trees, rows, rewards, config):
+    root_reward = {t: r for (t, node, _), r in zip(rows, rewards)
+                   if node.parent is None}
+    groups: dict[int, list[int]] = defaultdict(list)
+    for t, tree in enumerate(trees):
+      groups[tree.group].append(t)
+    baseline_of_tree = np.zeros(len(trees))
+    scale_of_tree = np.ones(len(trees))
+    for members in groups.values():
+      r = np.array([root_reward[t] for t in members])
+      baseline_of_tree[members] = group_baseline(r)
+      if config.normalize_std:
+        scale_of_tree[members] = r.std() + 1e-6
+    tree_index = [t for t, _, _ in rows]
+    return baseline_of_tree[tree_index], scale_of_tree[tree_index]
+
+  return baseline
+
+
+def _per_peers(*keys):
+  """A baseline over each node's peers: the group's other nodes with the
+  same `key(tree, node)`. With several keys, a later key's peer sets
+  override an earlier one's (the earlier are the fallback). A node without
+  peers gets (R, 1): advantage 0."""
+
+  def baseline(trees, rows, rewards, config):
+    value, scale = rewards.copy(), np.ones(len(rows))
+    for key in keys:
+      peers: dict[tuple, list[int]] = defaultdict(list)
+      for i, (t, node, _) in enumerate(rows):
+        peers[(trees[t].group, key(trees[t], node))].append(i)
+      for members in peers.values():
+        if len(members) < 2:
+          continue
+        r = rewards[members]
+        value[members] = _leave_one_out_mean(r)
+        scale[members] = r.std() + 1e-6 if config.normalize_std else 1.0
+    return value, scale
+
+  return baseline
+
+
+def _by_depth(tree, node):
+  del tree
+  return node.depth
+
+
+def _by_task(tree, node):
+  del tree
+  return node.spec
+
+
+def _by_results(tree, node):
+  """The sub-task and the answers its children returned."""
+  return node.spec, tuple(tree.nodes[c].answer for step in node.children
+                          for c in step)
+
+
+def _group_mean(r: np.ndarray) -> np.ndarray:
+  """The group's mean, the tree itself included (exact for ties)."""
+  return r[0] + (r - r[0]).mean()
+
+
+_register = lambda name, baseline: BASELINES.register(name)(baseline)
+_register('leave_one_out', _per_tree(_leave_one_out_mean))  # Eq. 3
+_register('leave_one_out_depth', _per_peers(_by_depth))
+# The sub-task's peers, else (no other sample of it) its depth peers.
+_register('leave_one_out_task', _per_peers(_by_depth, _by_task))
+_register('leave_one_out_results', _per_peers(_by_results))
+_register('group_mean', _per_tree(_group_mean))
+_register('none', _per_tree(np.zeros_like))
 
 
 def depth_weights(depth: np.ndarray) -> np.ndarray:

@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rao_jax.model import gemma
+from rao_jax.rl import registry
 
-ESTIMATORS = ('cispo', 'ppo', 'sft')
+# Name -> per-token objective (see the module docstring); registered below.
+ESTIMATORS = registry.Registry('rl.loss.estimator')
 AGGREGATIONS = ('token_mean', 'sequence_mean', 'constant_sum')
 
 
@@ -60,9 +62,7 @@ class LossConfig:
   temperature: float = 1.0
 
   def __post_init__(self):
-    if self.estimator not in ESTIMATORS:
-      raise ValueError(f'rl.loss.estimator={self.estimator!r}: expected one '
-                       f'of {ESTIMATORS}')
+    ESTIMATORS.check(self.estimator)
     if self.aggregation not in AGGREGATIONS:
       raise ValueError(f'rl.loss.aggregation={self.aggregation!r}: expected '
                        f'one of {AGGREGATIONS}')
@@ -105,15 +105,12 @@ def token_logprobs(model: gemma.Transformer, tokens_BL: jax.Array,
   n = length // chunk
   prev_NBCD = prev_BLD.reshape(b, n, chunk, d).swapaxes(0, 1)
   tokens_NBC = tokens_BL.reshape(b, n, chunk).swapaxes(0, 1)
-  table_VD = model.embedder.table[...]
-  cap = model.config.final_logit_softcap
 
   @jax.checkpoint
   def one_chunk(args):
     h_BCD, t_BC = args
-    logits_BCV = gemma.softcap(
-        jnp.einsum('BCD,VD->BCV', h_BCD, table_VD.astype(h_BCD.dtype))
-        .astype(jnp.float32), cap) / temperature
+    # The model's own output head (tied or not, soft-capped, fp32).
+    logits_BCV = model.logits(h_BCD) / temperature
     logz_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
     picked_BC = jnp.take_along_axis(logits_BCV, t_BC[..., None], -1)[..., 0]
     probs_BCV = jax.nn.softmax(logits_BCV, axis=-1)
@@ -212,18 +209,8 @@ def policy_loss(logp_BL: jax.Array, batch: dict[str, jax.Array],
   log_ratio_BL = jnp.where(mask_BL > 0, logp_BL - batch['sampler_logprobs'],
                            0.0)
   ratio_BL = jnp.exp(log_ratio_BL)
-  if config.estimator == 'cispo':
-    clipped_BL = jnp.clip(ratio_BL, 0.0, config.epsilon_max)
-    per_token_BL = -jax.lax.stop_gradient(clipped_BL) * weighted_adv_BL * logp_BL
-    clipped_frac_BL = (ratio_BL > config.epsilon_max).astype(jnp.float32)
-  elif config.estimator == 'ppo':
-    clipped_BL = jnp.clip(ratio_BL, 1 - config.clip_low, 1 + config.clip_high)
-    per_token_BL = -jnp.minimum(ratio_BL * weighted_adv_BL,
-                                clipped_BL * weighted_adv_BL)
-    clipped_frac_BL = (clipped_BL != ratio_BL).astype(jnp.float32)
-  else:
-    per_token_BL = -logp_BL * batch['weights']
-    clipped_frac_BL = jnp.zeros_like(ratio_BL)
+  per_token_BL, clipped_frac_BL = ESTIMATORS.get(config.estimator)(
+      logp_BL, ratio_BL, weighted_adv_BL, batch['weights'], config)
 
   metrics = {}
   if config.kl_coef > 0:
@@ -246,6 +233,39 @@ def policy_loss(logp_BL: jax.Array, batch: dict[str, jax.Array],
       logprob_mismatch=_masked_mean(jnp.abs(log_ratio_BL), mask_BL),
       loss_tokens=jnp.sum(mask_BL))
   return loss, metrics
+
+
+# -------------------------------------------------------------- estimators
+#
+# Each maps the trainer's log-probs, the ratio to the sampler, the weighted
+# advantages and the depth weights ([B, L] each) to the per-token loss and
+# the share of tokens whose ratio was clipped.
+
+
+@ESTIMATORS.register('cispo')
+def _cispo(logp_BL, ratio_BL, weighted_adv_BL, weights_BL, config):
+  """The paper's: the clipped ratio is a constant weight on log pi."""
+  del weights_BL  # inside the weighted advantages
+  clipped_BL = jnp.clip(ratio_BL, 0.0, config.epsilon_max)
+  per_token_BL = -jax.lax.stop_gradient(clipped_BL) * weighted_adv_BL * logp_BL
+  return per_token_BL, (ratio_BL > config.epsilon_max).astype(jnp.float32)
+
+
+@ESTIMATORS.register('ppo')
+def _ppo(logp_BL, ratio_BL, weighted_adv_BL, weights_BL, config):
+  """PPO/GRPO's clipped surrogate."""
+  del logp_BL, weights_BL  # through the ratio; inside the advantages
+  clipped_BL = jnp.clip(ratio_BL, 1 - config.clip_low, 1 + config.clip_high)
+  per_token_BL = -jnp.minimum(ratio_BL * weighted_adv_BL,
+                              clipped_BL * weighted_adv_BL)
+  return per_token_BL, (clipped_BL != ratio_BL).astype(jnp.float32)
+
+
+@ESTIMATORS.register('sft')
+def _sft(logp_BL, ratio_BL, weighted_adv_BL, weights_BL, config):
+  """Supervised warm start: the weighted negative log-likelihood."""
+  del weighted_adv_BL, config
+  return -logp_BL * weights_BL, jnp.zeros_like(ratio_BL)
 
 
 def _masked_mean(x_BL: jax.Array, mask_BL: jax.Array) -> jax.Array:

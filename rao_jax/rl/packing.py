@@ -154,3 +154,11 @@ def sequences_from_trees(trees, node_credit) -> list[TrainSequence]:
         sampler_logprobs=np.asarray(node.logprobs, np.float32),
         advantage=float(advantage), weight=float(weight)))
   return sequences
+
+
+def demonstration_sequences(trees) -> list[TrainSequence]:
+  """Every node of demonstration trees as an SFT sequence: loss on the
+  solver's tokens, no advantage (the SFT loss reads only the weights)."""
+  return [TrainSequence(np.asarray(n.tokens), np.asarray(n.loss_mask),
+                        np.zeros(len(n.tokens), np.float32))
+          for t in trees for n in t.nodes]

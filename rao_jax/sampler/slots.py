@@ -26,6 +26,7 @@ powers of two, chunk lengths also 3 * 2^k. `num_compiles` counts them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import contextlib
 import dataclasses
 import functools
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from rao_jax.model import gemma
 from rao_jax.model import sharding
-from rao_jax.sampler import engine
+from rao_jax.sampler import decoding
 from rao_jax.sampler import sampling as sampling_lib
 
 
@@ -118,14 +119,14 @@ class _Slot:
 # prefill and decode update it in place instead of copying num_slots x max_len
 # x layers of K/V per call, which would double its memory and dominate a
 # decode chunk's time.
-_prefill = jax.jit(engine.prefill, static_argnums=(0, 1, 2),
+_prefill = jax.jit(decoding.prefill, static_argnums=(0, 1, 2),
                    donate_argnums=(4,))
-_decode = jax.jit(engine.decode, static_argnums=(0, 1, 2, 3),
+_decode = jax.jit(decoding.decode, static_argnums=(0, 1, 2, 3),
                   donate_argnums=(5,))
 # Suspend copies a slot's rows out (the state is only read); resume writes
 # them back in place (the state is donated). One program per window bucket.
-_save_rows = jax.jit(engine.save_rows, static_argnums=(0,))
-_restore_rows = jax.jit(engine.restore_rows, donate_argnums=(0,))
+_save_rows = jax.jit(decoding.save_rows, static_argnums=(0,))
+_restore_rows = jax.jit(decoding.restore_rows, donate_argnums=(0,))
 
 
 def _bucket(n: int, minimum: int, maximum: int) -> int:
@@ -208,7 +209,7 @@ class SlotSampler:
       raise ValueError(f'sampler.max_len={max_len}: must be >= 2')
     self._key_shape = jax.random.key_data(jax.random.key(0)).shape
     init = jax.jit(functools.partial(
-        engine.init_state, config, num_slots, max_len, max_stop_sequences,
+        decoding.init_state, config, num_slots, max_len, max_stop_sequences,
         max_stop_len, self._key_shape, cache_dtype))
     with self._mesh_context():
       self._state = init()
@@ -377,7 +378,7 @@ class SlotSampler:
         held.seq_len = int(seq_len[s])
         if n:
           held.last_token = int(tokens[s, n - 1])
-        if reason[s] != engine.RUNNING:
+        if reason[s] != decoding.RUNNING:
           self._finish(s, int(reason[s]))
     finished, self._finished = self._finished, []
     return finished
@@ -436,7 +437,7 @@ class SlotSampler:
 
   def _mesh_context(self):
     if self._mesh is None:
-      return _NullContext()
+      return contextlib.nullcontext()
     return sharding.use_mesh(self._mesh, self._rules)
 
   def _held(self, slot: int, where: str | None = None) -> _Slot:
@@ -474,7 +475,7 @@ class SlotSampler:
   def _stop_table(self, stop, where: str) -> np.ndarray:
     """Stop sequences as a right-aligned [M, L] table padded with STOP_PAD."""
     table = np.full((self.max_stop_sequences, self.max_stop_len),
-                    engine.STOP_PAD, np.int32)
+                    decoding.STOP_PAD, np.int32)
     stop = list(stop)
     if len(stop) > self.max_stop_sequences:
       raise ValueError(f'{where}: {len(stop)} stop sequences, at most '
@@ -514,7 +515,7 @@ class SlotSampler:
     keys = np.zeros((p,) + self._key_shape, np.uint32)
     budget = np.ones((p,), np.int32)
     stops = np.full((p, self.max_stop_sequences, self.max_stop_len),
-                    engine.STOP_PAD, np.int32)
+                    decoding.STOP_PAD, np.int32)
     for i, (slot, chunk, pos, key, bud, table) in enumerate(rows):
       slots[i], start[i], chunk_len[i], keys[i] = slot, pos, len(chunk), key
       tokens[i, :len(chunk)] = chunk
@@ -533,7 +534,7 @@ class SlotSampler:
           last_token=int(first[i]), tokens=[int(first[i])],
           sampler_logprobs=[float(sampler_lp[i])],
           model_logprobs=[float(model_lp[i])])
-      if reason[i] != engine.RUNNING:
+      if reason[i] != decoding.RUNNING:
         self._finish(slot, int(reason[i]))
 
   def _finish(self, slot: int, reason: int) -> None:
@@ -544,16 +545,7 @@ class SlotSampler:
         tokens=np.asarray(held.tokens, np.int32),
         sampler_logprobs=np.asarray(held.sampler_logprobs, np.float32),
         model_logprobs=np.asarray(held.model_logprobs, np.float32),
-        stop_reason=engine.STOP_REASONS[reason]))
-
-
-class _NullContext:
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
+        stop_reason=decoding.STOP_REASONS[reason]))
 
 
 class _CompileCounter:

@@ -1,7 +1,7 @@
 """Demonstration call trees: a task's solver rolled out by the runtime.
 
 The solver (a `ScriptedPolicy`) runs through the real frontier scheduler,
-protocol parser, tools, verifiers and byte tokenizer, with the node window
+protocol parser, tools, verifiers and tokenizer, with the node window
 of `window`, so its trees are in exactly the form training consumes (the
 generated tokens carry loss mask 1 and log-prob 0).
 """
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
+from rao_jax.agent import scripted_engine
 from rao_jax.agent import tree as tree_lib
+from rao_jax.model import tokenizer as tokenizer_lib
 from rao_jax.tasks import context
 from rao_jax.tasks import registry
 
@@ -27,14 +28,16 @@ DIRECT_BUDGETS = scheduler_lib.Budgets(
     max_depth=0, max_steps=60, max_tokens=1 << 20, max_new_tokens=128)
 
 
-def demonstrations(task: registry.Task,
-                   examples: Sequence[Mapping[str, str]], *,
-                   recursive: bool = True,
-                   window: context.Window = context.Window(),
-                   budgets: scheduler_lib.Budgets | None = None,
-                   num_slots: int = 32, seed: int = 0
-                   ) -> list[tree_lib.Tree]:
+def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
+            recursive: bool, window: context.Window,
+            budgets: scheduler_lib.Budgets, seeds: Sequence[int],
+            tokenizer: tokenizer_lib.Tokenizer = context.TOKENIZER,
+            num_slots: int = 32, decode_steps: int = 128
+            ) -> tuple[list[tree_lib.Tree], scheduler_lib.RolloutStats]:
   """One call tree per example, written by the task's reference solver.
+
+  The trainer's SFT phase and `demonstrations` both come here, so there is
+  one route from a solver to training trees.
 
   Args:
     task: the registered task.
@@ -42,24 +45,48 @@ def demonstrations(task: registry.Task,
     recursive: the recursive solver, else the direct one (which never
       spawns: the single-agent baseline).
     window: node context limits; the engine's `max_len` is its max_tokens.
-    budgets: rollout budgets (default: RECURSIVE_ or DIRECT_BUDGETS).
-    num_slots: engine slots (only speed depends on it).
-    seed: tree i gets seed + i.
+    budgets: rollout budgets.
+    seeds: per example, its tree's seed.
+    tokenizer: the run's tokenizer (the byte tokenizer by default).
+    num_slots, decode_steps: engine slots and tokens per decode call; the
+      trees do not depend on them, the slot statistics do.
 
   Returns:
-    The finished trees, scored by the task's verifiers.
+    The finished trees, scored by the task's verifiers, and the statistics.
   """
   solver = (task.recursive_solver if recursive else task.direct_solver)(
       window)
+  engine = scripted_engine.ScriptedEngine(
+      solver, tokenizer, protocol.STOP_TAGS, num_slots=num_slots,
+      max_len=window.max_tokens, decode_steps=decode_steps)
+  scheduler = scheduler_lib.FrontierScheduler(
+      engine, tokenizer, budgets, inline_chars=window.inline_chars,
+      head_chars=window.head_chars)
+  return scheduler.run([task.make_env(e) for e in examples], seeds)
+
+
+def demonstrations(task: registry.Task,
+                   examples: Sequence[Mapping[str, str]], *,
+                   recursive: bool = True,
+                   window: context.Window = context.Window(),
+                   budgets: scheduler_lib.Budgets | None = None,
+                   num_slots: int = 32, seed: int = 0
+                   ) -> list[tree_lib.Tree]:
+  """`rollout` with default budgets and seeds `seed + i`; trees only.
+
+  Args:
+    task: the registered task.
+    examples: decoded examples.
+    recursive: the recursive solver, else the direct one.
+    window: node context limits.
+    budgets: rollout budgets (default: RECURSIVE_ or DIRECT_BUDGETS).
+    num_slots: engine slots (only speed depends on it).
+    seed: tree i gets seed + i.
+  """
   if budgets is None:
     budgets = RECURSIVE_BUDGETS if recursive else DIRECT_BUDGETS
-  engine = engine_lib.ScriptedEngine(
-      solver, context.TOKENIZER, protocol.STOP_TAGS, num_slots=num_slots,
-      max_len=window.max_tokens, decode_steps=128)
-  scheduler = scheduler_lib.FrontierScheduler(
-      engine, context.TOKENIZER, budgets, inline_chars=window.inline_chars,
-      head_chars=window.head_chars)
-  environments = [task.make_env(e) for e in examples]
-  trees, _ = scheduler.run(environments,
-                           [seed + i for i in range(len(environments))])
+  trees, _ = rollout(task, examples, recursive=recursive, window=window,
+                     budgets=budgets,
+                     seeds=[seed + i for i in range(len(examples))],
+                     num_slots=num_slots)
   return trees

@@ -19,7 +19,7 @@ demonstrations. Task grammar (the same for roots and children):
 Tools: `read START END` shows a slice of the node's own data; `add N N`
 sums integers, the parents' arithmetic (a language model would run code
 for it; a tiny one learns to copy numbers long before it learns to add
-two-digit ones, README "Measured"). Scoring:
+two-digit ones, docs/results.md). Scoring:
 numbers get Oolong's partial credit 0.75 ** |error|, a tally the mean of
 its labels' credits, labels must match exactly. Any task in this grammar
 is checkable on its own data, so every child is verifiable.

@@ -7,9 +7,10 @@ import; `get('mypkg.mytask')` imports such a module by its path and
 returns the task it registered under the module's `TASK_NAME`.
 
 Difficulty splits for generalisation (the paper's protocol): every level
-has train / validation / test splits, but a run trains on `train_levels`
-only (medium) and evaluates on `eval_levels` (easy, medium, hard), so easy
-and hard are levels never seen in training; `extreme` is for stress tests.
+has train / validation / test splits; a run's config names the level it
+trains on (`tasks.train_level`, medium in the paper) and those it evaluates
+on (`tasks.eval_levels`: easy, medium, hard), so easy and hard can be
+levels never seen in training; `extreme` is for stress tests.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ class Task:
     recursive_solver: window -> the reference recursive solver.
     direct_solver: window -> the solver that never spawns.
     levels: all difficulty levels, easiest first.
-    train_levels: levels a run trains on.
-    eval_levels: levels a run evaluates on.
   """
 
   name: str
@@ -49,14 +48,6 @@ class Task:
   recursive_solver: SolverFactory
   direct_solver: SolverFactory
   levels: tuple[str, ...] = ('easy', 'medium', 'hard', 'extreme')
-  train_levels: tuple[str, ...] = ('medium',)
-  eval_levels: tuple[str, ...] = ('easy', 'medium', 'hard')
-
-  def __post_init__(self):
-    for field in ('train_levels', 'eval_levels'):
-      unknown = set(getattr(self, field)) - set(self.levels)
-      if unknown:
-        raise ValueError(f'Task.{field} has unknown levels {sorted(unknown)}')
 
 
 _TASKS: dict[str, Task] = {}

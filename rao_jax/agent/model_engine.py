@@ -1,4 +1,4 @@
-"""The slot sampler (`rao_jax.sampler.SlotSampler`) as a scheduler engine.
+"""The policy model as a scheduler engine, through the slot sampler.
 
 A node that called a tool comes back to the same slot with its context
 extended by the observation: the sampler then prefills only the new tokens
@@ -21,8 +21,9 @@ _STOP_REASONS = {'stop': engine_lib.STOP, 'budget': engine_lib.LENGTH,
                  'max_len': engine_lib.LENGTH}
 
 
-class SamplerEngine:
-  """Adapts a `SlotSampler` to the `engine.Engine` interface."""
+class ModelEngine:
+  """The policy model behind the `engine.Engine` interface, through a
+  `SlotSampler`."""
 
   def __init__(self, sampler: slots_lib.SlotSampler,
                stop_ids: Sequence[int], decode_steps: int = 8,

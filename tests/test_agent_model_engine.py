@@ -8,7 +8,7 @@ import pytest
 from rao_jax import sampler as sampler_lib
 from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import protocol
-from rao_jax.agent import sampler_engine
+from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import config as config_lib
@@ -25,7 +25,7 @@ def _rollout(model, num_slots, seeds):
       model, num_slots=num_slots, max_len=384,
       method=sampler_lib.Temperature(1.0))
   stop_ids = [TOK.token_id(t) for t in protocol.STOP_TAGS]
-  engine = sampler_engine.SamplerEngine(sampler, stop_ids, decode_steps=8)
+  engine = model_engine.ModelEngine(sampler, stop_ids, decode_steps=8)
   budgets = scheduler_lib.Budgets(max_depth=2, max_steps=3,
                                   max_new_tokens=12)
   scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets)
@@ -54,7 +54,7 @@ def test_random_model_rollout_is_well_formed_and_reproducible():
   assert [t.to_json() for t in other] != [t.to_json() for t in trees]
 
 
-class _ForcedEngine(sampler_engine.SamplerEngine):
+class _ForcedEngine(model_engine.ModelEngine):
   """The sampler runs each step for as many tokens as the scripted policy's
   step has; the scripted tokens come back (so trees have a known shape)."""
 

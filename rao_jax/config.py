@@ -1,0 +1,453 @@
+"""The run's configuration as frozen, validated dataclasses.
+
+A config file (`configs/*.py`) builds an `ml_collections.ConfigDict`, which
+`--config.x=y` flags override. `from_config_dict` turns it, once, at the
+entry point, into a `RunConfig`: one frozen dataclass per section, each
+checking its own fields in `__post_init__`, and `RunConfig` checking the
+fields that relate sections. Errors name the field as the command line
+spells it (`rl.group_size=1: ...`). Past this boundary no library function
+sees a ConfigDict: each takes its own section or explicit arguments.
+
+Checks that need the devices (the mesh divides the slots, the parameters
+shard evenly) run in `train.setup`, still before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import ml_collections
+
+from rao_jax.agent import scheduler as scheduler_lib
+from rao_jax.model import config as model_config
+from rao_jax.model import sharding
+from rao_jax.rl import credit as credit_lib
+from rao_jax.rl import losses
+from rao_jax.rl import update
+from rao_jax.tasks import context as context_lib
+from rao_jax.tasks import registry
+
+MODES = ('train', 'sft', 'rl', 'eval', 'generate')
+TOKENIZERS = ('byte', 'hf')
+SOLVERS = ('recursive', 'direct')
+
+
+def _check_positive(section: str, **values: int | float) -> None:
+  for name, value in values.items():
+    if value <= 0:
+      raise ValueError(f'{section}.{name}={value}: must be > 0')
+
+
+def _check_non_negative(section: str, **values: int | float) -> None:
+  for name, value in values.items():
+    if value < 0:
+      raise ValueError(f'{section}.{name}={value}: must be >= 0')
+
+
+def _check_pack_lengths(section: str, pack_lengths: tuple[int, ...],
+                        rows_per_batch: int) -> None:
+  if not pack_lengths or min(pack_lengths) <= 0:
+    raise ValueError(f'{section}.pack_lengths={list(pack_lengths)}: needs '
+                     'positive row lengths')
+  _check_positive(section, rows_per_batch=rows_per_batch)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenizerConfig:
+  """'byte' (the protocol's tags as single tokens) or 'hf' (a directory
+  holding `tokenizer.json`)."""
+
+  kind: str = 'byte'
+  path: str = ''
+
+  def __post_init__(self):
+    if self.kind not in TOKENIZERS:
+      raise ValueError(f'tokenizer.kind={self.kind!r}: expected "byte" or '
+                       '"hf"')
+    if self.kind == 'hf' and not self.path:
+      raise ValueError('tokenizer.path must name a directory with '
+                       'tokenizer.json when tokenizer.kind="hf"')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TasksConfig:
+  """The task family, its levels and the held-out evaluation.
+
+  Attributes:
+    name: a registered task (`rao_jax.tasks.registry`) or a module path.
+    train_level: the level RL trains on.
+    sft_level: the level SFT trains on ('' = train_level).
+    task_kinds: keep only tasks whose first word is one of these (() = all).
+    eval_levels: levels evaluated after each phase.
+    eval_split: the held-out split evaluated.
+    num_eval: tasks evaluated per level.
+    data_dir: where the datasets are built ('' = <workdir>/data).
+  """
+
+  name: str
+  train_level: str
+  sft_level: str = ''
+  task_kinds: tuple[str, ...] = ()
+  eval_levels: tuple[str, ...] = ()
+  eval_split: str = 'test'
+  num_eval: int = 64
+  data_dir: str = ''
+
+  def __post_init__(self):
+    _check_positive('tasks', num_eval=self.num_eval)
+
+  def resolve(self) -> registry.Task:
+    """The registered task, its levels checked."""
+    try:
+      task = registry.get(self.name)
+    except KeyError as e:
+      raise ValueError(f'tasks.name={self.name!r}: {e}') from None
+    for field in ('train_level', 'sft_level'):
+      level = getattr(self, field)
+      if field == 'sft_level' and not level:
+        continue  # '': SFT on train_level
+      if level not in task.levels:
+        raise ValueError(f'tasks.{field}={level!r}: task {task.name!r} has '
+                         f'levels {task.levels}')
+    unknown = set(self.eval_levels) - set(task.levels)
+    if unknown:
+      raise ValueError(f'tasks.eval_levels: unknown levels {sorted(unknown)}')
+    return task
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplerConfig:
+  """The slot batch the rollouts decode on.
+
+  Attributes:
+    num_slots: sequences decoded together.
+    max_len: tokens a node's sequence may hold (its context window).
+    decode_steps: tokens decoded per call between scheduler rounds.
+    temperature: sampling temperature of RL's trees.
+    top_k: 0 for the full distribution.
+  """
+
+  num_slots: int
+  max_len: int
+  decode_steps: int = 8
+  temperature: float = 1.0
+  top_k: int = 0
+
+  def __post_init__(self):
+    _check_positive('sampler', num_slots=self.num_slots, max_len=self.max_len,
+                    decode_steps=self.decode_steps,
+                    temperature=self.temperature)
+    _check_non_negative('sampler', top_k=self.top_k)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RolloutConfig:
+  """Budgets and the node window of every rollout.
+
+  Attributes:
+    budgets: depth, children, steps, nodes, tokens (training and SFT).
+    window: what a node's prompt shows (its `max_tokens` is
+      `sampler.max_len`).
+    eval_max_depth: the depth budget of the second, deeper evaluation.
+  """
+
+  budgets: scheduler_lib.Budgets
+  window: context_lib.Window
+  eval_max_depth: int
+
+  def __post_init__(self):
+    _check_non_negative('rollout', eval_max_depth=self.eval_max_depth)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SFTConfig:
+  """The supervised warm start on the task's demonstration trees.
+
+  Attributes:
+    steps: trainer steps (0: no SFT).
+    roots_per_step: demonstration trees a step.
+    solver: 'recursive' (the reference solver) or 'direct' (never spawns).
+    aggregation: the loss aggregation (`losses.AGGREGATIONS`).
+    pack_lengths, rows_per_batch: the packed minibatches.
+    optim: SFT's optimiser.
+  """
+
+  steps: int
+  roots_per_step: int
+  solver: str = 'recursive'
+  aggregation: str = 'token_mean'
+  pack_lengths: tuple[int, ...]
+  rows_per_batch: int
+  optim: update.OptimConfig
+
+  def __post_init__(self):
+    _check_non_negative('sft', steps=self.steps)
+    _check_positive('sft', roots_per_step=self.roots_per_step)
+    if self.solver not in SOLVERS:
+      raise ValueError(f'sft.solver={self.solver!r}: expected one of '
+                       f'{SOLVERS}')
+    if self.aggregation not in losses.AGGREGATIONS:
+      raise ValueError(f'sft.aggregation={self.aggregation!r}: expected '
+                       f'one of {losses.AGGREGATIONS}')
+    _check_pack_lengths('sft', self.pack_lengths, self.rows_per_batch)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLConfig:
+  """RAO's GRPO over the policy's own call trees.
+
+  Attributes:
+    steps: trainer steps (0: no RL).
+    roots_per_step: root tasks a step, each rolled out `group_size` times.
+    group_size: G, trees a group (the leave-one-out baselines need 2).
+    num_iterations: passes over a step's minibatches.
+    rows_per_batch, pack_lengths: the packed minibatches.
+    updates_per_pass: optimiser updates a pass (0: one per minibatch).
+    skip_zero_advantage: leave nodes whose advantage is exactly 0 out.
+    credit: rewards and advantages (Eqs. 1, 3, 4).
+    loss: the objective (Eq. 5).
+  """
+
+  steps: int
+  roots_per_step: int
+  group_size: int
+  num_iterations: int = 1
+  rows_per_batch: int
+  pack_lengths: tuple[int, ...]
+  updates_per_pass: int = 0
+  skip_zero_advantage: bool = False
+  credit: credit_lib.CreditConfig
+  loss: losses.LossConfig
+
+  def __post_init__(self):
+    _check_non_negative('rl', steps=self.steps)
+    _check_positive('rl', roots_per_step=self.roots_per_step,
+                    num_iterations=self.num_iterations)
+    _check_pack_lengths('rl', self.pack_lengths, self.rows_per_batch)
+    if self.group_size < 2 and credit_lib.is_leave_one_out(
+        self.credit.baseline):
+      raise ValueError(f'rl.group_size={self.group_size}: the leave-one-out '
+                       'baseline needs at least 2 trees a group')
+    _check_positive('rl', group_size=self.group_size)
+    if self.updates_per_pass < 0:
+      raise ValueError(f'rl.updates_per_pass={self.updates_per_pass}: must '
+                       'be >= 0 (0: one update per minibatch)')
+    if self.loss.kl_coef > 0:
+      # The loss takes reference log-probs, but the trainer keeps no frozen
+      # reference policy yet: refuse here rather than at the first update.
+      raise ValueError(f'rl.loss.kl_coef={self.loss.kl_coef}: the trainer '
+                       'keeps no reference policy yet; only 0 (the paper\'s '
+                       'setting) runs')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerateConfig:
+  """The `generate` mode: a greedy continuation of `prompt`."""
+
+  prompt: str
+  max_new_tokens: int = 32
+  max_len: int = 128
+
+  def __post_init__(self):
+    _check_positive('generate', max_new_tokens=self.max_new_tokens,
+                    max_len=self.max_len)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MeshConfig:
+  """Sizes of the ('data', 'fsdp', 'tensor') mesh; one may be -1 (all the
+  devices the others leave)."""
+
+  data: int = 1
+  fsdp: int = -1
+  tensor: int = 1
+
+  def sizes(self) -> dict[str, int]:
+    return {axis: getattr(self, axis) for axis in sharding.MESH_AXES}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+  """Every `every_steps` trainer steps and at each phase's end (0: never),
+  the newest `max_to_keep` kept."""
+
+  every_steps: int = 25
+  max_to_keep: int = 3
+
+  def __post_init__(self):
+    _check_non_negative('checkpoint', every_steps=self.every_steps)
+    _check_positive('checkpoint', max_to_keep=self.max_to_keep)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogConfig:
+  """Metrics every `every_steps`, trees every `trees_every_steps` (0:
+  never), a progress bar on the console."""
+
+  every_steps: int = 1
+  trees_every_steps: int = 50
+  progress_bar: bool = True
+
+  def __post_init__(self):
+    _check_positive('log', every_steps=self.every_steps)
+    _check_non_negative('log', trees_every_steps=self.trees_every_steps)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig:
+  """A whole run, section by section in data-flow order.
+
+  Attributes:
+    seed: every random choice derives from it and the step.
+    mode: 'train' (SFT, eval, RL, eval), 'sft', 'rl', 'eval' or 'generate'.
+    distributed: multi-host (`jax.distributed.initialize()`).
+    init_from_hf: a Hugging Face checkpoint directory to start from.
+    optim: RL's optimiser (SFT's is `sft.optim`).
+    sharding_rules: logical axis -> mesh axes.
+  """
+
+  seed: int = 0
+  mode: str = 'train'
+  distributed: bool = False
+  init_from_hf: str = ''
+  model: model_config.ModelConfig
+  tokenizer: TokenizerConfig
+  tasks: TasksConfig
+  sampler: SamplerConfig
+  rollout: RolloutConfig
+  sft: SFTConfig
+  rl: RLConfig
+  optim: update.OptimConfig
+  generate: GenerateConfig
+  mesh: MeshConfig
+  sharding_rules: tuple[tuple[str, Any], ...]
+  checkpoint: CheckpointConfig
+  log: LogConfig
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f'config.mode={self.mode!r}: expected one of {MODES}')
+    if self.mode != 'generate':
+      self.tasks.resolve()
+    if self.rl.loss.temperature != self.sampler.temperature:
+      raise ValueError(
+          f'rl.loss.temperature={self.rl.loss.temperature} differs from '
+          f'sampler.temperature={self.sampler.temperature}: the trainer\'s '
+          'log-probs must be of the distribution the sampler drew from')
+    if self.sampler.num_slots < self.rl.group_size:
+      raise ValueError(
+          f'sampler.num_slots={self.sampler.num_slots} is fewer than one '
+          f'group needs (rl.group_size={self.rl.group_size})')
+    for section in ('sft', 'rl'):
+      pack_lengths = getattr(self, section).pack_lengths
+      if max(pack_lengths) < self.sampler.max_len:
+        raise ValueError(
+            f'{section}.pack_lengths={list(pack_lengths)}: the largest must '
+            f'hold a whole node (sampler.max_len={self.sampler.max_len})')
+      chunk = self.rl.loss.logprob_chunk  # SFT's log-probs use it too
+      for length in pack_lengths:
+        if length % min(chunk, length):
+          raise ValueError(f'{section}.pack_lengths: {length} is not a '
+                           f'multiple of rl.loss.logprob_chunk={chunk}')
+
+  @property
+  def sft_loss(self) -> losses.LossConfig:
+    """SFT's objective: RL's loss settings with the supervised estimator,
+    SFT's aggregation and temperature 1 (demonstrations are not sampled)."""
+    return dataclasses.replace(self.rl.loss, estimator='sft',
+                               temperature=1.0,
+                               aggregation=self.sft.aggregation)
+
+  def to_dict(self) -> dict[str, Any]:
+    """Plain JSON-able values, keyed as the config file spells them."""
+    plain = dataclasses.asdict(self)
+    plain['rollout']['window'].pop('max_tokens')  # sampler.max_len
+    return json.loads(json.dumps(plain))
+
+
+# ----------------------------------------------------------------- parsing
+
+
+def _section(cls, name: str, fields: dict[str, Any], **given: Any):
+  """`cls(**fields, **given)` with errors that name the config section and
+  field; `given` are fields built from nested sections or other sections."""
+  known = {f.name for f in dataclasses.fields(cls)} - set(given)
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f'{name}: unknown fields {unknown}; known: '
+                     f'{sorted(known)}')
+  # Tuples, not lists, so every section stays hashable.
+  fields = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in fields.items()}
+  try:
+    return cls(**fields, **given)
+  except TypeError as e:  # a required field is missing
+    raise ValueError(f'{name}: {e}') from None
+  except ValueError as e:
+    message = str(e)
+    # Library dataclasses name themselves ('Budgets.max_depth') or their
+    # usual section ('optim.' for sft.optim): say where the value sits.
+    message = message.replace(f'{cls.__name__}.', f'{name}.')
+    short = name.rsplit('.', 1)[-1]
+    if short != name and message.startswith(f'{short}.'):
+      message = name + message[len(short):]
+    if (name == 'config' or message.startswith(f'{name}.') or
+        message.startswith(f'{name}=')):
+      raise ValueError(message) from None  # it names the field already
+    raise ValueError(f'{name}: {message}') from None
+
+
+def _pop(fields: dict[str, Any], name: str, key: str) -> dict[str, Any]:
+  if key not in fields:
+    raise ValueError(f'{name}: missing section {key!r}')
+  value = fields.pop(key)
+  return dict(value)
+
+
+def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
+  """The typed, validated run config of a config file's ConfigDict.
+
+  Field references (`config.get_ref`) are resolved to their values. Raises
+  ValueError naming the first bad field; nothing is built or compiled.
+  """
+  raw = config.to_dict()
+  sections = {f.name for f in dataclasses.fields(RunConfig)}
+  unknown = sorted(set(raw) - sections)
+  if unknown:
+    raise ValueError(f'config: unknown fields {unknown}; known: '
+                     f'{sorted(sections)}')
+  sampler = _section(SamplerConfig, 'sampler', _pop(raw, 'config', 'sampler'))
+  rollout = _pop(raw, 'config', 'rollout')
+  rollout = _section(
+      RolloutConfig, 'rollout', rollout,
+      budgets=_section(scheduler_lib.Budgets, 'rollout.budgets',
+                       _pop(rollout, 'rollout', 'budgets')),
+      window=_section(context_lib.Window, 'rollout.window',
+                      _pop(rollout, 'rollout', 'window'),
+                      max_tokens=sampler.max_len))
+  sft = _pop(raw, 'config', 'sft')
+  sft = _section(SFTConfig, 'sft', sft, optim=_section(
+      update.OptimConfig, 'sft.optim', _pop(sft, 'sft', 'optim')))
+  rl = _pop(raw, 'config', 'rl')
+  rl = _section(
+      RLConfig, 'rl', rl,
+      credit=_section(credit_lib.CreditConfig, 'rl.credit',
+                      _pop(rl, 'rl', 'credit')),
+      loss=_section(losses.LossConfig, 'rl.loss', _pop(rl, 'rl', 'loss')))
+  model = model_config.from_dict(_pop(raw, 'config', 'model'))
+  return _section(
+      RunConfig, 'config', raw, model=model, sampler=sampler,
+      rollout=rollout, sft=sft, rl=rl,
+      tokenizer=_section(TokenizerConfig, 'tokenizer',
+                         _pop(raw, 'config', 'tokenizer')),
+      tasks=_section(TasksConfig, 'tasks', _pop(raw, 'config', 'tasks')),
+      optim=_section(update.OptimConfig, 'optim', _pop(raw, 'config', 'optim')),
+      generate=_section(GenerateConfig, 'generate',
+                        _pop(raw, 'config', 'generate')),
+      mesh=_section(MeshConfig, 'mesh', _pop(raw, 'config', 'mesh')),
+      sharding_rules=sharding.normalize_rules(raw.pop('sharding_rules', ())),
+      checkpoint=_section(CheckpointConfig, 'checkpoint',
+                          _pop(raw, 'config', 'checkpoint')),
+      log=_section(LogConfig, 'log', _pop(raw, 'config', 'log')))

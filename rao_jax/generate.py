@@ -1,0 +1,62 @@
+"""The `generate` mode: a greedy continuation of a prompt.
+
+A smoke run of the model on the run's mesh (random weights or
+`init_from_hf`): every row of the data-parallel batch decodes the same
+prompt, and the continuation, its token ids, the time and the number of
+compiled programs go to `<workdir>/generate.json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import json
+import os
+import time
+from typing import Any
+
+import jax
+
+from rao_jax import config as config_lib
+from rao_jax.model import gemma
+from rao_jax.model import tokenizer as tokenizer_lib
+from rao_jax.sampler import slots as slots_lib
+
+
+def generate(config: config_lib.RunConfig, model: gemma.Transformer,
+             tokenizer: tokenizer_lib.Tokenizer, mesh: jax.sharding.Mesh,
+             rules: Sequence[Any], workdir: str) -> dict[str, Any]:
+  """Decodes `config.generate.prompt` greedily; returns the summary."""
+  gen = config.generate
+  prompt = [tokenizer.bos_id] + tokenizer.encode(gen.prompt)
+  if len(prompt) + gen.max_new_tokens > gen.max_len:
+    raise ValueError(f'generate.max_len={gen.max_len} cannot hold the prompt '
+                     f'({len(prompt)} tokens) and generate.max_new_tokens='
+                     f'{gen.max_new_tokens}')
+  # One slot per data-parallel shard, so the batch divides over the mesh.
+  rows = mesh.shape['data'] * mesh.shape['fsdp']
+  sampler = slots_lib.SlotSampler(model, num_slots=rows, max_len=gen.max_len,
+                                  mesh=mesh, rules=rules)
+  start = time.perf_counter()
+  sampler.admit([slots_lib.Request(prompt, jax.random.key(config.seed),
+                                   gen.max_new_tokens, [tokenizer.eos_id])
+                 for _ in range(rows)])
+  turns = []
+  while sampler.num_running:
+    turns += sampler.decode(16)
+  total_s = time.perf_counter() - start
+  new_ids = [int(t) for t in sorted(turns, key=lambda t: t.slot)[0].tokens]
+  num_params = config.model.num_params()
+  summary = {
+      'mode': 'generate', 'devices': len(mesh.devices.flat),
+      'mesh': dict(mesh.shape), 'num_params': num_params,
+      'prompt': gen.prompt, 'new_token_ids': new_ids,
+      'continuation': tokenizer.decode(new_ids), 'total_s': total_s,
+      'compiles': sampler.num_compiles(),
+  }
+  with open(os.path.join(workdir, 'generate.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  print(f'{num_params / 1e6:.2f}M-parameter model on {summary["devices"]} '
+        f'device(s), mesh {summary["mesh"]}')
+  print(f'greedy continuation of {gen.prompt!r} ({len(new_ids)} tokens in '
+        f'{total_s:.1f} s including compilation): {summary["continuation"]!r}')
+  return summary

@@ -1,0 +1,151 @@
+"""The call trees of a run: demonstrations, sampled groups and evaluations.
+
+`Rollouts` holds the run's two slot samplers (temperature sampling for RL's
+groups, greedy for evaluation) and hands each kind of rollout to the
+frontier scheduler with the run's budgets and window. Every tree's seed
+derives from (run seed, step, index), so a resumed run rolls out the same
+trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+from typing import Any
+
+from flax import nnx
+import jax
+import numpy as np
+
+from rao_jax import config as config_lib
+from rao_jax import data as data_lib
+from rao_jax import run_log as run_log_lib
+from rao_jax.agent import model_engine
+from rao_jax.agent import protocol
+from rao_jax.agent import scheduler as scheduler_lib
+from rao_jax.agent import tree as tree_lib
+from rao_jax.model import gemma
+from rao_jax.model import tokenizer as tokenizer_lib
+from rao_jax.rl import metrics as metrics_lib
+from rao_jax.sampler import sampling
+from rao_jax.sampler import slots as slots_lib
+from rao_jax.tasks import demonstrations as demonstrations_lib
+from rao_jax.tasks import registry
+
+Trees = tuple[list[tree_lib.Tree], scheduler_lib.RolloutStats]
+
+
+def seed_of(*parts: int) -> int:
+  """A 31-bit seed derived from integers (run seed, step, index, ...)."""
+  return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] >> 1)
+
+
+class Rollouts:
+  """Runs call trees for one run: scripted demos, sampled trees, evals."""
+
+  def __init__(self, config: config_lib.RunConfig, task: registry.Task,
+               tokenizer: tokenizer_lib.Tokenizer, model: gemma.Transformer,
+               mesh: jax.sharding.Mesh, rules: Sequence[Any]):
+    self.config = config
+    self.task = task
+    self.tokenizer = tokenizer
+    sampler = config.sampler
+    method = sampling.Temperature(sampler.temperature)
+    if sampler.top_k:
+      method = sampling.TopK(sampler.top_k, sampler.temperature)
+    # Two samplers, not one with a switch: greedy and temperature sampling
+    # are different programs, and each keeps its compiled ones warm.
+    make = lambda method: slots_lib.SlotSampler(
+        model, method=method, num_slots=sampler.num_slots,
+        max_len=sampler.max_len, mesh=mesh, rules=rules)
+    self.sampler = make(method)
+    self.greedy = make(sampling.Greedy())
+    self._stop_ids = [tokenizer.token_id(t) for t in protocol.STOP_TAGS]
+
+  def set_params(self, params: nnx.State) -> None:
+    """The policy both samplers decode with from now on."""
+    self.sampler.set_params(params)
+    self.greedy.set_params(params)
+
+  def _run(self, sampler: slots_lib.SlotSampler, envs, seeds, groups=None,
+           budgets: scheduler_lib.Budgets | None = None,
+           version: int = 0) -> Trees:
+    # A fresh engine (and scheduler) per rollout: its suspended-KV store
+    # belongs to this rollout's trees; the sampler and its compiled
+    # programs are reused.
+    engine = model_engine.ModelEngine(
+        sampler, self._stop_ids, decode_steps=self.config.sampler.decode_steps)
+    window = self.config.rollout.window
+    scheduler = scheduler_lib.FrontierScheduler(
+        engine, self.tokenizer, budgets or self.config.rollout.budgets,
+        policy_version=version, inline_chars=window.inline_chars,
+        head_chars=window.head_chars)
+    return scheduler.run(envs, seeds, groups)
+
+  def demonstrations(self, examples: Sequence[Mapping[str, str]],
+                     step: int) -> Trees:
+    """The reference solver's call trees for `examples` (`sft.solver`)."""
+    config = self.config
+    return demonstrations_lib.rollout(
+        self.task, examples, recursive=config.sft.solver == 'recursive',
+        window=config.rollout.window, budgets=config.rollout.budgets,
+        seeds=[seed_of(config.seed, step, i) for i in range(len(examples))],
+        tokenizer=self.tokenizer, num_slots=config.sampler.num_slots,
+        decode_steps=config.sampler.decode_steps)
+
+  def sample_groups(self, examples: Sequence[Mapping[str, str]], step: int,
+                    version: int) -> Trees:
+    """`rl.group_size` sampled trees per example; groups by example."""
+    envs, seeds, groups = [], [], []
+    for i, example in enumerate(examples):
+      for g in range(self.config.rl.group_size):
+        # Each tree its own environment (a crafting inventory is mutable
+        # state) and its own seed: the G trees differ only by sampling.
+        envs.append(self.task.make_env(example))
+        seeds.append(seed_of(self.config.seed, step, i, g))
+        groups.append(i)
+    return self._run(self.sampler, envs, seeds, groups, version=version)
+
+  def evaluate(self, examples: Sequence[Mapping[str, str]], max_depth: int,
+               seed: int) -> Trees:
+    """Greedy trees for held-out examples with depth budget `max_depth`."""
+    budgets = dataclasses.replace(self.config.rollout.budgets,
+                                  max_depth=max_depth)
+    envs = [self.task.make_env(ex) for ex in examples]
+    return self._run(self.greedy, envs,
+                     [seed_of(seed, i) for i in range(len(envs))],
+                     budgets=budgets)
+
+
+def evaluate_levels(rollouts: Rollouts, data_dir: str,
+                    log: run_log_lib.RunLog, step: int,
+                    tag: str) -> dict[str, float]:
+  """Root success per eval level: recursive at the train and eval depth
+  budgets, and the single agent (depth budget 0); logged at `step` under
+  `tag` (e.g. 'after_sft'), with the recursive agent's first trees."""
+  config = rollouts.config
+  depths = {'recursive': config.rollout.budgets.max_depth,
+            'recursive_eval_depth': config.rollout.eval_max_depth,
+            'single_agent': 0}
+  if depths['recursive_eval_depth'] == depths['recursive']:
+    del depths['recursive_eval_depth']  # the same greedy trees again
+  results = {}
+  for level in config.tasks.eval_levels:
+    examples = data_lib.eval_examples(
+        rollouts.task, level, data_dir, split=config.tasks.eval_split,
+        num_examples=config.tasks.num_eval, kinds=config.tasks.task_kinds)
+    for name, depth in depths.items():
+      # The same seed after every phase: greedy trees of one task differ
+      # only by the policy (ties aside), so evaluations compare.
+      trees, _ = rollouts.evaluate(examples, depth, seed=config.seed + 1)
+      tree_metrics = metrics_lib.tree_metrics(trees)
+      prefix = f'{tag}/{level}/{name}'
+      for key in ('root_success', 'nodes_per_tree'):
+        results[f'{prefix}/{key}'] = tree_metrics[key]
+      for key, value in tree_metrics.items():
+        if key.startswith('success/depth'):
+          results[f'{prefix}/{key}'] = value
+      if name == 'recursive':
+        log.trees(f'{tag}_{level}', trees[:8])
+  log.write(step, results)
+  return results

@@ -1,0 +1,147 @@
+"""A run's workdir: its record (`config.json`) and the rule against reuse.
+
+A workdir holds one run: `config.json`, `checkpoints/`, `metrics.jsonl`,
+`tb/`, `trees/`, `summary.json` (and the generated datasets in `data/`).
+Rerunning the same command continues that run. A command whose config
+differs from the recorded one in a field that changes what the run's
+checkpoints and logs mean (the model, the tasks it trains on, the RL
+objective, the seed, ...) is refused before anything is built, naming the
+fields, so an old run is never overwritten by an unrelated one. Fields
+that only say how long to train, what to evaluate, or where and how to
+run may differ (`FREE_FIELDS`). `--start_over` moves the old run aside
+into `replaced/<time>/` instead (`move_aside`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from typing import Any
+
+from absl import logging
+
+from rao_jax import config as config_lib
+
+CONFIG_FILE = 'config.json'
+# The files of a run (the datasets in data/ are deterministic and kept).
+RUN_FILES = ('config.json', 'checkpoints', 'metrics.jsonl', 'tb', 'trees',
+             'summary.json', 'generate.json')
+# Fields, or sections ending in '.', that may differ when a run continues:
+# its length after SFT, what and how it evaluates, where it runs and how it
+# logs. A change of `sft.steps` moves RL's first step, so it is not free.
+FREE_FIELDS = ('mode', 'rl.steps', 'tasks.eval_levels', 'tasks.eval_split',
+               'tasks.num_eval', 'tasks.data_dir', 'rollout.eval_max_depth',
+               'distributed', 'mesh.', 'sharding_rules', 'checkpoint.',
+               'log.', 'generate.')
+# Modes that number their steps alike: SFT steps first, then RL's.
+_SAME_STEPS = {'train': 'sft_then_rl', 'sft': 'sft_then_rl', 'rl': 'rl'}
+
+
+class WorkdirMismatch(ValueError):
+  """The workdir holds another run."""
+
+
+def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, f'{prefix}{key}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _is_free(field: str) -> bool:
+  return any(field == free or (free.endswith('.') and field.startswith(free))
+             for free in FREE_FIELDS)
+
+
+def differences(recorded: dict[str, Any], current: dict[str, Any]
+                ) -> list[tuple[str, Any, Any]]:
+  """(field, recorded value, current value) for every field that may not
+  differ but does; a field missing on one side has the value '<absent>'."""
+  old, new = _flat(recorded), _flat(current)
+  out = []
+  for field in sorted(set(old) | set(new)):
+    a, b = old.get(field, '<absent>'), new.get(field, '<absent>')
+    if a != b and not _is_free(field):
+      out.append((field, a, b))
+  old_steps = _SAME_STEPS.get(old.get('mode'))
+  new_steps = _SAME_STEPS.get(new.get('mode'))
+  if old_steps and new_steps and old_steps != new_steps:
+    # 'rl' alone numbers RL from step 1; 'train' after the SFT steps.
+    out.insert(0, ('mode', old.get('mode'), new.get('mode')))
+  return out
+
+
+def prepare(workdir: str, config: config_lib.RunConfig, *,
+            start_over: bool = False) -> str:
+  """Makes the workdir ready for `config`'s run; returns its absolute path.
+
+  With `start_over` a previous run is moved aside first; then a workdir
+  holding another run is refused (`check`; `generate` reads no checkpoint
+  and is never refused), and a new run's config is recorded.
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  if start_over and (moved := move_aside(workdir)):
+    logging.warning('moved the previous run aside to %s', moved)
+  if config.mode != 'generate':
+    check(workdir, config)
+  record(workdir, config, restored=False)
+  return workdir
+
+
+def check(workdir: str, config: config_lib.RunConfig) -> None:
+  """Refuses a workdir whose recorded run `config` does not continue.
+
+  Raises:
+    WorkdirMismatch: naming each differing field and how to proceed.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    recorded = json.load(f)
+  found = differences(recorded, config.to_dict())
+  if not found:
+    return
+  lines = '\n'.join(f'  {field}: {a!r} in {CONFIG_FILE}, {b!r} now'
+                    for field, a, b in found[:20])
+  more = f'\n  ... and {len(found) - 20} more' if len(found) > 20 else ''
+  raise WorkdirMismatch(
+      f'{workdir} holds another run: its {CONFIG_FILE} differs from this '
+      f'config in fields that change what its checkpoints mean:\n{lines}'
+      f'{more}\nNothing was changed. Use a new --workdir, or pass '
+      '--start_over to move the old run aside into '
+      f'{os.path.join(workdir, "replaced")}/ and start a new one here.')
+
+
+def move_aside(workdir: str) -> str | None:
+  """Moves the run files of `workdir` into `replaced/<UTC time>/`; returns
+  that directory (None when there was nothing to move)."""
+  present = [name for name in RUN_FILES
+             if os.path.exists(os.path.join(workdir, name))]
+  if not present:
+    return None
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      '%Y%m%dT%H%M%S.%fZ')
+  target = os.path.join(workdir, 'replaced', stamp)
+  os.makedirs(target)
+  for name in present:
+    shutil.move(os.path.join(workdir, name), os.path.join(target, name))
+  return target
+
+
+def record(workdir: str, config: config_lib.RunConfig, *,
+           restored: bool) -> None:
+  """Writes `config.json`: when there is none, or when the run continues
+  the recorded one (it restored a checkpoint) and trains, so the record
+  shows its new length. A run that did not restore never overwrites it."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  trains = config.mode in _SAME_STEPS
+  if os.path.exists(path) and not (restored and trains):
+    return
+  with open(path, 'w') as f:
+    json.dump(config.to_dict(), f, indent=2)

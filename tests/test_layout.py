@@ -1,0 +1,74 @@
+"""The module boundaries of docs/design.md, checked on the source."""
+
+import ast
+import os
+import pathlib
+
+import pytest
+
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'rao_jax'
+
+# package -> rao_jax packages and modules it may import (besides itself).
+_ALLOWED = {
+    'model': set(),
+    'sampler': {'model'},
+    'agent': {'model', 'sampler'},
+    'tasks': {'agent', 'model'},
+    'rl': {'agent', 'model'},
+}
+# Only the config boundary and the entry point see ml_collections.
+_CONFIG_DICT_USERS = {'config.py', 'main.py'}
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+  """Absolute module names `path` imports."""
+  names = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      names.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.add(node.module)
+      names.update(f'{node.module}.{alias.name}' for alias in node.names)
+  return names
+
+
+def _sources():
+  for path in sorted(_PACKAGE.rglob('*.py')):
+    yield path.relative_to(_PACKAGE), path
+
+
+@pytest.mark.parametrize('package', sorted(_ALLOWED))
+def test_packages_import_one_way(package):
+  allowed = _ALLOWED[package] | {package}
+  for relative, path in _sources():
+    if relative.parts[0] != package:
+      continue
+    for name in _imports(path):
+      parts = name.split('.')
+      if parts[0] == 'rao_jax' and len(parts) > 1:
+        assert parts[1] in allowed, f'{relative} imports {name}'
+
+
+def test_ml_collections_stops_at_the_config_boundary():
+  for relative, path in _sources():
+    uses = any(n.split('.')[0] == 'ml_collections' for n in _imports(path))
+    if uses:
+      assert str(relative) in _CONFIG_DICT_USERS, relative
+
+
+def test_nothing_imports_the_trainer():
+  for relative, path in _sources():
+    if str(relative) in ('train.py', 'main.py'):
+      continue
+    assert 'rao_jax.train' not in _imports(path), relative
+
+
+def test_nothing_points_outside_the_repository():
+  root = _PACKAGE.parent
+  for directory in ('rao_jax', 'configs', 'docs', 'benchmarks', 'tests'):
+    for path in sorted((root / directory).rglob('*')):
+      if path.suffix in ('.py', '.md') and path.name != os.path.basename(
+          __file__):
+        text = path.read_text()
+        assert '../shared' not in text and 'shared folder' not in text, path
+  assert '../shared' not in (root / 'README.md').read_text()

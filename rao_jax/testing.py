@@ -13,8 +13,9 @@ def perturbed(model: gemma.Transformer, seed: int = 0,
               scale: float = 0.2) -> gemma.Transformer:
   """Adds Gaussian noise to every parameter, norms included.
 
-  Norm scales start at zero, so an unperturbed model would hide a missing
-  `1 +` in RMSNorm; noise also makes outputs vary from token to token.
+  Gemma's norm scales start at zero and Qwen3's at one, so an unperturbed
+  model would hide a missing (or extra) `1 +` in RMSNorm; noise also makes
+  outputs vary from token to token.
   """
   state = nnx.state(model, nnx.Param)
   leaves, treedef = jax.tree.flatten(state)
@@ -25,8 +26,9 @@ def perturbed(model: gemma.Transformer, seed: int = 0,
   return model
 
 
-def tiny_model(seed: int = 0, scale: float = 0.2,
+def tiny_model(seed: int = 0, scale: float = 0.2, preset: str = 'tiny',
                **overrides) -> gemma.Transformer:
-  """`config.tiny(**overrides)` with perturbed weights."""
-  model = gemma.Transformer(config_lib.tiny(**overrides), rngs=nnx.Rngs(0))
-  return perturbed(model, seed, scale)
+  """`config.PRESETS[preset](**overrides)` (a tiny Gemma 3 by default, or
+  'tiny_qwen3') with perturbed weights."""
+  config = config_lib.PRESETS[preset](**overrides)
+  return perturbed(gemma.Transformer(config, rngs=nnx.Rngs(0)), seed, scale)

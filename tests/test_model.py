@@ -20,6 +20,14 @@ def _tiny(**overrides) -> gemma.Transformer:
                                'attn_logit_softcap': 30.0, **overrides})
 
 
+# A Gemma 3 with a short window and soft-caps; a Qwen3 with an untied head.
+_MODELS = {
+    'gemma3': _tiny,
+    'qwen3_untied': lambda: testing.tiny_model(preset='tiny_qwen3',
+                                               tie_embeddings=False),
+}
+
+
 @nnx.jit
 def _forward(model, tokens, positions, segments=None, cache=None):
   return model(tokens, positions, segments, cache)
@@ -29,8 +37,9 @@ def _tokens(shape, seed=0, vocab=384):
   return jnp.asarray(np.random.RandomState(seed).randint(3, vocab, shape))
 
 
-def test_cache_decode_equals_full_forward():
-  model = _tiny()
+@pytest.mark.parametrize('name', list(_MODELS))
+def test_cache_decode_equals_full_forward(name):
+  model = _MODELS[name]()
   lengths = [11, 6]
   total = 16
   tokens = _tokens((2, total))
@@ -82,8 +91,11 @@ def test_packed_segments_equal_separate_rows():
   np.testing.assert_allclose(out[:, 7:12], ref_b, atol=1e-4)
 
 
-def test_sharded_parameters_and_forward_match_unsharded():
-  cfg = config_lib.tiny(num_heads=4, num_kv_heads=2)
+@pytest.mark.parametrize('cfg', [
+    config_lib.tiny(num_heads=4, num_kv_heads=2),
+    config_lib.tiny_qwen3(tie_embeddings=False),
+], ids=['gemma3', 'qwen3_untied'])
+def test_sharded_parameters_and_forward_match_unsharded(cfg):
   mesh = sharding.make_mesh({'data': 2, 'fsdp': 2, 'tensor': 2})
   rules = sharding.DEFAULT_RULES
   model = params_lib.create_model(cfg, mesh, rules, seed=0)
@@ -94,8 +106,10 @@ def test_sharded_parameters_and_forward_match_unsharded():
     expected = jax.sharding.PartitionSpec(*(table[a] for a in axes))
     assert value.sharding.is_equivalent_to(
         jax.sharding.NamedSharding(mesh, expected), value.ndim), path
-  assert flat[('embedder', 'table')].get_value().sharding.spec == (
-      jax.sharding.PartitionSpec('tensor', 'fsdp'))
+  heads = [('embedder', 'table')] + [('lm_head',)] * (not cfg.tie_embeddings)
+  for path in heads:  # [V, D]: vocab over tensor, embed over fsdp
+    assert flat[path].get_value().sharding.spec == (
+        jax.sharding.PartitionSpec('tensor', 'fsdp'))
 
   # The same weights, unsharded on one device.
   plain = nnx.merge(*nnx.split(gemma.Transformer(cfg, rngs=nnx.Rngs(0))))
@@ -140,6 +154,11 @@ def test_unknown_logical_axis_and_bad_rules_are_named():
     (dict(dtype='float16'), 'model.dtype'),
     (dict(sliding_window=None), 'model.sliding_window'),
     (dict(head_dim=31), 'model.head_dim'),
+    (dict(mlp_activation='gelu'), 'model.mlp_activation'),
+    (dict(tie_embeddings='false'), 'model.tie_embeddings'),
+    (dict(norm_scale_plus_one=None), 'model.norm_scale_plus_one'),
+    (dict(embed_scale=1), 'model.embed_scale'),
+    (dict(family='qwen2'), 'model.family'),
 ])
 def test_bad_model_config_names_the_field(overrides, field):
   with pytest.raises(ValueError, match=field.replace('.', r'\.')):
@@ -167,8 +186,11 @@ def test_bf16_forward_tracks_fp32():
   assert (np.asarray(got).argmax(-1) == np.asarray(ref).argmax(-1)).mean() > .9
 
 
-def test_num_params_counts_the_state():
-  cfg = config_lib.tiny()
+@pytest.mark.parametrize('cfg', [
+    config_lib.tiny(), config_lib.tiny_qwen3(),
+    config_lib.tiny_qwen3(tie_embeddings=False)],
+                         ids=['gemma3', 'qwen3', 'qwen3_untied'])
+def test_num_params_counts_the_state(cfg):
   model = gemma.Transformer(cfg, rngs=nnx.Rngs(0))
   counted = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   assert counted == cfg.num_params()

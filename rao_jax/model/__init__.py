@@ -1,4 +1,4 @@
-"""The Gemma-family decoder, its sharding, checkpoints and tokenizers."""
+"""The decoder (Gemma 1/2/3, Qwen3), its sharding, checkpoints, tokenizers."""
 
 from rao_jax.model.config import GLOBAL
 from rao_jax.model.config import LOCAL

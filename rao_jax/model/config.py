@@ -1,9 +1,20 @@
-"""Architecture configuration for the Gemma-family decoder.
+"""Architecture configuration of the decoder: Gemma 1/2/3 and Qwen3.
 
-One frozen dataclass covers Gemma 1, Gemma 2 and Gemma 3 text models; the
-generations differ only in switches (post norms, QK-norm, soft-capping,
-sliding-window layers, per-layer RoPE bases). Presets at the bottom give the
-published shapes and the tiny CPU shapes the tests use.
+One frozen dataclass covers the Gemma 1, Gemma 2, Gemma 3 and Qwen3 text
+models. They differ only in switches:
+
+  Gemma 2/3 vs 1: post norms, soft-capping, sliding-window layers;
+  Gemma 3: QK-norm, per-layer RoPE bases;
+  Qwen3 vs Gemma: RMSNorm gain `w` instead of `1 + w`
+    (`norm_scale_plus_one`), no sqrt(D) embedding scale (`embed_scale`),
+    SwiGLU instead of GeGLU (`mlp_activation`), QK-norm, no post norms, and
+    an output head that may be untied from the embedding
+    (`tie_embeddings`).
+
+Defaults are Gemma 3's; the presets at the bottom set every switch of their
+family and give the published shapes and the tiny CPU shapes the tests use.
+`family` only names the Hugging Face architecture a config round-trips to
+(`hf_io.config_to_hf` refuses switches that architecture cannot express).
 """
 
 from __future__ import annotations
@@ -17,23 +28,26 @@ import jax.numpy as jnp
 GLOBAL = 'full_attention'
 LOCAL = 'sliding_attention'
 
-Family = Literal['gemma', 'gemma2', 'gemma3']
+Family = Literal['gemma', 'gemma2', 'gemma3', 'qwen3']
+FAMILIES = ('gemma', 'gemma2', 'gemma3', 'qwen3')
 _DTYPES = ('float32', 'bfloat16')
+# The gate's nonlinearity of the gated MLP: GeGLU (Gemma), SwiGLU (Qwen3).
+MLP_ACTIVATIONS = ('gelu_tanh', 'silu')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-  """Shapes and switches of a Gemma-style decoder.
+  """Shapes and switches of the decoder (Gemma 1/2/3 or Qwen3).
 
   Attributes:
     family: which Hugging Face architecture this model round-trips to.
-    vocab_size: V, rows of the (tied) embedding table.
+    vocab_size: V, rows of the embedding table (and of the output head).
     embed_dim: D, the residual width.
     num_layers: number of decoder blocks.
     num_heads: N, query heads.
     num_kv_heads: K, key/value heads (K = N: MHA, K = 1: MQA, else GQA).
     head_dim: H.
-    mlp_dim: F, hidden width of the GeGLU feed-forward.
+    mlp_dim: F, hidden width of the gated feed-forward.
     layer_types: per layer, `GLOBAL` or `LOCAL` (sliding-window) attention.
     sliding_window: keys a LOCAL layer sees: q_pos - k_pos < sliding_window.
     rope_base_global: RoPE base of GLOBAL layers.
@@ -46,7 +60,17 @@ class ModelConfig:
     use_post_attn_norm: Gemma 2/3 norm the attention output before the
       residual add (Gemma 1 does not).
     use_post_ffw_norm: Gemma 2/3 norm the MLP output before the residual add.
-    use_qk_norm: Gemma 3 RMS-normalises queries and keys per head.
+    use_qk_norm: Gemma 3 and Qwen3 RMS-normalise queries and keys per head
+      (before RoPE).
+    norm_scale_plus_one: RMSNorm gain `1 + w` with `w` initialised to zeros
+      (Gemma); False: gain `w` initialised to ones (Qwen3). Applies to every
+      norm, QK-norm included.
+    embed_scale: multiply token embeddings by sqrt(D) (Gemma; Qwen3 does
+      not).
+    mlp_activation: the gate's nonlinearity: 'gelu_tanh' (GeGLU, Gemma) or
+      'silu' (SwiGLU, Qwen3).
+    tie_embeddings: the output head is the embedding table (Gemma, Qwen3
+      0.6B-4B); False: a separate `lm_head` `[V, D]` (Qwen3 8B and up).
     norm_eps: RMSNorm epsilon.
     dtype: activation/compute dtype; softmax and norms always run in fp32.
     param_dtype: storage dtype of the parameters.
@@ -71,6 +95,10 @@ class ModelConfig:
   use_post_attn_norm: bool = True
   use_post_ffw_norm: bool = True
   use_qk_norm: bool = True
+  norm_scale_plus_one: bool = True
+  embed_scale: bool = True
+  mlp_activation: str = 'gelu_tanh'
+  tie_embeddings: bool = True
   norm_eps: float = 1e-6
   dtype: str = 'float32'
   param_dtype: str = 'float32'
@@ -85,9 +113,9 @@ class ModelConfig:
 
   def validate(self) -> None:
     """Raises ValueError naming the first inconsistent field."""
-    if self.family not in ('gemma', 'gemma2', 'gemma3'):
-      raise ValueError(f'model.family={self.family!r}: expected gemma, '
-                       'gemma2 or gemma3')
+    if self.family not in FAMILIES:
+      raise ValueError(f'model.family={self.family!r}: expected one of '
+                       f'{FAMILIES}')
     for name in ('vocab_size', 'embed_dim', 'num_layers', 'num_heads',
                  'num_kv_heads', 'head_dim', 'mlp_dim'):
       value = getattr(self, name)
@@ -122,6 +150,15 @@ class ModelConfig:
     if self.rope_scale_global <= 0:
       raise ValueError(f'model.rope_scale_global={self.rope_scale_global}: '
                        'must be > 0')
+    if self.mlp_activation not in MLP_ACTIVATIONS:
+      raise ValueError(f'model.mlp_activation={self.mlp_activation!r}: '
+                       f'expected one of {MLP_ACTIVATIONS}')
+    for name in ('use_post_attn_norm', 'use_post_ffw_norm', 'use_qk_norm',
+                 'norm_scale_plus_one', 'embed_scale', 'tie_embeddings'):
+      # A string such as 'false' from a command line would read as True.
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f'model.{name}={getattr(self, name)!r}: must be '
+                         'True or False')
 
   @property
   def compute_dtype(self) -> jnp.dtype:
@@ -135,14 +172,15 @@ class ModelConfig:
     return dataclasses.replace(self, **changes)
 
   def num_params(self) -> int:
-    """Parameter count (tied embedding counted once)."""
+    """Parameter count (a tied head counted once, an untied one apart)."""
     d, n, k, h, f = (self.embed_dim, self.num_heads, self.num_kv_heads,
                      self.head_dim, self.mlp_dim)
     attn = d * h * (2 * n + 2 * k)
     norms = d * (2 + self.use_post_attn_norm + self.use_post_ffw_norm)
     norms += 2 * h * self.use_qk_norm
     per_layer = attn + 3 * d * f + norms
-    return self.vocab_size * d + self.num_layers * per_layer + d
+    embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+    return embeddings + self.num_layers * per_layer + d
 
 
 def _alternating(num_layers: int, period: int) -> tuple[str, ...]:
@@ -184,19 +222,52 @@ def gemma3_1b(**overrides) -> ModelConfig:
       query_pre_attn_scalar=256.0), overrides)
 
 
+# Qwen3's switches: plain-gain norms, no embedding scale, SwiGLU, QK-norm,
+# no post norms, soft-caps or sliding layers, RoPE base 1e6 everywhere.
+_QWEN3 = dict(
+    family='qwen3', norm_scale_plus_one=False, embed_scale=False,
+    mlp_activation='silu', use_qk_norm=True, use_post_attn_norm=False,
+    use_post_ffw_norm=False, rope_base_global=1_000_000.0,
+    rope_base_local=1_000_000.0)
+
+
+def qwen3_0_6b(**overrides) -> ModelConfig:
+  """Qwen3 0.6B (tied head; 596M parameters)."""
+  return _preset(dict(
+      _QWEN3, vocab_size=151_936, embed_dim=1024, num_layers=28,
+      num_heads=16, num_kv_heads=8, head_dim=128, mlp_dim=3072), overrides)
+
+
+def qwen3_4b(**overrides) -> ModelConfig:
+  """Qwen3 4B (tied head; 4.02B parameters)."""
+  return _preset(dict(
+      _QWEN3, vocab_size=151_936, embed_dim=2560, num_layers=36,
+      num_heads=32, num_kv_heads=8, head_dim=128, mlp_dim=9728), overrides)
+
+
 def tiny(**overrides) -> ModelConfig:
-  """A Gemma-3-style model of ~0.6M parameters that trains on a CPU."""
+  """A Gemma-3-style model of 788,288 parameters that trains on a CPU."""
   return _preset(dict(
       family='gemma3', vocab_size=384, embed_dim=128, num_layers=3,
       num_heads=4, num_kv_heads=2, head_dim=32, mlp_dim=512,
       layer_types=(LOCAL, LOCAL, GLOBAL), sliding_window=256), overrides)
 
 
+def tiny_qwen3(**overrides) -> ModelConfig:
+  """`tiny`'s shapes as a Qwen3 (tied head; 787,520 parameters)."""
+  return _preset(dict(
+      _QWEN3, vocab_size=384, embed_dim=128, num_layers=3, num_heads=4,
+      num_kv_heads=2, head_dim=32, mlp_dim=512), overrides)
+
+
 PRESETS = {
     'gemma_2b': gemma_2b,
     'gemma2_2b': gemma2_2b,
     'gemma3_1b': gemma3_1b,
+    'qwen3_0_6b': qwen3_0_6b,
+    'qwen3_4b': qwen3_4b,
     'tiny': tiny,
+    'tiny_qwen3': tiny_qwen3,
 }
 
 

@@ -1,4 +1,10 @@
-"""Gemma-family decoder (Gemma 1, 2 and 3 text models) in flax.nnx.
+"""The decoder of Gemma 1, 2, 3 and Qwen3 text models in flax.nnx.
+
+One pre-norm decoder; `config.ModelConfig` switches between the families:
+post norms (Gemma 2/3), QK-norm (Gemma 3, Qwen3), soft-caps and sliding
+window layers (Gemma 2/3), RMSNorm gain `1 + w` (Gemma) or `w` (Qwen3),
+sqrt(D) embedding scale (Gemma), GeGLU (Gemma) or SwiGLU (Qwen3) MLP, and
+a tied or separate output head (`Transformer.logits`).
 
 Einsum letters, as in google-deepmind/gemma:
   B batch, T query length, S key length (= cache length when decoding),
@@ -7,7 +13,8 @@ Einsum letters, as in google-deepmind/gemma:
 
 Parameters name logical axes only (`vocab`, `embed`, `heads`, `kv_heads`,
 `head_dim`, `mlp`, `norm`, and `fused` for the axis that stacks fused
-projections); `sharding.py` maps them to the mesh.
+projections); `sharding.py` maps them to the mesh. An untied output head
+`lm_head` [V, D] is laid out as the embedding table, ('vocab', 'embed').
 
 The forward pass takes token ids, their positions and segment ids
 (0 = padding). Without a cache, a token attends to earlier tokens of its own
@@ -103,11 +110,18 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: float,
 
 
 class RMSNorm(nnx.Module):
-  """RMSNorm with Gemma's `(1 + scale)` gain; scale starts at zero."""
+  """RMSNorm over the last axis.
 
-  def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
+  Gemma's gain is `1 + scale` with scale starting at zero; with
+  `plus_one=False` (Qwen3) the gain is `scale` itself, starting at one.
+  """
+
+  def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype,
+               plus_one: bool = True):
     self.eps = eps
-    self.scale = nnx.Param(jnp.zeros((dim,), param_dtype),
+    self.plus_one = plus_one
+    init = jnp.zeros if plus_one else jnp.ones
+    self.scale = nnx.Param(init((dim,), param_dtype),
                            out_sharding=('norm',), eager_sharding=False)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -115,12 +129,19 @@ class RMSNorm(nnx.Module):
     x32 = x.astype(jnp.float32)
     var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
     y = x32 * jax.lax.rsqrt(var + self.eps)
-    gain = 1.0 + self.scale[...].astype(jnp.float32)
+    gain = self.scale[...].astype(jnp.float32)
+    if self.plus_one:
+      gain = 1.0 + gain
     return (y * gain.reshape((1,) * (y.ndim - 1) + gain.shape)).astype(x.dtype)
 
 
+def _norm(config: config_lib.ModelConfig, dim: int) -> RMSNorm:
+  return RMSNorm(dim, eps=config.norm_eps, param_dtype=config.weight_dtype,
+                 plus_one=config.norm_scale_plus_one)
+
+
 class Embedder(nnx.Module):
-  """Token embedding, scaled by sqrt(D) on the way in, tied on the way out."""
+  """Token embedding (scaled by sqrt(D) for Gemma); the tied output head."""
 
   def __init__(self, config: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.config = config
@@ -131,6 +152,8 @@ class Embedder(nnx.Module):
   def encode(self, tokens_BT: jax.Array) -> jax.Array:
     dtype = self.config.compute_dtype
     x_BTD = jnp.take(self.table[...], tokens_BT, axis=0).astype(dtype)
+    if not self.config.embed_scale:
+      return x_BTD
     # The normaliser is rounded to the compute dtype first, as Gemma does.
     return x_BTD * jnp.asarray(math.sqrt(self.config.embed_dim), dtype)
 
@@ -159,8 +182,8 @@ class Attention(nnx.Module):
     self.o_proj = _param(rngs, _fan_in_init((0, 1), (2,)), (n, h, d), dtype,
                          ('heads', 'head_dim', 'embed'))  # [N, H, D]
     if config.use_qk_norm:
-      self.q_norm = RMSNorm(h, eps=config.norm_eps, param_dtype=dtype)
-      self.k_norm = RMSNorm(h, eps=config.norm_eps, param_dtype=dtype)
+      self.q_norm = _norm(config, h)
+      self.k_norm = _norm(config, h)
 
   def __call__(
       self,
@@ -262,7 +285,8 @@ def _write_cache(cache: LayerCache, k_BTKH: jax.Array, v_BTKH: jax.Array,
 
 
 class FeedForward(nnx.Module):
-  """GeGLU: down(gelu_tanh(gate(x)) * up(x)).
+  """Gated MLP: down(act(gate(x)) * up(x)), act gelu_tanh (GeGLU, Gemma) or
+  silu (SwiGLU, Qwen3).
 
   Gate and up projections are one parameter, `gating_einsum` [2, F, D], laid
   out as google-deepmind/gemma's (transposed) gating einsum and as
@@ -301,7 +325,10 @@ class FeedForward(nnx.Module):
       # the weight, so the fused axis leads the output instead.
       gating_CBTF = jnp.einsum('BTD,CFD->CBTF', x_BTD, gating_CFD)
       gate_BTF, up_BTF = gating_CBTF[0], gating_CBTF[1]
-    hidden_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
+    if self.config.mlp_activation == 'silu':
+      hidden_BTF = jax.nn.silu(gate_BTF) * up_BTF
+    else:
+      hidden_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
     hidden_BTF = sharding.shard(
         hidden_BTF, (sharding.BATCH, sharding.LENGTH, sharding.MLP))
     return jnp.einsum('BTF,DF->BTD', hidden_BTF,
@@ -313,8 +340,7 @@ class Block(nnx.Module):
 
   def __init__(self, config: config_lib.ModelConfig, layer_type: str, *,
                rngs: nnx.Rngs):
-    norm = lambda: RMSNorm(config.embed_dim, eps=config.norm_eps,
-                           param_dtype=config.weight_dtype)
+    norm = lambda: _norm(config, config.embed_dim)
     self.pre_attn_norm = norm()
     self.attn = Attention(config, layer_type, rngs=rngs)
     self.post_attn_norm = norm() if config.use_post_attn_norm else None
@@ -339,15 +365,24 @@ _ACT_BTD = (sharding.BATCH, sharding.LENGTH, sharding.EMBED)
 
 
 class Transformer(nnx.Module):
-  """The decoder: embed, blocks, final norm, tied (soft-capped) logits."""
+  """The decoder: embed, blocks, final norm, (soft-capped) logits.
+
+  The output head is the embedding table when `config.tie_embeddings`, else
+  its own parameter `lm_head` [V, D]; `logits` is the one way to apply it.
+  """
 
   def __init__(self, config: config_lib.ModelConfig, *, rngs: nnx.Rngs):
     self.config = config
     self.embedder = Embedder(config, rngs=rngs)
     self.blocks = nnx.List(
         [Block(config, kind, rngs=rngs) for kind in config.layer_types])
-    self.final_norm = RMSNorm(config.embed_dim, eps=config.norm_eps,
-                              param_dtype=config.weight_dtype)
+    self.final_norm = _norm(config, config.embed_dim)
+    # Laid out as the table ([V, D], ('vocab', 'embed')): the same rules
+    # shard it, and both heads contract D, their minor axis.
+    self.lm_head = None if config.tie_embeddings else _param(
+        rngs, nnx.initializers.normal(stddev=config.embed_dim**-0.5),
+        (config.vocab_size, config.embed_dim), config.weight_dtype,
+        ('vocab', 'embed'))  # [V, D]
 
   def hidden_states(
       self,
@@ -370,8 +405,13 @@ class Transformer(nnx.Module):
     return x_BTD, (None if cache is None else tuple(new_cache))
 
   def logits(self, x_BTD: jax.Array) -> jax.Array:
-    """Output logits `[B, T, V]` in fp32 from hidden states."""
-    logits_BTV = self.embedder.decode(x_BTD).astype(jnp.float32)
+    """Output logits `[B, T, V]` in fp32 from hidden states `[B, T, D]`."""
+    if self.lm_head is None:
+      logits_BTV = self.embedder.decode(x_BTD)
+    else:
+      head_VD = self.lm_head[...].astype(x_BTD.dtype)
+      logits_BTV = jnp.einsum('BTD,VD->BTV', x_BTD, head_VD)
+    logits_BTV = logits_BTV.astype(jnp.float32)
     logits_BTV = softcap(logits_BTV, self.config.final_logit_softcap)
     return sharding.shard(
         logits_BTV, (sharding.BATCH, sharding.LENGTH, sharding.VOCAB))

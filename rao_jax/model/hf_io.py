@@ -1,8 +1,12 @@
-"""Hugging Face Gemma checkpoints: import and export in the `transformers` layout.
+"""Hugging Face Gemma and Qwen3 checkpoints in the `transformers` layout.
 
+Covers `GemmaForCausalLM`, `Gemma2ForCausalLM`, `Gemma3ForCausalLM` (and
+the language model of `Gemma3ForConditionalGeneration`) and
+`Qwen3ForCausalLM`; any other architecture is refused by name.
 A checkpoint directory holds `config.json` and one `model.safetensors` or
 several shards with a `model.safetensors.index.json`. Linear weights are
-stored `(out, in)`; the output head is tied to the embedding and not stored.
+stored `(out, in)`; a tied output head is not stored, an untied one is
+`lm_head.weight` [V, D] (`tie_word_embeddings: false`).
 `load_hf` reads one tensor at a time (memory-mapped), converts it to this
 model's layout and hands each device only its own slice, so a host never
 holds the whole model. `save_hf` writes the inverse, which `transformers`
@@ -32,11 +36,21 @@ _ARCHITECTURES = {
     'gemma': ('GemmaForCausalLM', 'gemma'),
     'gemma2': ('Gemma2ForCausalLM', 'gemma2'),
     'gemma3': ('Gemma3ForCausalLM', 'gemma3_text'),
+    'qwen3': ('Qwen3ForCausalLM', 'qwen3'),
 }
 _FAMILY_OF_MODEL_TYPE = {
     'gemma': 'gemma', 'gemma2': 'gemma2', 'gemma3_text': 'gemma3',
-    'gemma3': 'gemma3',
+    'gemma3': 'gemma3', 'qwen3': 'qwen3',
 }
+# Architectures whose decoder this model is; e.g. a sequence-classification
+# head or a base model without a head is refused.
+_SUPPORTED_ARCHITECTURES = (
+    'GemmaForCausalLM', 'Gemma2ForCausalLM', 'Gemma3ForCausalLM',
+    'Gemma3ForConditionalGeneration', 'Qwen3ForCausalLM')
+# What `tie_word_embeddings` means when config.json leaves it out: the
+# default of each family's `transformers` config class.
+_TIED_BY_DEFAULT = {'gemma': True, 'gemma2': True, 'gemma3': True,
+                    'qwen3': False}
 _INDEX_FILE = 'model.safetensors.index.json'
 _SINGLE_FILE = 'model.safetensors'
 
@@ -51,21 +65,37 @@ class CheckpointError(ValueError):
 
 
 def config_from_hf(hf: dict[str, Any], **overrides) -> config_lib.ModelConfig:
-  """Reads a `transformers` Gemma/Gemma2/Gemma3 text config dict."""
+  """Reads a `transformers` Gemma/Gemma2/Gemma3/Qwen3 text config dict.
+
+  Raises:
+    CheckpointError: naming the `architectures`, `model_type` or other
+      field that this decoder cannot express.
+  """
+  architectures = hf.get('architectures') or []
+  unknown = [a for a in architectures if a not in _SUPPORTED_ARCHITECTURES]
+  if unknown:
+    raise CheckpointError(f'config.json: architectures={architectures} is '
+                          f'not supported; expected one of '
+                          f'{list(_SUPPORTED_ARCHITECTURES)}')
   if 'text_config' in hf:  # a multimodal Gemma 3: use its language model
     hf = {'model_type': 'gemma3_text', **hf['text_config']}
   model_type = hf.get('model_type')
   if model_type not in _FAMILY_OF_MODEL_TYPE:
-    raise CheckpointError(f'config.json: model_type={model_type!r} is not a '
-                          f'Gemma text model ({sorted(_FAMILY_OF_MODEL_TYPE)})')
+    raise CheckpointError(f'config.json: model_type={model_type!r} is not '
+                          'supported; expected one of '
+                          f'{sorted(_FAMILY_OF_MODEL_TYPE)}')
   family = _FAMILY_OF_MODEL_TYPE[model_type]
-  activation = hf.get('hidden_activation') or hf.get('hidden_act')
-  if activation not in (None, 'gelu_pytorch_tanh', 'gelu'):
-    raise CheckpointError(f'config.json: hidden_activation={activation!r} is '
-                          'not supported (expected gelu_pytorch_tanh)')
-  if hf.get('use_bidirectional_attention'):
-    raise CheckpointError('config.json: use_bidirectional_attention=true is '
-                          'not supported (decoder only)')
+  key = 'hidden_activation' if hf.get('hidden_activation') else 'hidden_act'
+  expected = ('silu',) if family == 'qwen3' else ('gelu_pytorch_tanh', 'gelu')
+  if hf.get(key) not in (None,) + expected:
+    raise CheckpointError(f'config.json: {key}={hf[key]!r} is not supported '
+                          f'for {model_type} (expected {expected[0]!r})')
+  for name in ('use_bidirectional_attention', 'attention_bias',
+               'use_sliding_window'):
+    # No decoder here has bidirectional attention, biases, or Qwen3's
+    # sliding window.
+    if hf.get(name):
+      raise CheckpointError(f'config.json: {name}=true is not supported')
   num_layers = hf['num_hidden_layers']
   head_dim = hf.get('head_dim') or hf['hidden_size'] // hf['num_attention_heads']
   fields = dict(
@@ -81,8 +111,19 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> config_lib.ModelConfig:
   )
   global_rope, local_rope = _rope_from_hf(hf, family)
   fields.update(rope_base_global=global_rope[0], rope_scale_global=global_rope[1],
-                rope_base_local=local_rope[0])
-  if family == 'gemma':
+                rope_base_local=local_rope[0],
+                tie_embeddings=bool(hf.get('tie_word_embeddings',
+                                           _TIED_BY_DEFAULT[family])))
+  if family == 'qwen3':
+    layer_types = hf.get('layer_types') or [config_lib.GLOBAL] * num_layers
+    if set(layer_types) != {config_lib.GLOBAL}:
+      raise CheckpointError(f'config.json: layer_types={layer_types} is not '
+                            'supported for qwen3 (full_attention only)')
+    fields.update(query_pre_attn_scalar=float(head_dim),
+                  norm_scale_plus_one=False, embed_scale=False,
+                  mlp_activation='silu', use_post_attn_norm=False,
+                  use_post_ffw_norm=False, use_qk_norm=True)
+  elif family == 'gemma':
     fields.update(query_pre_attn_scalar=float(head_dim),
                   use_post_attn_norm=False, use_post_ffw_norm=False,
                   use_qk_norm=False)
@@ -139,6 +180,7 @@ def _rope_from_hf(hf: dict[str, Any],
 def config_to_hf(cfg: config_lib.ModelConfig) -> dict[str, Any]:
   """The `config.json` dict for `cfg`; refuses what its family cannot express."""
   architecture, model_type = _ARCHITECTURES[cfg.family]
+  qwen3 = cfg.family == 'qwen3'
   hf: dict[str, Any] = {
       'architectures': [architecture],
       'model_type': model_type,
@@ -149,10 +191,13 @@ def config_to_hf(cfg: config_lib.ModelConfig) -> dict[str, Any]:
       'num_attention_heads': cfg.num_heads,
       'num_key_value_heads': cfg.num_kv_heads,
       'head_dim': cfg.head_dim,
-      'hidden_activation': 'gelu_pytorch_tanh',
+      # Qwen3's config names the activation `hidden_act`, Gemma's
+      # `hidden_activation`.
+      ('hidden_act' if qwen3 else 'hidden_activation'):
+          'silu' if qwen3 else 'gelu_pytorch_tanh',
       'rms_norm_eps': cfg.norm_eps,
-      'max_position_embeddings': 131_072 if cfg.family == 'gemma3' else 8192,
-      'tie_word_embeddings': True,
+      'max_position_embeddings': _MAX_POSITIONS.get(cfg.family, 8192),
+      'tie_word_embeddings': cfg.tie_embeddings,
       'attention_bias': False,
       'dtype': cfg.param_dtype,
       'pad_token_id': 0, 'eos_token_id': 1, 'bos_token_id': 2,
@@ -163,19 +208,26 @@ def config_to_hf(cfg: config_lib.ModelConfig) -> dict[str, Any]:
       return {'rope_type': 'default', 'rope_theta': base}
     return {'rope_type': 'linear', 'rope_theta': base, 'factor': scale}
 
-  unsupported = []
-  if cfg.family == 'gemma':
+  unsupported = _family_mismatches(cfg)
+  if cfg.family in ('gemma', 'qwen3'):
     if cfg.query_pre_attn_scalar != cfg.head_dim:
       unsupported.append('query_pre_attn_scalar != head_dim')
-    if (cfg.use_post_attn_norm or cfg.use_post_ffw_norm or cfg.use_qk_norm or
+    if (cfg.use_post_attn_norm or cfg.use_post_ffw_norm or
         cfg.attn_logit_softcap or cfg.final_logit_softcap or
         config_lib.LOCAL in cfg.layer_types):
-      unsupported.append('post norms, QK-norm, soft-caps or sliding layers')
+      unsupported.append('post norms, soft-caps or sliding layers')
+    if cfg.use_qk_norm != qwen3:
+      unsupported.append(f'model.use_qk_norm={cfg.use_qk_norm} (QK-norm is '
+                         'on exactly in Gemma 3 and Qwen3)')
+    if qwen3:
+      hf.update(layer_types=list(cfg.layer_types), use_sliding_window=False,
+                sliding_window=None, max_window_layers=cfg.num_layers)
   else:
     if not (cfg.use_post_attn_norm and cfg.use_post_ffw_norm):
       unsupported.append('Gemma 2/3 always post-norm attention and MLP')
     if cfg.use_qk_norm != (cfg.family == 'gemma3'):
-      unsupported.append('QK-norm is on exactly in Gemma 3')
+      unsupported.append(f'model.use_qk_norm={cfg.use_qk_norm} (QK-norm is '
+                         'on exactly in Gemma 3 and Qwen3)')
     if cfg.family == 'gemma3' and cfg.attn_logit_softcap is not None:
       unsupported.append('Gemma 3 has no attention-logit soft-cap')
     hf.update(
@@ -203,6 +255,19 @@ def config_to_hf(cfg: config_lib.ModelConfig) -> dict[str, Any]:
   return hf
 
 
+_MAX_POSITIONS = {'gemma3': 131_072, 'qwen3': 40_960}
+
+
+def _family_mismatches(cfg: config_lib.ModelConfig) -> list[str]:
+  """The Gemma/Qwen3 switches of `cfg` that its family's checkpoints lack."""
+  qwen3 = cfg.family == 'qwen3'
+  # Each family's value of each switch; either ties or unties its head.
+  expected = dict(norm_scale_plus_one=not qwen3, embed_scale=not qwen3,
+                  mlp_activation='silu' if qwen3 else 'gelu_tanh')
+  return [f'model.{name}={getattr(cfg, name)!r} (expected {value!r})'
+          for name, value in expected.items() if getattr(cfg, name) != value]
+
+
 # ---------------------------------------------------------------------------
 # Tensor layout: which HF tensor fills which parameter, and how.
 # ---------------------------------------------------------------------------
@@ -211,7 +276,7 @@ def config_to_hf(cfg: config_lib.ModelConfig) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class _TensorMap:
   path: tuple  # parameter path in the nnx state
-  hf_name: str  # name without the model prefix
+  hf_name: str  # name without the model prefix (see `in_model`)
   hf_shape: tuple[int, ...]
   to_ours: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
@@ -219,6 +284,12 @@ class _TensorMap:
   # first axis that this tensor fills; None: the tensor is the whole
   # parameter.
   part: int | None = None
+  # False for `lm_head.weight`, which sits beside the model prefix
+  # ('model.', 'model.language_model.'), not under it.
+  in_model: bool = True
+
+  def full_name(self, prefix: str) -> str:
+    return prefix + self.hf_name if self.in_model else self.hf_name
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -236,7 +307,9 @@ def _tensor_maps(cfg: config_lib.ModelConfig) -> list[_TensorMap]:
   maps = [_TensorMap(('embedder', 'table'), 'embed_tokens.weight',
                      (cfg.vocab_size, d), _identity, _identity)]
   norm_names = {'pre_attn_norm': 'input_layernorm'}
-  if cfg.family == 'gemma':
+  if cfg.family in ('gemma', 'qwen3'):
+    # Without post norms, HF's `post_attention_layernorm` is the MLP's
+    # pre-norm.
     norm_names['pre_ffw_norm'] = 'post_attention_layernorm'
   else:
     norm_names.update(post_attn_norm='post_attention_layernorm',
@@ -271,6 +344,10 @@ def _tensor_maps(cfg: config_lib.ModelConfig) -> list[_TensorMap]:
                            _identity))
   maps.append(_TensorMap(('final_norm', 'scale'), 'norm.weight', (d,),
                          _identity, _identity))
+  if not cfg.tie_embeddings:  # [V, D] on both sides
+    maps.append(_TensorMap(('lm_head',), 'lm_head.weight',
+                           (cfg.vocab_size, d), _identity, _identity,
+                           in_model=False))
   return maps
 
 
@@ -318,7 +395,7 @@ def load_hf(
     rules: sharding.Rules = sharding.DEFAULT_RULES,
     **config_overrides,
 ) -> gemma.Transformer:
-  """Loads a Hugging Face Gemma/Gemma2/Gemma3 text checkpoint directory.
+  """Loads a Hugging Face Gemma/Gemma2/Gemma3/Qwen3 text checkpoint directory.
 
   Args:
     path: directory with config.json and safetensors file(s).
@@ -343,7 +420,7 @@ def load_hf(
   prefix = files.prefix()
   flat = dict(nnx.to_flat_state(abstract_state))
   maps = _tensor_maps(cfg)
-  expected = {prefix + m.hf_name for m in maps}
+  expected = {m.full_name(prefix) for m in maps}
   # A tied head may be stored anyway; anything else unknown is an error.
   stray = sorted(k for k in files.weight_map
                  if k.startswith(prefix) and k not in expected)
@@ -353,7 +430,7 @@ def load_hf(
                           f'{stray[:5]}{" ..." if len(stray) > 5 else ""}')
   stacks = {}  # path -> parts of a stacked parameter read so far
   for m in maps:
-    name = prefix + m.hf_name
+    name = m.full_name(prefix)
     if name not in files.weight_map:
       raise CheckpointError(f'{path}: tensor {name!r} is missing')
     tensor = files.read(name)
@@ -404,7 +481,7 @@ def save_hf(model: gemma.Transformer, path: str, *,
     if shards[-1] and shard_bytes + tensor.nbytes > max_shard_bytes:
       shards.append({})
       shard_bytes = 0
-    shards[-1]['model.' + m.hf_name] = tensor
+    shards[-1][m.full_name('model.')] = tensor
     shard_bytes += tensor.nbytes
   metadata = {'format': 'pt'}
   if len(shards) == 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 import dataclasses
+import itertools
 import json
 from typing import Any, TextIO
 
@@ -159,12 +160,10 @@ def turns(node: Node, tokenizer: tokenizer_lib.Tokenizer
                      'loss-mask entries')
   found = []
   start = 0
-  for end in range(1, len(node.tokens) + 1):
-    if end < len(node.tokens) and node.loss_mask[end] == node.loss_mask[
-        start]:
-      continue
+  for sampled, run in itertools.groupby(node.loss_mask):
+    end = start + len(list(run))
     text = tokenizer.decode(node.tokens[start:end])
-    if node.loss_mask[start]:
+    if sampled:
       kind = POLICY
     elif start == 0:
       kind = PROMPT

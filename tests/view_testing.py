@@ -9,10 +9,14 @@ verifiers, `credit.assign_credit` and the scheduler do the rest.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import json
 import os
 import re
 import zlib
+
+import pytest
 
 from rao_jax import tasks
 from rao_jax.agent import engine as engine_lib
@@ -25,6 +29,14 @@ from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import context
 from rao_jax.tasks import demonstrations
 
+# Debian's chromium, driven by Playwright's own driver (never
+# `playwright install`: nothing is downloaded). Flags keep it off the
+# network and away from a sandbox a container may not allow.
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ('--headless', '--no-sandbox', '--disable-gpu',
+                 '--disable-quic', '--no-first-run',
+                 '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync')
 WINDOW = context.Window()
 TOKENIZER = context.TOKENIZER
 _ANSWER_RE = re.compile(r'(.*<answer>)(\d+)(</answer>)', re.DOTALL)
@@ -87,12 +99,35 @@ def write_workdir(workdir: str, files: dict[str, list[tree_lib.Tree]],
   os.makedirs(os.path.join(workdir, 'trees'), exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'tokenizer': {'kind': 'byte', 'path': ''}}, f)
+  # Training steps log root success 0.5; an evaluation (`after_rl_LEVEL`)
+  # logs 0.25 at the last step, as the trainer's do.
+  steps = [int(name.split('_')[1]) for name in files
+           if name.startswith(('sft_', 'rl_'))]
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for step in sorted(steps):
+      f.write(json.dumps({'step': step, 'root_success': 0.5}) + '\n')
     for name in files:
-      phase, _, step = name.partition('_')
-      if phase in ('sft', 'rl'):
-        f.write(json.dumps({'step': int(step), 'phase': phase,
-                            'root_success': 0.5}) + '\n')
+      if name.startswith('after_rl_'):
+        key = f'after_rl/{name[len("after_rl_"):]}/recursive/root_success'
+        f.write(json.dumps({'step': max(steps, default=0), key: 0.25}) +
+                '\n')
   for name, trees in files.items():
     tree_lib.save(trees, os.path.join(workdir, 'trees', name + '.jsonl'),
                   TOKENIZER if with_turns else None)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[object]:
+  """A headless Chromium browser (Playwright); skips the test without one."""
+  sync_api = pytest.importorskip(
+      'playwright.sync_api', reason='playwright is not installed (pip '
+      "install -e '.[test]')")
+  if not os.path.exists(CHROMIUM):
+    pytest.skip(f'no {CHROMIUM} (apt-get install chromium; .ci/run does)')
+  with sync_api.sync_playwright() as playwright:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                         args=list(CHROMIUM_ARGS))
+    try:
+      yield browser
+    finally:
+      browser.close()

@@ -11,6 +11,8 @@ setuptools.setup(
     version='0.1.0',
     description='Recursive Agent Optimization (RAO) for JAX/TPU.',
     packages=setuptools.find_packages(include=['rao_jax', 'rao_jax.*']),
+    # The viewer's page script and styles, inlined into each page.
+    package_data={'rao_jax.viewer': ['page.js', 'page.css']},
     python_requires='>=3.11',
     install_requires=[
         'jax>=0.10.2',
@@ -38,6 +40,8 @@ setuptools.setup(
             'hypothesis',
             'transformers>=5.24.0',
             'torch==2.13.0',
+            # Drives the system's chromium in the viewer's browser tests.
+            'playwright>=1.65',
         ],
         'notebook': ['nbclient', 'nbformat', 'ipykernel', 'papermill'],
     },

@@ -5,16 +5,23 @@ A node is one training sequence: its prompt, its sampled steps (loss mask
 mask 0). Node ids are assigned in path order (pre-order: a parent before
 its children, children in spawn order) once a tree is finished, so the
 same tree gets the same ids however its nodes were scheduled.
+
+`turns` splits a node's sequence back into what the policy read and wrote
+(prompt, its steps, observations, its children's results); `save` can store
+them in each node record for readers without the tokenizer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 import dataclasses
+import itertools
 import json
 from typing import Any, TextIO
 
 from rao_jax.agent import env as env_lib
+from rao_jax.agent import protocol
+from rao_jax.model import tokenizer as tokenizer_lib
 
 PENDING, RUNNING, WAITING = 'pending', 'running', 'waiting'
 DONE, FAILED, ABORTED = 'done', 'failed', 'aborted'
@@ -66,14 +73,21 @@ class Node:
   advantage: float | None = None
   num_steps: int = 0
 
-  def to_json(self) -> dict[str, Any]:
+  def to_json(self, tokenizer: tokenizer_lib.Tokenizer | None = None
+              ) -> dict[str, Any]:
+    """The node's JSON record; with a tokenizer, its `turns` too."""
     record = dataclasses.asdict(self)
     record['path'] = list(self.path)
+    if tokenizer is not None:
+      record['turns'] = turns(self, tokenizer)
     return record
 
   @classmethod
   def from_json(cls, record: dict[str, Any]) -> Node:
+    """The node of a record; a stored `turns` list is derived data and is
+    dropped (`turns` recomputes it from the tokens)."""
     record = dict(record)
+    record.pop('turns', None)
     record['spec'] = env_lib.NodeSpec(**record['spec'])
     record['path'] = tuple(record['path'])
     return cls(**record)
@@ -106,15 +120,69 @@ class Tree:
   def num_tokens(self) -> int:
     return sum(len(n.tokens) for n in self.nodes)
 
-  def to_json(self) -> dict[str, Any]:
+  def to_json(self, tokenizer: tokenizer_lib.Tokenizer | None = None
+              ) -> dict[str, Any]:
+    """The tree's JSON record; with a tokenizer, each node's `turns` too."""
     return dict(tree_id=self.tree_id, seed=self.seed, status=self.status,
-                group=self.group, nodes=[n.to_json() for n in self.nodes])
+                group=self.group,
+                nodes=[n.to_json(tokenizer) for n in self.nodes])
 
   @classmethod
   def from_json(cls, record: dict[str, Any]) -> Tree:
     return cls(tree_id=record['tree_id'], seed=record['seed'],
                status=record['status'], group=record.get('group', 0),
                nodes=[Node.from_json(n) for n in record['nodes']])
+
+
+PROMPT, POLICY, RESULTS, OBSERVATION = (
+    'prompt', 'policy', 'results', 'observation')
+TURN_KINDS = (PROMPT, POLICY, RESULTS, OBSERVATION)
+
+
+def turns(node: Node, tokenizer: tokenizer_lib.Tokenizer
+          ) -> list[dict[str, Any]]:
+  """The node's sequence as turns: maximal runs of equal loss mask.
+
+  Args:
+    node: a node record.
+    tokenizer: the tokenizer its tokens were made with.
+
+  Returns:
+    One dict per run, in order: `kind` ('prompt' for a first injected run,
+    'policy' for text the policy wrote (loss mask 1), 'results' for an
+    injection of children's results, 'observation' for any other injection:
+    tool output or an error), its decoded `text`, and its token span
+    `start`, `end` ([start, end) of `node.tokens`).
+  """
+  if len(node.tokens) != len(node.loss_mask):
+    raise ValueError(f'node {node.node_id} of tree {node.tree_id}: '
+                     f'{len(node.tokens)} tokens but {len(node.loss_mask)} '
+                     'loss-mask entries')
+  found = []
+  start = 0
+  for sampled, run in itertools.groupby(node.loss_mask):
+    end = start + len(list(run))
+    text = tokenizer.decode(node.tokens[start:end])
+    if sampled:
+      kind = POLICY
+    elif start == 0:
+      kind = PROMPT
+    elif _is_results(text):
+      kind = RESULTS
+    else:
+      kind = OBSERVATION
+    found.append(dict(kind=kind, text=text, start=start, end=end))
+    start = end
+  return found
+
+
+def _is_results(text: str) -> bool:
+  # `protocol.results`: <obs><result>...; whitespace a tokenizer may put
+  # between the tags is skipped.
+  text = text.lstrip()
+  if not text.startswith(protocol.OBS):
+    return False
+  return text[len(protocol.OBS):].lstrip().startswith(protocol.RESULT)
 
 
 def renumber(tree: Tree) -> None:
@@ -127,10 +195,11 @@ def renumber(tree: Tree) -> None:
     node.children = [[new_id[c] for c in step] for step in node.children]
 
 
-def write_jsonl(trees: Iterable[Tree], file: TextIO) -> None:
-  """Writes one tree per line."""
+def write_jsonl(trees: Iterable[Tree], file: TextIO,
+                tokenizer: tokenizer_lib.Tokenizer | None = None) -> None:
+  """Writes one tree per line (with each node's turns given a tokenizer)."""
   for tree in trees:
-    file.write(json.dumps(tree.to_json(), ensure_ascii=False) + '\n')
+    file.write(json.dumps(tree.to_json(tokenizer), ensure_ascii=False) + '\n')
 
 
 def read_jsonl(file: TextIO) -> Iterator[Tree]:
@@ -140,11 +209,14 @@ def read_jsonl(file: TextIO) -> Iterator[Tree]:
       yield Tree.from_json(json.loads(line))
 
 
-def save(trees: Iterable[Tree], path: str) -> None:
+def save(trees: Iterable[Tree], path: str,
+         tokenizer: tokenizer_lib.Tokenizer | None = None) -> None:
+  """Writes trees as JSON lines; with a tokenizer, nodes carry `turns`."""
   with open(path, 'w', encoding='utf-8') as f:
-    write_jsonl(trees, f)
+    write_jsonl(trees, f, tokenizer)
 
 
 def load(path: str) -> list[Tree]:
+  """Reads the trees of a file written by `save`."""
   with open(path, encoding='utf-8') as f:
     return list(read_jsonl(f))

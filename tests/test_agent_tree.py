@@ -6,10 +6,10 @@ import json
 import pytest
 
 from rao_jax import tasks
-from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
+from rao_jax.agent import scripted_engine
 from rao_jax.agent import tree as tree_lib
 from rao_jax.tasks import demonstrations
 
@@ -100,7 +100,7 @@ def _bad_first_step(view: env_lib.StepView) -> str:
 
 
 def test_an_error_injection_is_an_observation():
-  engine = engine_lib.ScriptedEngine(_bad_first_step, TOKENIZER,
+  engine = scripted_engine.ScriptedEngine(_bad_first_step, TOKENIZER,
                                      protocol.STOP_TAGS, num_slots=1,
                                      max_len=512)
   scheduler = scheduler_lib.FrontierScheduler(

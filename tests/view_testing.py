@@ -19,10 +19,10 @@ import zlib
 import pytest
 
 from rao_jax import tasks
-from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
+from rao_jax.agent import scripted_engine
 from rao_jax.agent import tree as tree_lib
 from rao_jax.rl import credit as credit_lib
 from rao_jax.tasks import builder as builder_lib
@@ -77,7 +77,7 @@ def group_trees(example: dict[str, str], group_size: int,
     solver = task.recursive_solver(WINDOW)
     if variant:
       solver = NoisySolver(solver, variant, error_rate)
-    engine = engine_lib.ScriptedEngine(
+    engine = scripted_engine.ScriptedEngine(
         solver, TOKENIZER, protocol.STOP_TAGS, num_slots=32,
         max_len=WINDOW.max_tokens, decode_steps=128)
     scheduler = scheduler_lib.FrontierScheduler(

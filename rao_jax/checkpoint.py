@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -43,11 +44,15 @@ def abstract_like(tree: Any) -> Any:
 class Checkpointer:
   """Saves and restores (train state, JSON record) pairs by step."""
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3,
+  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3,
                async_save: bool = True):
+    """Checkpoints under `directory` (local, made absolute, or gs://).
+    Every process of a multi-host run opens it and saves collectively."""
     if max_to_keep < 1:
       raise ValueError(f'checkpoint.max_to_keep={max_to_keep}: must be >= 1')
-    self.directory = os.path.abspath(directory)
+    text = os.fspath(directory)
+    self.directory = epath.Path(text if '://' in text else
+                                os.path.abspath(text))
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

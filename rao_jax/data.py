@@ -1,7 +1,7 @@
 """Root tasks from the tfds task datasets, through checkpointable grain iterators.
 
 Datasets are generated offline from their seed into `data_dir` the first
-time a (task, level) is used, then read with `tfds.data_source` (no
+time a (task, level) is used (by one process: `prepare_once`), then read with `tfds.data_source` (no
 tensorflow). Training reads an endless shuffled grain iterator whose
 position (`get_state()`, a small JSON-able dict) goes into every
 checkpoint, so a resumed run sees exactly the tasks it would have seen.
@@ -17,6 +17,7 @@ from absl import logging
 import grain
 import tensorflow_datasets as tfds
 
+from rao_jax import multihost
 from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import registry
 
@@ -31,6 +32,20 @@ def prepare(task: registry.Task, level: str, data_dir: str) -> None:
     logging.info('generating %s/%s into %s', task.tfds_name, level, data_dir)
     tfds.disable_progress_bar()  # the run has its own progress bar
     builder.download_and_prepare(file_format='array_record')
+
+
+def prepare_once(task: registry.Task, levels: Sequence[str],
+                 data_dir: str) -> None:
+  """Builds the levels' files, once for all processes: the primary builds,
+  the others wait (concurrent builds into one directory would race), then
+  build their own where their `data_dir` is not the primary's."""
+  levels = list(dict.fromkeys(levels))
+  if multihost.is_primary():
+    for level in levels:
+      prepare(task, level, data_dir)
+  multihost.barrier('datasets built')
+  for level in levels:
+    prepare(task, level, data_dir)  # a no-op where the files exist
 
 
 def source(task: registry.Task, level: str, split: str, data_dir: str):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import json
-import os
 import time
 from typing import Any
 
+from etils import epath
 import jax
 
 from rao_jax import config as config_lib
+from rao_jax import multihost
 from rao_jax.model import gemma
 from rao_jax.model import tokenizer as tokenizer_lib
 from rao_jax.sampler import slots as slots_lib
@@ -24,7 +25,7 @@ from rao_jax.sampler import slots as slots_lib
 
 def generate(config: config_lib.RunConfig, model: gemma.Transformer,
              tokenizer: tokenizer_lib.Tokenizer, mesh: jax.sharding.Mesh,
-             rules: Sequence[Any], workdir: str) -> dict[str, Any]:
+             rules: Sequence[Any], workdir: epath.Path) -> dict[str, Any]:
   """Decodes `config.generate.prompt` greedily; returns the summary."""
   gen = config.generate
   prompt = [tokenizer.bos_id] + tokenizer.encode(gen.prompt)
@@ -53,8 +54,9 @@ def generate(config: config_lib.RunConfig, model: gemma.Transformer,
       'continuation': tokenizer.decode(new_ids), 'total_s': total_s,
       'compiles': sampler.num_compiles(),
   }
-  with open(os.path.join(workdir, 'generate.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  if not multihost.is_primary():
+    return summary
+  (workdir / 'generate.json').write_text(json.dumps(summary, indent=2))
   print(f'{num_params / 1e6:.2f}M-parameter model on {summary["devices"]} '
         f'device(s), mesh {summary["mesh"]}')
   print(f'greedy continuation of {gen.prompt!r} ({len(new_ids)} tokens in '

@@ -22,10 +22,10 @@ if __name__ == '__main__':
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
 from rao_jax import config as config_lib
+from rao_jax import multihost
 from rao_jax import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -36,6 +36,21 @@ _WORKDIR = flags.DEFINE_string(
 _START_OVER = flags.DEFINE_bool(
     'start_over', False, 'Move a previous run in --workdir aside (into '
     'replaced/<time>/) and start a new one there.')
+# Several processes (config.distributed): on Cloud TPU JAX finds the
+# coordinator itself; elsewhere name it, the process count and this id.
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0 (multi-process '
+    'runs outside Cloud TPU).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Processes of the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'This process\'s index, from 0.')
+_HEARTBEAT_S = flags.DEFINE_integer(
+    'heartbeat_timeout_s', 30, 'A process silent this long is lost: the '
+    'others stop with an error naming it.')
+_SHUTDOWN_S = flags.DEFINE_integer(
+    'shutdown_timeout_s', 60, 'How long a finishing process waits for the '
+    'others at shutdown.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -48,8 +63,12 @@ def main(argv: list[str]) -> None:
   config = config_lib.from_config_dict(_CONFIG.value)
   if config.distributed:
     # Multi-host: every host runs this same command; the processes find each
-    # other (on Cloud TPU without arguments) and share one global mesh.
-    jax.distributed.initialize()
+    # other and share one global mesh.
+    multihost.initialize(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+        heartbeat_timeout_s=_HEARTBEAT_S.value,
+        shutdown_timeout_s=_SHUTDOWN_S.value)
   train.run(config, _WORKDIR.value, start_over=_START_OVER.value)
 
 

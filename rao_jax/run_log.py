@@ -10,61 +10,87 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import json
-import os
 from typing import Any
 
+from etils import epath
 import jax
 import numpy as np
 import tensorboardX
 
 from rao_jax import config as config_lib
+from rao_jax import multihost
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import tokenizer as tokenizer_lib
 
 
 class RunLog:
-  """Writes metrics to TensorBoard and `metrics.jsonl`, trees to `trees/`."""
+  """Writes metrics to TensorBoard and `metrics.jsonl`, trees to `trees/`.
 
-  def __init__(self, workdir: str, resume_step: int,
+  Only the primary process writes; on the others every method is a no-op,
+  so callers need not know how many processes run. On a remote workdir
+  (gs://), which cannot be appended to, `metrics.jsonl` is rewritten whole
+  at each `flush` (the trainer flushes with every checkpoint) and at
+  `close`.
+  """
+
+  def __init__(self, workdir: epath.Path, resume_step: int,
                tokenizer: tokenizer_lib.Tokenizer):
     """Opens the workdir's logs for a run that continues after
     `resume_step` (0: a fresh run); trees are saved with their turns
     decoded by `tokenizer`, so a viewer needs no tokenizer."""
     self.workdir = workdir
     self.tokenizer = tokenizer
-    self.metrics_path = os.path.join(workdir, 'metrics.jsonl')
+    self.primary = multihost.is_primary()
+    self.metrics_path = workdir / 'metrics.jsonl'
+    self._remote = '://' in str(workdir)
+    self._lines: list[str] = []
+    if not self.primary:
+      return
     # A resumed run rewrites what the killed one logged past its checkpoint.
-    if os.path.exists(self.metrics_path):
-      with open(self.metrics_path) as f:
-        kept = [line for line in f
-                if line.strip() and json.loads(line)['step'] <= resume_step]
-      with open(self.metrics_path, 'w') as f:
-        f.writelines(kept)
-    self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, 'tb'))
-    os.makedirs(os.path.join(workdir, 'trees'), exist_ok=True)
+    if self.metrics_path.exists():
+      self._lines = [
+          line for line in self.metrics_path.read_text().splitlines()
+          if line.strip() and json.loads(line)['step'] <= resume_step]
+      self.metrics_path.write_text(''.join(line + '\n' for line in self._lines))
+    self.writer = tensorboardX.SummaryWriter(str(workdir / 'tb'))
+    (workdir / 'trees').mkdir(parents=True, exist_ok=True)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     """Appends one record; numeric values also go to TensorBoard."""
+    if not self.primary:
+      return
     record = {'step': step, **{k: _plain(v) for k, v in metrics.items()}}
-    with open(self.metrics_path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    self._lines.append(json.dumps(record))
+    if not self._remote:
+      with self.metrics_path.open('a') as f:
+        f.write(self._lines[-1] + '\n')
     for name, value in record.items():
       if isinstance(value, (int, float)) and name != 'step':
         self.writer.add_scalar(name, value, step)
     self.writer.flush()
 
+  def flush(self) -> None:
+    """Makes `metrics.jsonl` hold every record so far."""
+    if self.primary and self._remote:
+      self.metrics_path.write_text(''.join(line + '\n' for line in self._lines))
+
   def trees(self, name: str, trees: Sequence[tree_lib.Tree]) -> None:
     """Saves trees as `trees/<name>.jsonl` (one tree a line)."""
-    tree_lib.save(trees, os.path.join(self.workdir, 'trees', name + '.jsonl'),
-                  self.tokenizer)
+    if not self.primary:
+      return
+    with (self.workdir / 'trees' / (name + '.jsonl')).open(
+        'w', encoding='utf-8') as f:
+      tree_lib.write_jsonl(trees, f, self.tokenizer)
 
   def summary(self, config: config_lib.RunConfig, evals: dict[str, float],
               steps: int) -> dict[str, Any]:
     """Writes `summary.json` and prints root success per evaluation, level
     and agent; returns the summary."""
     summary = {'mode': config.mode, 'evals': evals, 'steps': steps}
-    with open(os.path.join(self.workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2, sort_keys=True)
+    if not self.primary:
+      return summary
+    (self.workdir / 'summary.json').write_text(
+        json.dumps(summary, indent=2, sort_keys=True))
     print('\nroot success (held-out split '
           f'{config.tasks.eval_split!r}, {config.tasks.num_eval} tasks a '
           'level)')
@@ -78,7 +104,9 @@ class RunLog:
     return summary
 
   def close(self) -> None:
-    self.writer.close()
+    if self.primary:
+      self.flush()
+      self.writer.close()
 
 
 def _plain(value):

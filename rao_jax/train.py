@@ -21,7 +21,6 @@ sequences in `rl.sequence_update`, logs in `run_log`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Any
@@ -36,13 +35,13 @@ from rao_jax import checkpoint as checkpoint_lib
 from rao_jax import config as config_lib
 from rao_jax import data as data_lib
 from rao_jax import generate as generate_lib
-from rao_jax import model as model_lib
+from rao_jax import multihost
 from rao_jax import phases as phases_lib
 from rao_jax import policy_tokenizer
 from rao_jax import rollouts as rollouts_lib
 from rao_jax import run_log as run_log_lib
+from rao_jax import train_state as train_state_lib
 from rao_jax import workdir as workdir_lib
-from rao_jax.model import gemma
 from rao_jax.model import params as params_lib
 from rao_jax.model import sharding
 from rao_jax.model import tokenizer as tokenizer_lib
@@ -85,67 +84,9 @@ def setup(config: config_lib.RunConfig) -> Setup:
     if value % data_parallel:
       raise ValueError(f'{field}={value} does not divide over the data x '
                        f'fsdp mesh axes ({data_parallel})')
+  logging.info('mesh %s, model %.2fM parameters', dict(mesh.shape),
+               config.model.num_params() / 1e6)
   return Setup(mesh, config.sharding_rules, tokenizer, task)
-
-
-# ---------------------------------------------------------------------------
-# Model and optimiser, created (or loaded) directly sharded.
-# ---------------------------------------------------------------------------
-
-
-def initial_model(config: config_lib.RunConfig, s: Setup) -> gemma.Transformer:
-  """From `init_from_hf`, else randomly initialised; sharded either way."""
-  if config.init_from_hf:
-    return model_lib.load_hf(config.init_from_hf, mesh=s.mesh, rules=s.rules,
-                             dtype=config.model.dtype,
-                             param_dtype=config.model.param_dtype)
-  return params_lib.create_model(config.model, s.mesh, s.rules,
-                                 seed=config.seed)
-
-
-def train_state(model: gemma.Transformer, optim: update.OptimConfig,
-                s: Setup) -> tuple[nnx.GraphDef, nnx.State]:
-  """The model with a fresh optimiser, split for `update.train_step` (the
-  optimiser's hyper-parameters live in the graphdef)."""
-  with sharding.use_mesh(s.mesh, s.rules):
-    optimizer = nnx.Optimizer(model, update.make_optimizer(optim),
-                              wrt=nnx.Param)
-  return update.split_train_state(model, optimizer)
-
-
-# ---------------------------------------------------------------------------
-# Restore: the newest checkpoint that loads, into its phase's layout.
-# ---------------------------------------------------------------------------
-
-
-def restore(ckpt: checkpoint_lib.Checkpointer, phases, graphdef, state,
-            s: Setup):
-  """(step, graphdef, state, record) of the newest good checkpoint, or of
-  the fresh state (step 0). A step restores into the train state of its
-  phase: SFT with AdamW and RL with SGD hold different optimiser states,
-  and a phase's hyper-parameters live in its graphdef. Another phase's
-  layout is built only when a checkpoint of it is tried."""
-  first = phases[0].name if phases else None
-
-  @functools.cache
-  def layout(name):
-    if name == first:
-      return graphdef, checkpoint_lib.abstract_like(state)
-    phase = next(p for p in phases if p.name == name)
-    other_graphdef, other_state = train_state(
-        nnx.merge(graphdef, state)[0], phase.optim, s)
-    return other_graphdef, checkpoint_lib.abstract_like(other_state)
-
-  name_at = lambda step: (phases_lib.phase_at(phases, step).name
-                          if phases and step <= phases[-1].last_step
-                          else first)
-  restored = ckpt.restore_latest(lambda step: layout(name_at(step))[1])
-  if restored is None:
-    return 0, graphdef, state, {}
-  logging.info('resumed from step %d (newer ones skipped: %s)', restored.step,
-               restored.skipped)
-  return (restored.step, layout(name_at(restored.step))[0], restored.state,
-          restored.record)
 
 
 # ---------------------------------------------------------------------------
@@ -156,7 +97,10 @@ def restore(ckpt: checkpoint_lib.Checkpointer, phases, graphdef, state,
 def train_iterators(config: config_lib.RunConfig, task: registry.Task,
                     phases, data_dir: str, record: dict[str, Any]):
   """Phase name -> its root-task iterator, at the position `record` (a
-  checkpoint's) saved, so a resumed run sees the tasks it would have."""
+  checkpoint's) saved, so a resumed run sees the tasks it would have. The
+  datasets the run reads are built first, once."""
+  data_lib.prepare_once(task, [p.level for p in phases] +
+                        list(config.tasks.eval_levels), data_dir)
   iterators = {p.name: data_lib.train_iterator(
       task, p.level, data_dir, seed=p.data_seed,
       kinds=config.tasks.task_kinds) for p in phases}
@@ -205,6 +149,56 @@ def train_step(phase: phases_lib.Phase, step: int, examples, graphdef, state,
   return state, metrics, trees
 
 
+def _data_dir(config: config_lib.RunConfig, workdir) -> str:
+  """`tasks.data_dir`, else `<workdir>/data`; for a remote workdir, a local
+  directory per process (the files are generated from their seed, so every
+  process builds the same ones, where the array_record reader can read
+  them)."""
+  if config.tasks.data_dir:
+    return config.tasks.data_dir
+  if '://' in str(workdir):
+    return os.path.expanduser(
+        f'~/.cache/rao_jax/data/process_{jax.process_index()}')
+  return str(workdir / 'data')
+
+
+def _log_step(log: run_log_lib.RunLog, log_config: config_lib.LogConfig,
+              phase: phases_lib.Phase, step: int, metrics: dict[str, Any],
+              trees, total_steps: int) -> None:
+  """The step's metrics every `log.every_steps` (and at the last step), its
+  first trees every `log.trees_every_steps`."""
+  if step % log_config.every_steps == 0 or step == total_steps:
+    log.write(step, metrics)
+    if log_config.trees_every_steps and (
+        step % log_config.trees_every_steps == 0):
+      log.trees(f'{phase.name}_{step:06d}', trees[:8])
+
+
+def _checkpoint(ckpt: checkpoint_lib.Checkpointer, log: run_log_lib.RunLog,
+                step: int, state, evals: dict[str, float], iterators) -> None:
+  """Saves the step (asynchronously): the train state, the evaluations so
+  far and the data iterators' positions; the logs are flushed with it."""
+  ckpt.save(step, state, {
+      'step': step, 'evals': evals,
+      'data': {k: it.get_state() for k, it in iterators.items()}})
+  log.flush()
+
+
+def _progress(phase: phases_lib.Phase, metrics: dict[str, Any],
+              evals: dict[str, float]) -> dict[str, str]:
+  """The progress bar's fields: the phase, the loss and what the model
+  scores: its sampled trees' root success in RL, the latest evaluation
+  (demonstrations score what the solver scores, not the model)."""
+  fields = {'phase': phase.name, 'loss': f'{metrics["loss"]:.3f}'}
+  if phase.name == phases_lib.RL:
+    fields['sampled'] = f'{metrics["root_success"]:.2f}'
+  recursive = [v for k, v in evals.items()
+               if k.endswith('/recursive/root_success')]
+  if recursive:
+    fields['eval'] = f'{recursive[-1]:.2f}'
+  return fields
+
+
 # ---------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------
@@ -216,29 +210,27 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   # ---- Config, mesh and workdir: all checked before anything is built.
   s = setup(config)
   workdir = workdir_lib.prepare(workdir, config, start_over=start_over)
-  logging.info('mesh %s, model %.2fM parameters', dict(s.mesh.shape),
-               config.model.num_params() / 1e6)
 
   # ---- Model and optimiser.
-  model = initial_model(config, s)
+  model = train_state_lib.initial_model(config, s.mesh, s.rules)
   if config.mode == 'generate':
     return generate_lib.generate(config, model, s.tokenizer, s.mesh, s.rules,
                                  workdir)
   phases = phases_lib.phases(config)
-  graphdef, state = train_state(
-      model, phases[0].optim if phases else config.optim, s)
+  graphdef, state = train_state_lib.fresh(
+      model, phases[0].optim if phases else config.optim, s.mesh, s.rules)
 
   # ---- Restore.
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
                                      max_to_keep=config.checkpoint.max_to_keep)
-  start_step, graphdef, state, record = restore(ckpt, phases, graphdef,
-                                                state, s)
+  start_step, graphdef, state, record = train_state_lib.restore(
+      ckpt, phases, graphdef, state, s.mesh, s.rules)
   workdir_lib.record(workdir, config, restored=start_step > 0)
   log = run_log_lib.RunLog(workdir, start_step, s.tokenizer)
   evals: dict[str, float] = dict(record.get('evals', {}))
 
   # ---- Input: one iterator per phase, positions restored.
-  data_dir = config.tasks.data_dir or os.path.join(workdir, 'data')
+  data_dir = _data_dir(config, workdir)
   iterators = train_iterators(config, s.task, phases, data_dir, record)
   rollouts = rollouts_lib.Rollouts(config, s.task, s.tokenizer,
                                    nnx.merge(graphdef, state)[0], s.mesh,
@@ -249,36 +241,41 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   progress = tqdm.tqdm(range(start_step + 1, total_steps + 1),
                        initial=start_step, total=total_steps,
                        desc=config.mode, dynamic_ncols=True,
-                       disable=not config.log.progress_bar)
+                       disable=not (config.log.progress_bar and
+                                    multihost.is_primary()))
+  preemption, preempted = multihost.Preemption(), False
   for step in progress:
     phase = phases_lib.phase_at(phases, step)
     if step == phase.first_step and phase is not phases[0]:
       # A new phase starts with a fresh optimiser.
-      graphdef, state = train_state(nnx.merge(graphdef, state)[0],
-                                    phase.optim, s)
+      graphdef, state = train_state_lib.fresh(
+          nnx.merge(graphdef, state)[0], phase.optim, s.mesh, s.rules)
     examples = [next(iterators[phase.name])
                 for _ in range(phase.roots_per_step)]
     state, metrics, trees = train_step(phase, step, examples, graphdef, state,
                                        rollouts, config, s)
-    if step % config.log.every_steps == 0 or step == total_steps:
-      log.write(step, metrics)
-      if config.log.trees_every_steps and (
-          step % config.log.trees_every_steps == 0):
-        log.trees(f'{phase.name}_{step:06d}', trees[:8])
-    progress.set_postfix(phase=phase.name, loss=f'{metrics["loss"]:.3f}',
-                         success=f'{metrics["root_success"]:.2f}')
+    _log_step(log, config.log, phase, step, metrics, trees, total_steps)
+    progress.set_postfix(_progress(phase, metrics, evals))
     # ---- Evaluation at each phase's end, saved in that step's checkpoint,
     # so a run killed after it resumes without repeating it.
     if step == phase.last_step:
       rollouts.set_params(nnx.state(nnx.merge(graphdef, state)[0]))
       evals.update(rollouts_lib.evaluate_levels(rollouts, data_dir, log, step,
                                                 f'after_{phase.name}'))
-    every = config.checkpoint.every_steps  # 0: no checkpoints
-    if every and (step % every == 0 or step == phase.last_step):
-      ckpt.save(step, state, {
-          'step': step, 'evals': evals,
-          'data': {k: it.get_state() for k, it in iterators.items()}})
+    every = config.checkpoint.every_steps  # 0: none but at a preemption
+    preempted = preemption.reached(step)  # every process, every step
+    if preempted or every and (step % every == 0 or step == phase.last_step):
+      _checkpoint(ckpt, log, step, state, evals, iterators)
+    if preempted:
+      break
   progress.close()
+  preemption.close()
+  if preempted:  # no summary: the run is not over
+    logging.warning('preempted: saved step %d; rerun the command to resume',
+                    step)
+    ckpt.close()
+    log.close()
+    return {'mode': config.mode, 'preempted_at_step': step}
   if config.mode == 'eval':
     evals.update(rollouts_lib.evaluate_levels(rollouts, data_dir, log,
                                               start_step, 'eval'))

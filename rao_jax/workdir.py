@@ -17,12 +17,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 from typing import Any
 
 from absl import logging
+from etils import epath
 
 from rao_jax import config as config_lib
+from rao_jax import multihost
 
 CONFIG_FILE = 'config.json'
 # The files of a run (the datasets in data/ are deterministic and kept).
@@ -75,36 +76,44 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]
   return out
 
 
-def prepare(workdir: str, config: config_lib.RunConfig, *,
-            start_over: bool = False) -> str:
-  """Makes the workdir ready for `config`'s run; returns its absolute path.
+def resolve(path: str | os.PathLike) -> epath.Path:
+  """A workdir path: absolute when local, as given when remote (gs://)."""
+  text = os.fspath(path)
+  return epath.Path(text if '://' in text else os.path.abspath(text))
+
+
+def prepare(workdir: str | os.PathLike, config: config_lib.RunConfig, *,
+            start_over: bool = False) -> epath.Path:
+  """Makes the workdir ready for `config`'s run; returns its path.
 
   With `start_over` a previous run is moved aside first; then a workdir
   holding another run is refused (`check`; `generate` reads no checkpoint
-  and is never refused), and a new run's config is recorded.
+  and is never refused), and a new run's config is recorded. Only the
+  primary process writes; every process checks.
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  if start_over and (moved := move_aside(workdir)):
-    logging.warning('moved the previous run aside to %s', moved)
+  workdir = resolve(workdir)
+  if multihost.is_primary():
+    workdir.mkdir(parents=True, exist_ok=True)
+    if start_over and (moved := move_aside(workdir)):
+      logging.warning('moved the previous run aside to %s', moved)
+  multihost.barrier('workdir ready')
   if config.mode != 'generate':
     check(workdir, config)
+  multihost.barrier('workdir checked')  # before the record may change
   record(workdir, config, restored=False)
   return workdir
 
 
-def check(workdir: str, config: config_lib.RunConfig) -> None:
+def check(workdir: epath.Path, config: config_lib.RunConfig) -> None:
   """Refuses a workdir whose recorded run `config` does not continue.
 
   Raises:
     WorkdirMismatch: naming each differing field and how to proceed.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = workdir / CONFIG_FILE
+  if not path.exists():
     return
-  with open(path) as f:
-    recorded = json.load(f)
-  found = differences(recorded, config.to_dict())
+  found = differences(json.loads(path.read_text()), config.to_dict())
   if not found:
     return
   lines = '\n'.join(f'  {field}: {a!r} in {CONFIG_FILE}, {b!r} now'
@@ -115,33 +124,36 @@ def check(workdir: str, config: config_lib.RunConfig) -> None:
       f'config in fields that change what its checkpoints mean:\n{lines}'
       f'{more}\nNothing was changed. Use a new --workdir, or pass '
       '--start_over to move the old run aside into '
-      f'{os.path.join(workdir, "replaced")}/ and start a new one here.')
+      f'{workdir / "replaced"}/ and start a new one here.')
 
 
-def move_aside(workdir: str) -> str | None:
+def move_aside(workdir: epath.Path) -> epath.Path | None:
   """Moves the run files of `workdir` into `replaced/<UTC time>/`; returns
   that directory (None when there was nothing to move)."""
-  present = [name for name in RUN_FILES
-             if os.path.exists(os.path.join(workdir, name))]
+  present = [name for name in RUN_FILES if (workdir / name).exists()]
   if not present:
     return None
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
       '%Y%m%dT%H%M%S.%fZ')
-  target = os.path.join(workdir, 'replaced', stamp)
-  os.makedirs(target)
+  target = workdir / 'replaced' / stamp
+  target.mkdir(parents=True)
   for name in present:
-    shutil.move(os.path.join(workdir, name), os.path.join(target, name))
+    (workdir / name).rename(target / name)
   return target
 
 
-def record(workdir: str, config: config_lib.RunConfig, *,
+def record(workdir: epath.Path, config: config_lib.RunConfig, *,
            restored: bool) -> None:
-  """Writes `config.json`: when there is none, or when the run continues
-  the recorded one (it restored a checkpoint) and trains, so the record
-  shows its new length. A run that did not restore never overwrites it."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  """Writes `config.json` (primary process only): when there is none, or
+  when the run continues the recorded one (it restored a checkpoint) and
+  trains, so the record shows its new length. A run that did not restore
+  never overwrites it."""
+  path = workdir / CONFIG_FILE
   trains = config.mode in _SAME_STEPS
-  if os.path.exists(path) and not (restored and trains):
+  if not multihost.is_primary() or (path.exists() and
+                                    not (restored and trains)):
     return
-  with open(path, 'w') as f:
-    json.dump(config.to_dict(), f, indent=2)
+  # Written aside, then renamed: a reader never sees half a file.
+  partial = workdir / (CONFIG_FILE + '.partial')
+  partial.write_text(json.dumps(config.to_dict(), indent=2))
+  partial.replace(path)

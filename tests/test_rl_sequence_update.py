@@ -11,6 +11,7 @@ from configs import cpu_tiny
 from rao_jax import config as config_lib
 from rao_jax import phases as phases_lib
 from rao_jax import train
+from rao_jax import train_state
 from rao_jax.model import params as params_lib
 from rao_jax.rl import packing
 from rao_jax.rl import sequence_update
@@ -56,7 +57,8 @@ def test_skipping_zero_advantages_keeps_the_update(aggregation):
   def updated(skip, sequences=sequences):
     settings = dataclasses.replace(rl_phase.update, skip_zero_advantage=skip)
     model = params_lib.create_model(run_config.model, s.mesh, s.rules, seed=0)
-    graphdef, state = train.train_state(model, rl_phase.optim, s)
+    graphdef, state = train_state.fresh(model, rl_phase.optim, s.mesh,
+                                         s.rules)
     before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
     state, metrics = sequence_update.update_on_sequences(
         graphdef, state, sequences, settings, 0.5, mesh=s.mesh,
@@ -114,7 +116,7 @@ def test_passes_repeat_every_update():
   sequences = _sequences(run_config.model.vocab_size,
                          lambda i, rng: float(rng.normal()))
   model = params_lib.create_model(run_config.model, s.mesh, s.rules, seed=0)
-  graphdef, state = train.train_state(model, rl.optim, s)
+  graphdef, state = train_state.fresh(model, rl.optim, s.mesh, s.rules)
   _, metrics = sequence_update.update_on_sequences(
       graphdef, state, sequences, rl.update, 1e-3, mesh=s.mesh,
       rules=s.rules, rng=np.random.default_rng(0))

@@ -465,16 +465,21 @@ def save_hf(model: gemma.Transformer, path: str, *,
 
   Tensors are gathered one at a time; files over `max_shard_bytes` are split
   into `model-0000k-of-0000n.safetensors` with an index, as `transformers`
-  does.
+  does. With several processes every one must call it (the gathers are
+  collective) and process 0 writes.
   """
   cfg = model.config
   hf_config = config_to_hf(cfg)
-  os.makedirs(path, exist_ok=True)
+  writes = jax.process_index() == 0
+  if writes:
+    os.makedirs(path, exist_ok=True)
   flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
   shards: list[dict[str, np.ndarray]] = [{}]
   shard_bytes = 0
   for m in _tensor_maps(cfg):
     value = sharding.host_array(flat[m.path].get_value())
+    if not writes:
+      continue  # gathered for the collective only
     if m.part is not None:
       value = value[m.part]
     tensor = np.ascontiguousarray(m.to_hf(value))
@@ -484,6 +489,8 @@ def save_hf(model: gemma.Transformer, path: str, *,
     shards[-1][m.full_name('model.')] = tensor
     shard_bytes += tensor.nbytes
   metadata = {'format': 'pt'}
+  if not writes:
+    return
   if len(shards) == 1:
     safetensors.numpy.save_file(shards[0], os.path.join(path, _SINGLE_FILE),
                                 metadata=metadata)

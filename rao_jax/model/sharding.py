@@ -15,6 +15,7 @@ from typing import Any
 from flax import nnx
 from flax.core import spmd as flax_spmd
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -200,6 +201,14 @@ def named_sharding(mesh: jax.sharding.Mesh, names: Sequence[str | None],
   return jax.sharding.NamedSharding(mesh, logical_to_spec(names, rules))
 
 
+def put(host_array: np.ndarray,
+        sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array from a host array every process holds alike: each
+  process puts only its own devices' shards (nothing crosses hosts)."""
+  return jax.make_array_from_callback(host_array.shape, sharding,
+                                      lambda index: host_array[index])
+
+
 def num_parts(mesh: jax.sharding.Mesh, axes: MeshAxes) -> int:
   """How many pieces mesh axes (a name, a tuple of names or None) split into."""
   return math.prod(mesh.shape[a] for a in _as_tuple(axes))
@@ -214,5 +223,11 @@ def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:
 
 
 def host_array(x: jax.Array) -> np.ndarray:
-  """Gathers a (possibly sharded) array to a NumPy array on this host."""
-  return np.asarray(jax.device_get(x))
+  """Gathers a (possibly sharded) array to a NumPy array on this host.
+
+  An array sharded over several processes is all-gathered: every process
+  must call this in the same order (a collective).
+  """
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

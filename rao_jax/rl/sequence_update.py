@@ -116,7 +116,7 @@ def update_on_sequences(graphdef: nnx.GraphDef, state: nnx.State,
   # Rows are split over the data axes; a minibatch goes to the devices when
   # its turn comes, so only one is held there at a time.
   row_sharding = sharding.named_sharding(mesh, (sharding.BATCH, None), rules)
-  put = lambda batch: {k: jax.device_put(v, row_sharding)
+  put = lambda batch: {k: sharding.put(v, row_sharding)
                        for k, v in batch.items()}
   first_mismatch, update_metrics = None, []
   with sharding.use_mesh(mesh, rules):

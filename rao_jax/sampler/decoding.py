@@ -73,6 +73,13 @@ def constrain(state: SlotState) -> SlotState:
   return SlotState(cache=cache, **rest)
 
 
+def for_host(outputs):
+  """What the host reads back, replicated on every device: with several
+  processes each one then holds all of it (a slot-sharded array would be
+  split over the hosts). The outputs are a few numbers a slot."""
+  return jax.tree.map(lambda x: sharding.shard(x, (None,) * x.ndim), outputs)
+
+
 def init_state(config, num_slots: int, max_len: int, max_stops: int,
                max_stop_len: int, key_shape: tuple[int, ...],
                cache_dtype=None) -> SlotState:
@@ -197,7 +204,8 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
       stops=put(state.stops, stops_PML),
       recent=put(state.recent, recent_PL))
   del num_slots
-  return constrain(state), (tokens_P, sampler_logp_P, model_logp_P, reason_P)
+  return constrain(state), for_host(
+      (tokens_P, sampler_logp_P, model_logp_P, reason_P))
 
 
 def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
@@ -219,8 +227,9 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
 
   Returns:
     The new state and the chunk's outputs: tokens, sampler log-probs and
-    model log-probs `[B, num_steps]` (valid up to each row's count) and the
-    count `[B]` of tokens each slot sampled here.
+    model log-probs `[B, num_steps]` (valid up to each row's count), the
+    count `[B]` of tokens each slot sampled here, and each slot's stop
+    reason and sequence length `[B]`.
   """
   model = nnx.merge(graphdef, params)
   b = state.pending.shape[0]
@@ -280,7 +289,9 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
                          v=f.v.at[:, :, :window].set(c.v))
         for f, c in zip(full_cache, state.cache))
     state = state.replace(cache=cache)
-  return constrain(state), (out_tokens, out_sampler, out_model, count_B)
+  return constrain(state), for_host(
+      (out_tokens, out_sampler, out_model, count_B, state.reason,
+       state.seq_len))
 
 
 def save_rows(window: int, state: SlotState, slot: jax.Array) -> gemma.Cache:

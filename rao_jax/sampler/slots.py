@@ -367,8 +367,8 @@ class SlotSampler:
         self._state, outputs = _decode(self._graphdef, self.method, num_steps,
                                        window, self._params, self._state,
                                        live)
-      (tokens, sampler_lp, model_lp, count), reason, seq_len = jax.device_get(
-          (outputs, self._state.reason, self._state.seq_len))
+      tokens, sampler_lp, model_lp, count, reason, seq_len = jax.device_get(
+          outputs)
       for s in running:
         held, n = self._slots[s], int(count[s])
         held.tokens.extend(tokens[s, :n].tolist())

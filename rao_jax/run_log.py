@@ -19,6 +19,7 @@ import tensorboardX
 
 from rao_jax import config as config_lib
 from rao_jax import multihost
+from rao_jax import plots
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import tokenizer as tokenizer_lib
 
@@ -33,12 +34,12 @@ class RunLog:
   `close`.
   """
 
-  def __init__(self, workdir: epath.Path, resume_step: int,
+  def __init__(self, workdir: epath.PathLike, resume_step: int,
                tokenizer: tokenizer_lib.Tokenizer):
     """Opens the workdir's logs for a run that continues after
     `resume_step` (0: a fresh run); trees are saved with their turns
     decoded by `tokenizer`, so a viewer needs no tokenizer."""
-    self.workdir = workdir
+    workdir = self.workdir = epath.Path(workdir)
     self.tokenizer = tokenizer
     self.primary = multihost.is_primary()
     self.metrics_path = workdir / 'metrics.jsonl'
@@ -84,11 +85,15 @@ class RunLog:
 
   def summary(self, config: config_lib.RunConfig, evals: dict[str, float],
               steps: int) -> dict[str, Any]:
-    """Writes `summary.json` and prints root success per evaluation, level
-    and agent; returns the summary."""
+    """Draws the run's plots into `plots/` (a local workdir's), writes
+    `summary.json` and prints root success per evaluation, level and agent;
+    returns the summary."""
     summary = {'mode': config.mode, 'evals': evals, 'steps': steps}
     if not self.primary:
       return summary
+    self.flush()  # the plots read metrics.jsonl
+    summary['plots'] = [] if self._remote else plots.plot_run(
+        str(self.workdir))
     (self.workdir / 'summary.json').write_text(
         json.dumps(summary, indent=2, sort_keys=True))
     print('\nroot success (held-out split '

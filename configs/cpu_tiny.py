@@ -8,7 +8,9 @@ steps), evaluation, RAO's GRPO on the model's own trees (10 steps),
 evaluation again. Expected held-out root success on moderate documents:
 0.667 for the recursive agent after SFT (single agent 0.026), 0.674 after
 RL. `:smoke` runs every phase for a few steps in about a minute (the tests
-use it). How these settings were chosen: docs/results.md.
+use it); `:crafting` and `:multihop` train the other task families
+(train on medium, evaluate easy/medium/hard), `:crafting,smoke` a few steps
+of one. How these settings were chosen: docs/results.md.
 """
 
 import dataclasses
@@ -23,7 +25,8 @@ from rao_jax.rl import update
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The cpu_tiny config; `arg='smoke'` shrinks every phase."""
+  """The cpu_tiny config; `arg` names variants (`VARIANTS`), e.g. 'smoke'
+  shrinks every phase, 'crafting' trains another task family."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.mode = 'train'
@@ -95,26 +98,69 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.mesh = dict(data=1, fsdp=-1, tensor=1)
   config.sharding_rules = [list(rule) for rule in sharding.DEFAULT_RULES]
-  config.checkpoint = dict(every_steps=25, max_to_keep=3)
+  config.checkpoint = dict(every_steps=25, max_to_keep=3, export_hf=True)
   config.log = dict(every_steps=1, trees_every_steps=50, progress_bar=True)
 
-  if arg == 'smoke':
-    config.sft.steps = 3
-    config.sft.roots_per_step = 2
-    config.rl.steps = 2
-    config.rl.roots_per_step = 1
-    config.rl.group_size = 4
-    # After 3 SFT steps every tree fails alike and every advantage is 0:
-    # skipping would leave the RL update unexercised.
-    config.rl.skip_zero_advantage = False
-    config.sampler.num_slots = 8
-    config.tasks.num_eval = 2
-    config.tasks.train_level = 'easy'
-    config.tasks.eval_levels = ('easy',)
-    config.rollout.eval_max_depth = 10  # exercises the eval-depth pass
-    config.checkpoint.every_steps = 1
-    config.log.progress_bar = False
-  elif arg:
-    raise ValueError(f'configs/cpu_tiny.py: unknown variant {arg!r} '
-                     '(known: smoke)')
+  variants = set(arg.split(',')) if arg else set()
+  unknown = variants - set(VARIANTS)
+  if unknown:
+    raise ValueError(f'configs/cpu_tiny.py: unknown variants '
+                     f'{sorted(unknown)} (known: {", ".join(VARIANTS)})')
+  if 'crafting' in variants:
+    _crafting(config)
+  if 'multihop' in variants:
+    _multihop(config)
+  if 'smoke' in variants:
+    _smoke(config)
   return config
+
+
+# `:a,b` combines variants, e.g. `cpu_tiny.py:crafting,smoke`.
+VARIANTS = ('smoke', 'crafting', 'multihop')
+
+
+def _task_family(config: ml_collections.ConfigDict, name: str,
+                 max_depth: int, eval_max_depth: int) -> None:
+  """Another task family with the paper's generalisation split: train on
+  medium, evaluate easy, medium and hard, a deeper budget in evaluation;
+  no child bonus and the root-level baseline (the paper's settings outside
+  document aggregation)."""
+  config.tasks.name = name
+  config.tasks.train_level = 'medium'
+  config.tasks.task_kinds = ()
+  config.tasks.eval_levels = ('easy', 'medium', 'hard')
+  config.rollout.budgets.max_depth = max_depth
+  config.rollout.eval_max_depth = eval_max_depth
+  config.rl.credit.child_bonus = 0.0
+  config.rl.credit.baseline = 'leave_one_out'
+
+
+def _crafting(config: ml_collections.ConfigDict) -> None:
+  """TextCraft-Synth-style crafting: depth 6 in training, 12 in evaluation
+  (the paper's); children share the parent's inventory."""
+  _task_family(config, 'crafting', max_depth=6, eval_max_depth=12)
+
+
+def _multihop(config: ml_collections.ConfigDict) -> None:
+  """DeepDive-style multi-hop lookups: depth 4 (the paper's search)."""
+  _task_family(config, 'multihop', max_depth=4, eval_max_depth=4)
+
+
+def _smoke(config: ml_collections.ConfigDict) -> None:
+  """A few steps of every phase, in about a minute (the tests use it)."""
+  config.sft.steps = 3
+  config.sft.roots_per_step = 2
+  config.rl.steps = 2
+  config.rl.roots_per_step = 1
+  config.rl.group_size = 4
+  # After 3 SFT steps every tree fails alike and every advantage is 0:
+  # skipping would leave the RL update unexercised.
+  config.rl.skip_zero_advantage = False
+  config.sampler.num_slots = 8
+  config.tasks.num_eval = 2
+  config.tasks.train_level = 'easy'
+  config.tasks.eval_levels = ('easy',)
+  # A deeper evaluation than training exercises the eval-depth pass.
+  config.rollout.eval_max_depth = config.rollout.budgets.max_depth + 2
+  config.checkpoint.every_steps = 1
+  config.log.progress_bar = False

@@ -69,6 +69,12 @@ class Checkpointer:
     self._manager.reload()
     return sorted(self._manager.all_steps())
 
+  def record(self, step: int) -> dict[str, Any]:
+    """The JSON record saved with `step`, without its arrays."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        record=ocp.args.JsonRestore()))
+    return dict(restored['record'])
+
   def restore_latest(self, target: Any | Callable[[int], Any]
                      ) -> Restored | None:
     """Restores the newest checkpoint that loads; None when none does.

@@ -29,7 +29,7 @@ from rao_jax.rl import update
 from rao_jax.tasks import context as context_lib
 from rao_jax.tasks import registry
 
-MODES = ('train', 'sft', 'rl', 'eval', 'generate')
+MODES = ('train', 'sft', 'rl', 'eval', 'generate', 'export')
 TOKENIZERS = ('byte', 'hf')
 SOLVERS = ('recursive', 'direct')
 
@@ -271,10 +271,12 @@ class MeshConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CheckpointConfig:
   """Every `every_steps` trainer steps and at each phase's end (0: never),
-  the newest `max_to_keep` kept."""
+  the newest `max_to_keep` kept; with `export_hf` a run that trained ends
+  by writing the policy as a Hugging Face directory, `<workdir>/hf`."""
 
   every_steps: int = 25
   max_to_keep: int = 3
+  export_hf: bool = True
 
   def __post_init__(self):
     _check_non_negative('checkpoint', every_steps=self.every_steps)
@@ -301,7 +303,8 @@ class RunConfig:
 
   Attributes:
     seed: every random choice derives from it and the step.
-    mode: 'train' (SFT, eval, RL, eval), 'sft', 'rl', 'eval' or 'generate'.
+    mode: 'train' (SFT, eval, RL, eval), 'sft', 'rl', 'eval', 'generate', or
+      'export' (the newest checkpoint as a Hugging Face directory).
     distributed: multi-host (`jax.distributed.initialize()`).
     init_from_hf: a Hugging Face checkpoint directory to start from.
     optim: RL's optimiser (SFT's is `sft.optim`).

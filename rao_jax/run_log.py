@@ -16,6 +16,7 @@ from etils import epath
 import jax
 import numpy as np
 import tensorboardX
+import tqdm
 
 from rao_jax import config as config_lib
 from rao_jax import multihost
@@ -70,6 +71,17 @@ class RunLog:
         self.writer.add_scalar(name, value, step)
     self.writer.flush()
 
+  def step(self, log_config: config_lib.LogConfig, phase: str, step: int,
+           metrics: dict[str, Any], trees: Sequence[tree_lib.Tree],
+           total_steps: int) -> None:
+    """A trainer step's metrics every `log.every_steps` (and at the last
+    step), its first trees every `log.trees_every_steps`."""
+    if step % log_config.every_steps == 0 or step == total_steps:
+      self.write(step, metrics)
+      if log_config.trees_every_steps and (
+          step % log_config.trees_every_steps == 0):
+        self.trees(f'{phase}_{step:06d}', trees[:8])
+
   def flush(self) -> None:
     """Makes `metrics.jsonl` hold every record so far."""
     if self.primary and self._remote:
@@ -84,11 +96,14 @@ class RunLog:
       tree_lib.write_jsonl(trees, f, self.tokenizer)
 
   def summary(self, config: config_lib.RunConfig, evals: dict[str, float],
-              steps: int) -> dict[str, Any]:
+              steps: int, export: str | None = None) -> dict[str, Any]:
     """Draws the run's plots into `plots/` (a local workdir's), writes
-    `summary.json` and prints root success per evaluation, level and agent;
-    returns the summary."""
+    `summary.json` (the evaluations, the steps, the exported directory)
+    and prints root success per evaluation, level and agent; returns the
+    summary."""
     summary = {'mode': config.mode, 'evals': evals, 'steps': steps}
+    if export:
+      summary['export'] = export  # the Hugging Face directory
     if not self.primary:
       return summary
     self.flush()  # the plots read metrics.jsonl
@@ -112,6 +127,32 @@ class RunLog:
     if self.primary:
       self.flush()
       self.writer.close()
+
+
+def progress_bar(config: config_lib.RunConfig, start_step: int,
+                 total_steps: int) -> tqdm.tqdm:
+  """The steps to run, on the primary's console when `log.progress_bar`."""
+  return tqdm.tqdm(range(start_step + 1, total_steps + 1),
+                   initial=start_step, total=total_steps, desc=config.mode,
+                   dynamic_ncols=True,
+                   disable=not (config.log.progress_bar and
+                                multihost.is_primary()))
+
+
+def progress_fields(phase: str, metrics: dict[str, Any],
+                    evals: dict[str, float]) -> dict[str, str]:
+  """The progress bar's fields: the phase, the loss and what the model
+  scores: in RL its sampled trees' root success, and the latest
+  evaluation (SFT's trees are the solver's, whose score says nothing of
+  the model)."""
+  fields = {'phase': phase, 'loss': f'{metrics["loss"]:.3f}'}
+  if phase == 'rl':
+    fields['sampled'] = f'{metrics["root_success"]:.2f}'
+  recursive = [v for k, v in evals.items()
+               if k.endswith('/recursive/root_success')]
+  if recursive:
+    fields['eval'] = f'{recursive[-1]:.2f}'
+  return fields
 
 
 def _plain(value):

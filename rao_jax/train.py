@@ -29,11 +29,11 @@ from absl import logging
 from flax import nnx
 import jax
 import numpy as np
-import tqdm
 
 from rao_jax import checkpoint as checkpoint_lib
 from rao_jax import config as config_lib
 from rao_jax import data as data_lib
+from rao_jax import export as export_lib
 from rao_jax import generate as generate_lib
 from rao_jax import multihost
 from rao_jax import phases as phases_lib
@@ -149,6 +149,11 @@ def train_step(phase: phases_lib.Phase, step: int, examples, graphdef, state,
   return state, metrics, trees
 
 
+# ---------------------------------------------------------------------------
+# The run: data, export and checkpoints, then the whole loop.
+# ---------------------------------------------------------------------------
+
+
 def _data_dir(config: config_lib.RunConfig, workdir) -> str:
   """`tasks.data_dir`, else `<workdir>/data`; for a remote workdir, a local
   directory per process (the files are generated from their seed, so every
@@ -162,46 +167,27 @@ def _data_dir(config: config_lib.RunConfig, workdir) -> str:
   return str(workdir / 'data')
 
 
-def _log_step(log: run_log_lib.RunLog, log_config: config_lib.LogConfig,
-              phase: phases_lib.Phase, step: int, metrics: dict[str, Any],
-              trees, total_steps: int) -> None:
-  """The step's metrics every `log.every_steps` (and at the last step), its
-  first trees every `log.trees_every_steps`."""
-  if step % log_config.every_steps == 0 or step == total_steps:
-    log.write(step, metrics)
-    if log_config.trees_every_steps and (
-        step % log_config.trees_every_steps == 0):
-      log.trees(f'{phase.name}_{step:06d}', trees[:8])
+def _export(config: config_lib.RunConfig, graphdef, state, s: Setup,
+            workdir) -> str | None:
+  """The policy as a Hugging Face directory `<workdir>/hf` (mode `export`,
+  or the end of training under `checkpoint.export_hf`); its path."""
+  if config.mode != 'export' and not config.checkpoint.export_hf:
+    return None
+  model = nnx.merge(graphdef, state)[0]
+  return str(export_lib.export(model, s.tokenizer, config.tokenizer,
+                               workdir / 'hf'))
 
 
 def _checkpoint(ckpt: checkpoint_lib.Checkpointer, log: run_log_lib.RunLog,
-                step: int, state, evals: dict[str, float], iterators) -> None:
-  """Saves the step (asynchronously): the train state, the evaluations so
-  far and the data iterators' positions; the logs are flushed with it."""
+                step: int, phase: phases_lib.Phase, state,
+                evals: dict[str, float], iterators) -> None:
+  """Saves the step (asynchronously): the train state, its phase (whose
+  layout it restores into), the evaluations so far and the data
+  iterators' positions; the logs are flushed with it."""
   ckpt.save(step, state, {
-      'step': step, 'evals': evals,
+      'step': step, 'phase': phase.name, 'evals': evals,
       'data': {k: it.get_state() for k, it in iterators.items()}})
   log.flush()
-
-
-def _progress(phase: phases_lib.Phase, metrics: dict[str, Any],
-              evals: dict[str, float]) -> dict[str, str]:
-  """The progress bar's fields: the phase, the loss and what the model
-  scores: its sampled trees' root success in RL, the latest evaluation
-  (demonstrations score what the solver scores, not the model)."""
-  fields = {'phase': phase.name, 'loss': f'{metrics["loss"]:.3f}'}
-  if phase.name == phases_lib.RL:
-    fields['sampled'] = f'{metrics["root_success"]:.2f}'
-  recursive = [v for k, v in evals.items()
-               if k.endswith('/recursive/root_success')]
-  if recursive:
-    fields['eval'] = f'{recursive[-1]:.2f}'
-  return fields
-
-
-# ---------------------------------------------------------------------------
-# The run.
-# ---------------------------------------------------------------------------
 
 
 def run(config: config_lib.RunConfig, workdir: str, *,
@@ -224,8 +210,11 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
                                      max_to_keep=config.checkpoint.max_to_keep)
   start_step, graphdef, state, record = train_state_lib.restore(
-      ckpt, phases, graphdef, state, s.mesh, s.rules)
+      ckpt, config, phases, graphdef, state, s.mesh, s.rules)
   workdir_lib.record(workdir, config, restored=start_step > 0)
+  if config.mode == 'export':
+    return {'mode': 'export', 'step': start_step,
+            'export': str(_export(config, graphdef, state, s, workdir))}
   log = run_log_lib.RunLog(workdir, start_step, s.tokenizer)
   evals: dict[str, float] = dict(record.get('evals', {}))
 
@@ -238,11 +227,7 @@ def run(config: config_lib.RunConfig, workdir: str, *,
 
   # ---- Loop.
   total_steps = phases[-1].last_step if phases else 0
-  progress = tqdm.tqdm(range(start_step + 1, total_steps + 1),
-                       initial=start_step, total=total_steps,
-                       desc=config.mode, dynamic_ncols=True,
-                       disable=not (config.log.progress_bar and
-                                    multihost.is_primary()))
+  progress = run_log_lib.progress_bar(config, start_step, total_steps)
   preemption, preempted = multihost.Preemption(), False
   for step in progress:
     phase = phases_lib.phase_at(phases, step)
@@ -254,8 +239,9 @@ def run(config: config_lib.RunConfig, workdir: str, *,
                 for _ in range(phase.roots_per_step)]
     state, metrics, trees = train_step(phase, step, examples, graphdef, state,
                                        rollouts, config, s)
-    _log_step(log, config.log, phase, step, metrics, trees, total_steps)
-    progress.set_postfix(_progress(phase, metrics, evals))
+    log.step(config.log, phase.name, step, metrics, trees, total_steps)
+    progress.set_postfix(run_log_lib.progress_fields(phase.name, metrics,
+                                                     evals))
     # ---- Evaluation at each phase's end, saved in that step's checkpoint,
     # so a run killed after it resumes without repeating it.
     if step == phase.last_step:
@@ -265,21 +251,21 @@ def run(config: config_lib.RunConfig, workdir: str, *,
     every = config.checkpoint.every_steps  # 0: none but at a preemption
     preempted = preemption.reached(step)  # every process, every step
     if preempted or every and (step % every == 0 or step == phase.last_step):
-      _checkpoint(ckpt, log, step, state, evals, iterators)
+      _checkpoint(ckpt, log, step, phase, state, evals, iterators)
     if preempted:
+      logging.warning('preempted: saved step %d; rerun the command to '
+                      'resume', step)
       break
   progress.close()
   preemption.close()
+  ckpt.close()  # waits for the last save
   if preempted:  # no summary: the run is not over
-    logging.warning('preempted: saved step %d; rerun the command to resume',
-                    step)
-    ckpt.close()
     log.close()
     return {'mode': config.mode, 'preempted_at_step': step}
   if config.mode == 'eval':
     evals.update(rollouts_lib.evaluate_levels(rollouts, data_dir, log,
                                               start_step, 'eval'))
-  ckpt.close()
-  summary = log.summary(config, evals, total_steps)
+  exported = _export(config, graphdef, state, s, workdir) if phases else None
+  summary = log.summary(config, evals, total_steps, exported)
   log.close()
   return summary

@@ -47,35 +47,46 @@ def fresh(model: gemma.Transformer, optim: update.OptimConfig,
 
 
 def restore(ckpt: checkpoint_lib.Checkpointer,
+            config: config_lib.RunConfig,
             phases: Sequence[phases_lib.Phase], graphdef: nnx.GraphDef,
             state: nnx.State, mesh: jax.sharding.Mesh, rules: Sequence[Any]
             ) -> tuple[int, nnx.GraphDef, nnx.State, dict[str, Any]]:
   """(step, graphdef, state, record) of the newest good checkpoint, or of
-  the given fresh state (step 0).
+  the given fresh state (step 0, the layout of the mode's first phase, or
+  RL's when the mode trains nothing).
 
-  A step restores into the train state of its phase: SFT with AdamW and RL
-  with SGD hold different optimiser states, and a phase's hyper-parameters
-  live in its graphdef. Another phase's layout is built only when a
-  checkpoint of it is tried.
+  A step restores into the train state of the phase its record names
+  (whatever the mode now: an evaluation of an SFT run restores SFT's
+  state): SFT with AdamW and RL with SGD hold different optimiser states,
+  and a phase's hyper-parameters live in its graphdef. Another phase's
+  layout is built only when a checkpoint of it is tried.
   """
-  first = phases[0].name if phases else None
+  optims = {phases_lib.SFT: config.sft.optim, phases_lib.RL: config.optim}
+  fresh_name = phases[0].name if phases else phases_lib.RL
 
   @functools.cache
   def layout(name):
-    if name == first:
+    if name == fresh_name or optims[name] == optims[fresh_name]:
       return graphdef, checkpoint_lib.abstract_like(state)
-    phase = next(p for p in phases if p.name == name)
     other_graphdef, other_state = fresh(nnx.merge(graphdef, state)[0],
-                                        phase.optim, mesh, rules)
+                                        optims[name], mesh, rules)
     return other_graphdef, checkpoint_lib.abstract_like(other_state)
 
-  name_at = lambda step: (phases_lib.phase_at(phases, step).name
-                          if phases and step <= phases[-1].last_step
-                          else first)
-  restored = ckpt.restore_latest(lambda step: layout(name_at(step))[1])
+  def name_of(step):
+    name = ckpt.record(step).get('phase')
+    if name in optims:
+      return name
+    # Checkpoints written before records named their phase: by the step.
+    if phases and step <= phases[-1].last_step:
+      return phases_lib.phase_at(phases, step).name
+    return fresh_name
+
+  names = {}
+  restored = ckpt.restore_latest(
+      lambda step: layout(names.setdefault(step, name_of(step)))[1])
   if restored is None:
     return 0, graphdef, state, {}
   logging.info('resumed from step %d (newer ones skipped: %s)', restored.step,
                restored.skipped)
-  return (restored.step, layout(name_at(restored.step))[0], restored.state,
+  return (restored.step, layout(names[restored.step])[0], restored.state,
           restored.record)

@@ -28,7 +28,7 @@ from rao_jax import multihost
 CONFIG_FILE = 'config.json'
 # The files of a run (the datasets in data/ are deterministic and kept).
 RUN_FILES = ('config.json', 'checkpoints', 'metrics.jsonl', 'tb', 'trees',
-             'plots', 'summary.json', 'generate.json')
+             'plots', 'hf', 'summary.json', 'generate.json')
 # Fields, or sections ending in '.', that may differ when a run continues:
 # its length after SFT, what and how it evaluates, where it runs and how it
 # logs. A change of `sft.steps` moves RL's first step, so it is not free.

@@ -5,9 +5,10 @@ XLA_FLAGS must be set before jax is imported anywhere.
 
 import os
 
+import xla_env  # pylint: disable=g-import-not-at-top
+
 os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '') +
-    ' --xla_force_host_platform_device_count=8').strip()
+    os.environ.get('XLA_FLAGS', '') + ' ' + xla_env.xla_flags(8)).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 from rao_jax import host_memory  # pylint: disable=g-import-not-at-top

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+import xla_env
+
 from configs import cpu_tiny
 from configs import tpu_v4
 from rao_jax.model import config as model_config
@@ -19,7 +21,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env = xla_env.env(8)
   return subprocess.run(
       [sys.executable, '-m', 'rao_jax.main', *args], cwd=_ROOT, env=env,
       capture_output=True, text=True, timeout=300)

@@ -19,6 +19,8 @@ import time
 import numpy as np
 import pytest
 
+import xla_env
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A few real SFT and RL steps, one evaluation pass a phase.
 _SHORT = ('--config.sft.steps=2', '--config.rl.steps=3',
@@ -35,8 +37,7 @@ def _free_port() -> int:
 def _start(workdir, num_processes, *overrides, heartbeat_s=30):
   """The processes of one run, started; returns the Popen objects."""
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count='
-             f'{8 // num_processes}')
+  env = xla_env.env(8 // num_processes)
   processes = []
   for i in range(num_processes):
     command = [sys.executable, '-m', 'rao_jax.main',

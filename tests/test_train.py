@@ -11,13 +11,15 @@ import time
 import numpy as np
 import pytest
 
+import xla_env
+
 from configs import cpu_tiny
 from rao_jax import config as config_lib
 from rao_jax import train
 from rao_jax.rl import update
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+_ENV = xla_env.env(8)
 
 
 def _command(workdir, *overrides):
@@ -252,3 +254,61 @@ def test_start_over_moves_the_old_run_aside(smoke_run, tmp_path):
   assert sorted(int(d) for d in os.listdir(workdir / 'checkpoints')) == list(
       range(config.sft.steps + config.rl.steps - 2,
             config.sft.steps + config.rl.steps + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['crafting', 'multihop'])
+def test_every_task_family_trains(family, tmp_path):
+  command = _command(tmp_path)
+  command[3] = f'--config=configs/cpu_tiny.py:{family},smoke'
+  result = subprocess.run(command, cwd=_ROOT, env=_ENV, capture_output=True,
+                          text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-4000:]
+  config = cpu_tiny.get_config(f'{family},smoke')
+  records = _metrics(tmp_path)
+  phases = [r['phase'] for r in records if 'loss' in r]
+  assert phases == ['sft'] * config.sft.steps + ['rl'] * config.rl.steps
+  # The demonstrations are the family's reference solver's: they succeed.
+  assert all(r['root_success'] == 1.0 for r in records
+             if r.get('phase') == 'sft')
+  assert all(np.isfinite(r['loss']) for r in records if 'loss' in r)
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  assert json.loads((tmp_path / 'config.json').read_text())['tasks'][
+      'name'] == family
+  for name in ('recursive', 'recursive_eval_depth', 'single_agent'):
+    assert f'after_rl/easy/{name}/root_success' in summary['evals']
+
+
+def test_the_trained_policy_exports_to_transformers(smoke_run):
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  from rao_jax.agent import protocol  # pylint: disable=import-outside-toplevel
+  from rao_jax.model import hf_io  # pylint: disable=import-outside-toplevel
+  from rao_jax.model import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from rao_jax.sampler import slots  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  workdir, _ = smoke_run
+  summary = json.loads((workdir / 'summary.json').read_text())
+  exported = workdir / 'hf'
+  assert summary['export'] == str(exported)
+  model = transformers.AutoModelForCausalLM.from_pretrained(exported)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+  ours = tokenizer_lib.ByteTokenizer(protocol.SPECIAL_TOKENS)
+  prompt = '<task>sum of the numbers</task><data>7\n5\n</data>\nbudget: depth 1'
+  ids = [ours.bos_id] + ours.encode(prompt)
+  # The exported tokenizer encodes as the run's did.
+  assert tokenizer(prompt, add_special_tokens=False).input_ids == ids[1:]
+  assert tokenizer.decode(ids[1:]) == prompt
+  # Greedy continuation: transformers on the exported directory, and
+  # rao_jax's sampler on the same weights read back.
+  new = 24
+  with torch.no_grad():
+    theirs = model.generate(torch.tensor([ids]), max_new_tokens=new,
+                            min_new_tokens=new, do_sample=False)[0, len(ids):]
+  sampler = slots.SlotSampler(hf_io.load_hf(str(exported)), num_slots=8,
+                              max_len=128)
+  sampler.admit([slots.Request(ids, jax.random.key(0), new)])
+  turns = []
+  while sampler.num_running:
+    turns += sampler.decode(8)
+  assert [int(t) for t in turns[0].tokens] == theirs.tolist()

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+import xla_env
+
 from rao_jax.viewer import run_files
 
 import view_testing
@@ -18,7 +20,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _python(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env = xla_env.env(8)
   result = subprocess.run([sys.executable, *args], cwd=_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]

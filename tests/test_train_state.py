@@ -1,0 +1,69 @@
+"""The train state restores into the layout of the phase its step names."""
+
+from flax import nnx
+import jax
+import numpy as np
+
+import config_testing
+
+from rao_jax import checkpoint as checkpoint_lib
+from rao_jax import phases as phases_lib
+from rao_jax import train
+from rao_jax import train_state
+
+
+def _saved_sft_step(tmp_path, config):
+  """An SFT-phase (AdamW) state saved at step 2, as the trainer saves it."""
+  s = train.setup(config)
+  sft = phases_lib.phases(config)[0]
+  model = train_state.initial_model(config, s.mesh, s.rules)
+  graphdef, state = train_state.fresh(model, sft.optim, s.mesh, s.rules)
+  ckpt = checkpoint_lib.Checkpointer(tmp_path / 'checkpoints')
+  ckpt.save(2, state, {'step': 2, 'phase': sft.name})
+  ckpt.close()
+  return s, graphdef, state
+
+
+def test_an_evaluation_restores_an_sft_step_with_sfts_optimiser(tmp_path):
+  # RL with SGD: a fresh eval-mode state holds SGD's layout, the SFT
+  # checkpoint AdamW's; the record's phase picks the layout.
+  training = config_testing.run_config(**{'optim.optimizer': 'sgd'})
+  s, sft_graphdef, sft_state = _saved_sft_step(tmp_path, training)
+  evaluating = config_testing.run_config(
+      **{'optim.optimizer': 'sgd', 'mode': 'eval'})
+  model = train_state.initial_model(evaluating, s.mesh, s.rules)
+  graphdef, state = train_state.fresh(model, evaluating.optim, s.mesh,
+                                      s.rules)
+  assert (jax.tree.structure(state) !=
+          jax.tree.structure(sft_state))  # the layouts differ
+  ckpt = checkpoint_lib.Checkpointer(tmp_path / 'checkpoints')
+  step, graphdef, state, record = train_state.restore(
+      ckpt, evaluating, phases_lib.phases(evaluating), graphdef, state,
+      s.mesh, s.rules)
+  ckpt.close()
+  assert step == 2 and record['phase'] == 'sft'
+  assert jax.tree.structure(state) == jax.tree.structure(sft_state)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(sft_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The graphdef is SFT's too: it merges with the restored state into an
+  # optimiser with Adam's moments.
+  _, optimizer = nnx.merge(graphdef, state)
+  _, sft_optimizer = nnx.merge(sft_graphdef, sft_state)
+  assert (jax.tree.structure(nnx.state(optimizer)) ==
+          jax.tree.structure(nnx.state(sft_optimizer)))
+  assert 'mu' in repr(jax.tree_util.tree_structure(nnx.state(optimizer)))
+
+
+def test_nothing_to_restore_keeps_the_fresh_state(tmp_path):
+  config = config_testing.run_config()
+  s = train.setup(config)
+  phases = phases_lib.phases(config)
+  model = train_state.initial_model(config, s.mesh, s.rules)
+  graphdef, state = train_state.fresh(model, phases[0].optim, s.mesh,
+                                      s.rules)
+  ckpt = checkpoint_lib.Checkpointer(tmp_path / 'checkpoints')
+  step, restored_graphdef, restored_state, record = train_state.restore(
+      ckpt, config, phases, graphdef, state, s.mesh, s.rules)
+  ckpt.close()
+  assert (step, record) == (0, {})
+  assert restored_graphdef is graphdef and restored_state is state

@@ -19,7 +19,8 @@ import tokenizer_testing
 _NO_SYSTEM = (
     "{% if messages[0]['role'] == 'system' %}"
     "{{ raise_exception('System role not supported') }}{% endif %}"
-    "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n"
+    "{% for m in messages %}<start_of_turn>"
+    "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
     "{{ m['content'] }}<end_of_turn>\n{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 _FAMILIES = {
@@ -48,11 +49,12 @@ def _tokenizer_dir(path, bpes, family, in_config=False):
 
 
 class _RecordingEngine(scripted_engine.ScriptedEngine):
-  """Records every node's step requests and texts by path."""
+  """Records every node's views and step texts by (tree seed, path)."""
 
   def step_text(self, request):
     text = super().step_text(request)
-    self.steps.setdefault(request.path, []).append((request.view, text))
+    self.steps.setdefault((request.seed, request.path), []).append(
+        (request.view, text))
     return text
 
 
@@ -96,22 +98,27 @@ def test_a_node_is_its_conversation_rendered_by_transformers(
   reference = transformers.AutoTokenizer.from_pretrained(directory)
   trees, steps = _rollout(tokenizer, chat)
   tools = agent_testing.SumEnv('').tools()
-  for node in (n for t in trees for n in t.nodes):
-    messages = _messages(chat, tools, steps[node.path])
-    expected = reference.apply_chat_template(
-        messages[:-1], tokenize=False, add_generation_prompt=True)
-    text = tokenizer.decode(node.tokens)
-    # Byte-identical: the prompt, every injection and every step.
-    assert text == expected + messages[-1]['content']
-    if preamble:
-      assert protocol.preamble(tools) in text
-    # Loss only on the policy's own tokens: its runs are exactly the steps,
-    # tokenized as the stop rule cut them; everything else is injected.
-    policy = [node.tokens[t['start']:t['end']]
-              for t in tree_lib.turns(node, tokenizer)
-              if t['kind'] == tree_lib.POLICY]
-    assert policy == [chat.step_ids(s) for _, s in steps[node.path]]
-    assert sum(node.loss_mask) == sum(map(len, policy))
+  for tree in trees:
+    for node in tree.nodes:
+      _check_node(node, steps[tree.seed, node.path], chat, reference, tools)
+
+
+def _check_node(node, steps, chat, reference, tools):
+  messages = _messages(chat, tools, steps)
+  expected = reference.apply_chat_template(
+      messages[:-1], tokenize=False, add_generation_prompt=True)
+  text = chat.tokenizer.decode(node.tokens)
+  # Byte-identical: the prompt, every injection and every step.
+  assert text == expected + messages[-1]['content']
+  if chat.preamble:
+    assert protocol.preamble(tools) in text
+  # Loss only on the policy's own tokens: its runs are exactly the steps,
+  # tokenized as the stop rule cut them; everything else is injected.
+  policy = [node.tokens[t['start']:t['end']]
+            for t in tree_lib.turns(node, chat.tokenizer)
+            if t['kind'] == tree_lib.POLICY]
+  assert policy == [chat.step_ids(s) for _, s in steps]
+  assert sum(node.loss_mask) == sum(map(len, policy))
 
 
 def test_a_template_that_rewrites_past_turns_still_injects_its_turns(
@@ -121,6 +128,7 @@ def test_a_template_that_rewrites_past_turns_still_injects_its_turns(
   # template's own turns.
   dropping = chat_lib.QWEN_TEMPLATE.replace(
       "message['content'] + ", "message['content'].split('</think>')[-1] + ")
+  assert dropping != chat_lib.QWEN_TEMPLATE
   directory = _tokenizer_dir(tmp_path, bpes, 'qwen')
   tokenizer = tokenizer_lib.HFTokenizer(directory)
   plain = chat_lib.ChatFormat(tokenizer, chat_lib.QWEN_TEMPLATE)

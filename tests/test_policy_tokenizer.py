@@ -27,16 +27,15 @@ def bpe():
   return tokenizer_testing.train_bpe(500)
 
 
-def _hf(path, bpe, chat_template='gemma', settings=None, template_text=None):
-  """A tokenizer directory and its config section."""
-  template = (chat_lib.BUILT_IN.get(chat_template) if template_text is None
-              else template_text)
+def _hf(path, bpe, template=chat_lib.GEMMA_TEMPLATE, settings=None):
+  """A tokenizer directory (its chat template `template`, None for none)
+  and its config section, which uses that template and the preamble."""
   tokenizer_testing.write_tokenizer_dir(
       str(path), bpe, tokenizer_testing.GEMMA_CONFIG if settings is None
       else settings, template)
-  config = config_lib.TokenizerConfig(
-      kind='hf', path=str(path), preamble=True,
-      chat_template='checkpoint' if chat_template != 'none' else 'none')
+  config = config_lib.TokenizerConfig(kind='hf', path=str(path),
+                                      chat_template='checkpoint',
+                                      preamble=True)
   return tokenizer_lib.HFTokenizer(str(path)), config
 
 
@@ -95,14 +94,14 @@ def test_a_tag_that_does_not_come_back_is_refused(bpe, tmp_path):
 ])
 def test_a_template_that_does_not_render_is_refused(bpe, tmp_path, template,
                                                     message):
-  tokenizer, config = _hf(tmp_path, bpe, template_text=template)
+  tokenizer, config = _hf(tmp_path, bpe, template)
   with pytest.raises(ValueError, match="tokenizer.chat_template='checkpoint'"
                      f'.*{message}'):
     policy_tokenizer.check(tokenizer, _MODEL, config)
 
 
 def test_checkpoint_without_a_template_is_refused(bpe, tmp_path):
-  tokenizer, config = _hf(tmp_path, bpe, template_text='')
+  tokenizer, config = _hf(tmp_path, bpe, None)
   assert tokenizer.chat_template is None
   with pytest.raises(ValueError, match="chat_template='checkpoint'.*no chat "
                      'template'):
@@ -170,5 +169,5 @@ def test_the_entry_point_refuses_the_tokenizer_before_the_weights(bpe,
     json.dump(_gemma3_config(512), f)
   result = _main(tmp_path)
   assert result.returncode != 0
-  assert 'tokenizer' not in result.stderr.splitlines()[-1].lower(), (
+  assert 'SafetensorError' in result.stderr.splitlines()[-1], (
       result.stderr[-3000:])

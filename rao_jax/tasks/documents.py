@@ -262,36 +262,25 @@ class DirectSolver:
     if view.step == 0:
       length = len(view.spec.data)  # the handle shows it
       width = _record_chars(context.visible_head(view, self.window)) or 1
-      # The call as written with the whole length: no shorter end needs
-      # more tokens.
-      read_call = protocol.tool_call('read', f'0 {length}')
-      room = (self.window.max_tokens -
-              context.prompt_tokens(view, TOOLS, self.window) -
-              context.step_tokens(read_call, self.window) -
-              self.ANSWER_RESERVE)
-      records = self._records_that_fit(view.spec.data, width, room)
-      return protocol.tool_call('read', f'0 {records * width}')
+      budget = (self.window.max_tokens -
+                context.prompt_tokens(view, TOOLS, self.window) -
+                self.ANSWER_RESERVE)
+      cost = lambda end, shown: (  # the read step and its observation
+          context.step_tokens(protocol.tool_call('read', f'0 {end}'),
+                              self.window) +
+          context.observation_tokens(shown, self.window))
+      # From what the node sees: a character is at most one token (the
+      # byte tokenizer's, a BPE's of ASCII text), so what the longest call
+      # and an empty observation leave fits that many characters...
+      room = budget - cost(length, '')
+      end = min(length, max(room, 0), MAX_READ_CHARS) // width * width
+      # ...unless the run's tokenizer says otherwise (wide characters).
+      while end and cost(end, view.spec.data[:end]) > budget:
+        end -= width
+      return protocol.tool_call('read', f'0 {end}')
     seen = view.observations[0]
     return protocol.answer(solve(*parsed, '' if seen.startswith('error:')
                                  else seen))
-
-  def _records_that_fit(self, data: str, width: int, room: int) -> int:
-    """The most whole records from the start of `data` whose observation
-    takes at most `room` tokens (0 if none fits), by bisection: the count
-    of the run's tokenizer, which is one token a character only for the
-    byte tokenizer."""
-    fits = lambda n: context.observation_tokens(data[:n * width],
-                                                self.window) <= room
-    low, high = 0, min(len(data), MAX_READ_CHARS) // width + 1
-    if not fits(0):
-      return 0
-    while high - low > 1:  # fits(low) and not fits(high)
-      middle = (low + high) // 2
-      if fits(middle):
-        low = middle
-      else:
-        high = middle
-    return low
 
 
 class RecursiveSolver:

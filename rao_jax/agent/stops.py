@@ -52,6 +52,17 @@ class StopRule:
     text = self.tokenizer.decode(tokens)
     return any(tag in text for tag in self.tags)
 
+  def _tail_start(self, tokens: Sequence[int], checked: int) -> int:
+    """Where a tag completed after `tokens[:checked]` can begin: within the
+    last characters of their text (as many as a tag holds, and a few for a
+    character the cut may break), so only the tail need be decoded and a
+    chunk's check costs its own tokens, not the whole step's."""
+    need = max(map(len, self.tags)) + 3
+    start = max(0, checked - need)
+    while start and len(self.tokenizer.decode(tokens[start:checked])) < need:
+      start = max(0, start - need)  # tokens with little text: look further
+    return start
+
   def find(self, tokens: Sequence[int], checked: int = 0) -> int | None:
     """How many of a step's tokens it keeps, or None if it goes on.
 
@@ -63,15 +74,15 @@ class StopRule:
       The length of the shortest prefix whose text holds a stop tag (the
       step ends with its last token), or None when no prefix does.
     """
-    tokens = list(tokens)
-    if not self._ends(tokens):
+    start = self._tail_start(tokens, checked)
+    if not self._ends(tokens[start:]):
       return None
     # The shortest prefix that ends, by bisection: prefixes decode to
     # prefixes, so "holds a tag" only turns on as the prefix grows.
     low, high = checked, len(tokens)  # tokens[:low] go on, [:high] end
     while high - low > 1:
       middle = (low + high) // 2
-      if self._ends(tokens[:middle]):
+      if self._ends(tokens[start:middle]):
         high = middle
       else:
         low = middle

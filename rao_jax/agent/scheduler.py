@@ -16,6 +16,10 @@ Admission order: the ready node of the tree that holds the fewest slots
 first, then the longest waiting, so a spawn storm in one tree cannot
 starve another and every free slot is filled while work is ready.
 
+Every token a node did not sample comes from its `chat.ChatFormat`: the
+prompt (and preamble) as the first turn, each injection as the user turn
+after a step, rendered in the run's chat template or the raw protocol.
+
 Budgets: depth, children per step and nodes per tree refuse a spawn with
 an error; steps per node fail the node; tokens per tree (all tokens of all
 its node sequences) abort the tree. Every node ends done, failed or
@@ -32,6 +36,7 @@ import dataclasses
 import time
 from typing import Any
 
+from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
@@ -130,6 +135,10 @@ class _NodeRun:
   children_answers: list[tuple[str | None, ...]] = dataclasses.field(
       default_factory=list)
   waiting_on: list[_NodeRun] = dataclasses.field(default_factory=list)
+  # Its chat turns so far (`chat.ChatFormat`): the injections render after
+  # them.
+  conversation: list[chat_lib.Message] = dataclasses.field(
+      default_factory=list)
   num_children: int = 0  # over all its spawns: the next child's path index
   slot: int | None = None
   ready_seq: int = 0
@@ -141,9 +150,15 @@ class FrontierScheduler:
   def __init__(self, engine: engine_lib.Engine,
                tokenizer: tokenizer_lib.Tokenizer, budgets: Budgets,
                policy_version: int = 0, inline_chars: int = 64,
-               head_chars: int = 24):
+               head_chars: int = 24, chat: chat_lib.ChatFormat | None = None):
+    """Args: the engine, the run's tokenizer, budgets, the version recorded
+    in the nodes, the prompt's data window, and the chat format over the
+    tokenizer (default: the raw protocol)."""
+    if chat is not None and chat.tokenizer is not tokenizer:
+      raise ValueError('the chat format must use the scheduler\'s tokenizer')
     self.engine = engine
     self.tokenizer = tokenizer
+    self.chat = chat_lib.ChatFormat(tokenizer) if chat is None else chat
     self.budgets = budgets
     self.policy_version = policy_version
     self.inline_chars = inline_chars
@@ -319,8 +334,8 @@ class FrontierScheduler:
     prompt = protocol.render_prompt(spec, self._remaining(run),
                                     tree_run.tool_list, self.inline_chars,
                                     self.head_chars)
-    if self._inject(run, [self.tokenizer.bos_id] +
-                    self.tokenizer.encode(prompt)):
+    run.conversation = self.chat.start(prompt, tree_run.tool_list)
+    if self._inject(run, self.chat.prompt_ids(run.conversation)):
       self._make_ready(run)
     return run
 
@@ -382,7 +397,10 @@ class FrontierScheduler:
       injected = protocol.results([protocol.strip_tags(a) for a in answers])
       parent.observations.append(injected[len(protocol.OBS):
                                           -len(protocol.OBS_END)])
-      if self._inject(parent, self.tokenizer.encode(injected)):
+      ids = self.chat.injection_ids(parent.conversation, injected)
+      parent.conversation.append({'role': chat_lib.USER,
+                                  'content': injected})
+      if self._inject(parent, ids):
         parent.node.status = tree_lib.RUNNING
         self._make_ready(parent)
 
@@ -398,7 +416,9 @@ class FrontierScheduler:
     node.children.append([])
     if not self._charge(run, len(output.tokens)):
       return
-    action = protocol.parse_step(self.tokenizer.decode(output.tokens))
+    text = self.tokenizer.decode(output.tokens)
+    run.conversation.append({'role': chat_lib.ASSISTANT, 'content': text})
+    action = protocol.parse_step(text)
     if isinstance(action, protocol.Answer):
       self._finish(run, tree_lib.DONE, action.text)
       return
@@ -430,7 +450,10 @@ class FrontierScheduler:
     """Injects an observation; the node goes on in its slot."""
     text = protocol.strip_tags(text)
     run.observations.append(text)
-    if self._inject(run, self.tokenizer.encode(protocol.observation(text))):
+    injected = protocol.observation(text)
+    ids = self.chat.injection_ids(run.conversation, injected)
+    run.conversation.append({'role': chat_lib.USER, 'content': injected})
+    if self._inject(run, ids):
       self._continue_in_slot[run.slot] = run
 
   def _spawn(self, run: _NodeRun, spawn: protocol.Spawn) -> str | None:

@@ -1,15 +1,18 @@
 """Demonstration call trees: a task's solver rolled out by the runtime.
 
 The solver (a `ScriptedPolicy`) runs through the real frontier scheduler,
-protocol parser, tools, verifiers and tokenizer, with the node window
-of `window`, so its trees are in exactly the form training consumes (the
-generated tokens carry loss mask 1 and log-prob 0).
+protocol parser, tools, verifiers, tokenizer and chat format, with the node
+window of `window`, so its trees are in exactly the form training consumes
+(the generated tokens carry loss mask 1 and log-prob 0), and its token
+counts are the run's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 
+from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import scripted_engine
@@ -32,6 +35,7 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
             recursive: bool, window: context.Window,
             budgets: scheduler_lib.Budgets, seeds: Sequence[int],
             tokenizer: tokenizer_lib.Tokenizer = context.TOKENIZER,
+            chat: chat_lib.ChatFormat | None = None,
             num_slots: int = 32, decode_steps: int = 128
             ) -> tuple[list[tree_lib.Tree], scheduler_lib.RolloutStats]:
   """One call tree per example, written by the task's reference solver.
@@ -48,20 +52,23 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
     budgets: rollout budgets.
     seeds: per example, its tree's seed.
     tokenizer: the run's tokenizer (the byte tokenizer by default).
+    chat: the run's chat format over `tokenizer` (default: the raw
+      protocol); the solver counts its tokens with it.
     num_slots, decode_steps: engine slots and tokens per decode call; the
       trees do not depend on them, the slot statistics do.
 
   Returns:
     The finished trees, scored by the task's verifiers, and the statistics.
   """
+  chat = chat_lib.ChatFormat(tokenizer) if chat is None else chat
   solver = (task.recursive_solver if recursive else task.direct_solver)(
-      window)
+      dataclasses.replace(window, chat=chat))
   engine = scripted_engine.ScriptedEngine(
       solver, tokenizer, protocol.STOP_TAGS, num_slots=num_slots,
       max_len=window.max_tokens, decode_steps=decode_steps)
   scheduler = scheduler_lib.FrontierScheduler(
       engine, tokenizer, budgets, inline_chars=window.inline_chars,
-      head_chars=window.head_chars)
+      head_chars=window.head_chars, chat=chat)
   return scheduler.run([task.make_env(e) for e in examples], seeds)
 
 

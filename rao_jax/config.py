@@ -29,7 +29,7 @@ from rao_jax.rl import update
 from rao_jax.tasks import context as context_lib
 from rao_jax.tasks import registry
 
-MODES = ('train', 'sft', 'rl', 'eval', 'generate')
+MODES = ('train', 'sft', 'rl', 'eval', 'generate', 'plan')
 TOKENIZERS = ('byte', 'hf')
 SOLVERS = ('recursive', 'direct')
 
@@ -66,9 +66,7 @@ class TokenizerConfig:
     if self.kind not in TOKENIZERS:
       raise ValueError(f'tokenizer.kind={self.kind!r}: expected "byte" or '
                        '"hf"')
-    if self.kind == 'hf' and not self.path:
-      raise ValueError('tokenizer.path must name a directory with '
-                       'tokenizer.json when tokenizer.kind="hf"')
+    # The path is checked by `RunConfig`: plan mode reads no tokenizer.
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -269,6 +267,36 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PlanConfig:
+  """The slice `mode=plan` checks the run against (`rao_jax.plan`).
+
+  Attributes:
+    topology: a Cloud TPU slice ('v4-8', 'v4-32', ...; see
+      `plan.targets.TOPOLOGIES`), or '' for this machine's own devices.
+    hbm_gib: memory a device has, GiB (0: the target's own, 32 for a TPU
+      v4 chip, or what this machine's devices report).
+    headroom: the share of `hbm_gib` a run may plan to use; the rest is
+      left to fragmentation and the runtime.
+    compile: compile the train step and the sampler's programs for the
+      target where its compiler is here (libtpu for a TPU slice), and use
+      their own memory figures; False (or no compiler): estimates only.
+  """
+
+  topology: str = ''
+  hbm_gib: float = 0.0
+  headroom: float = 0.9
+  compile: bool = True
+
+  def __post_init__(self):
+    _check_non_negative('plan', hbm_gib=self.hbm_gib)
+    if not 0 < self.headroom <= 1:
+      raise ValueError(f'plan.headroom={self.headroom}: must be in (0, 1]')
+    if not isinstance(self.compile, bool):
+      raise ValueError(f'plan.compile={self.compile!r}: must be True or '
+                       'False')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CheckpointConfig:
   """Every `every_steps` trainer steps and at each phase's end (0: never),
   the newest `max_to_keep` kept."""
@@ -301,11 +329,13 @@ class RunConfig:
 
   Attributes:
     seed: every random choice derives from it and the step.
-    mode: 'train' (SFT, eval, RL, eval), 'sft', 'rl', 'eval' or 'generate'.
+    mode: 'train' (SFT, eval, RL, eval), 'sft', 'rl', 'eval', 'generate' or
+      'plan' (the memory plan on `plan`'s slice; nothing runs).
     distributed: multi-host (`jax.distributed.initialize()`).
     init_from_hf: a Hugging Face checkpoint directory to start from.
     optim: RL's optimiser (SFT's is `sft.optim`).
     sharding_rules: logical axis -> mesh axes.
+    plan: the slice plan mode checks the run against.
   """
 
   seed: int = 0
@@ -325,10 +355,18 @@ class RunConfig:
   sharding_rules: tuple[tuple[str, Any], ...]
   checkpoint: CheckpointConfig
   log: LogConfig
+  plan: PlanConfig = PlanConfig()
 
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f'config.mode={self.mode!r}: expected one of {MODES}')
+    if self.mode == 'plan':
+      # A plan runs in one process wherever it is typed, never on the
+      # slice it plans for: it joins no multi-host run.
+      object.__setattr__(self, 'distributed', False)
+    elif self.tokenizer.kind == 'hf' and not self.tokenizer.path:
+      raise ValueError('tokenizer.path must name a directory with '
+                       'tokenizer.json when tokenizer.kind="hf"')
     if self.mode != 'generate':
       self.tasks.resolve()
     if self.rl.loss.temperature != self.sampler.temperature:
@@ -450,4 +488,6 @@ def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
       sharding_rules=sharding.normalize_rules(raw.pop('sharding_rules', ())),
       checkpoint=_section(CheckpointConfig, 'checkpoint',
                           _pop(raw, 'config', 'checkpoint')),
-      log=_section(LogConfig, 'log', _pop(raw, 'config', 'log')))
+      log=_section(LogConfig, 'log', _pop(raw, 'config', 'log')),
+      # Optional: a config without it plans for this machine's devices.
+      plan=_section(PlanConfig, 'plan', dict(raw.pop('plan', {}))))

@@ -1,24 +1,33 @@
-r"""A Gemma-3-1B-class recursive agent on a Cloud TPU v4-32 slice.
+r"""A Gemma-3-1B recursive agent on a Cloud TPU v4 slice (`:v4-32`, `:v4-8`).
 
-16 chips with 32 GiB HBM each. Run on every host of the slice:
+Run on every host of the slice (`launch/run.sh` does):
 
   python -m rao_jax.main --config=configs/tpu_v4.py --workdir=gs://BUCKET/run \
-      --config.init_from_hf=/path/to/gemma-3-1b --config.tokenizer.path=...
+      --config.init_from_hf=/path/to/gemma-3-1b \
+      --config.tokenizer.path=/path/to/gemma-3-1b
 
-It has the sections of configs/cpu_tiny.py with the paper's scale: 16 root
-tasks x 8 trees a step, lr 3e-6, betas (0.9, 0.95), wd 0.017, grad clip 1.
+`configs/tpu_v4.py` is the v4-32 (16 chips, 4 hosts); `configs/tpu_v4.py:v4-8`
+the v4-8 (4 chips, one host). Check a variant before paying for it, on any
+machine (shapes only; with libtpu installed the programs are compiled for
+the slice ahead of time):
 
-Memory plan per chip (16-way FSDP, parameters and Adam state in fp32):
-  parameters 1.0 B x 4 B / 16            = 0.25 GiB
-  Adam moments 2 x 1.0 B x 4 B / 16      = 0.5  GiB
-  gradients 1.0 B x 4 B / 16             = 0.25 GiB
-  two samplers' KV caches, bf16: 2 x 256 slots x 4096 positions x 26 layers
-    x 2 (K, V) x 1 KV head x 256 head dim x 2 B / 16 = 3.25 GiB
-  training activations for 32 rows of 4096 tokens x 1152 width x 26
-    layers x 2 B / 16 = 0.45 GiB per saved tensor kind, plus the vocab
-    projection done 256 tokens at a time.
-That leaves most of the 32 GiB HBM for XLA's temporaries; tests check that
-the sharding plan divides evenly on this mesh.
+  python -m rao_jax.main --config=configs/tpu_v4.py:v4-8 --workdir=/tmp/plan \
+      --config.mode=plan
+
+The paper's protocol and scale: SFT then RL on `medium` documents, 16 root
+tasks x 8 trees a step, CISPO, lr 3e-6, betas (0.9, 0.95), wd 0.017, grad
+clip 1; evaluation on easy/medium/hard. bf16 compute, fp32 parameters and
+Adam moments, FSDP over every chip (Gemma 3 1B has one KV head: nothing
+for a tensor axis to split).
+
+Memory plan, GiB a chip (`--config.mode=plan`; compiled by libtpu 0.0.42.1
+for the slice, the estimate without libtpu in brackets), of 32 GiB:
+
+  PLAN_TABLE
+
+The train step holds every layer's attention probabilities for backward
+(one row of 4096 tokens a chip: ~0.5 GiB a layer); a longer row or a
+second row a chip is what runs out first. What to expect: docs/plan.md.
 """
 
 import dataclasses
@@ -27,15 +36,35 @@ from configs import cpu_tiny
 from rao_jax.model import config as model_config
 from rao_jax.rl import update
 
+# Per slice: the mesh, the slots both samplers hold and the rows of a packed
+# minibatch (one 4096-token row a chip).
+SLICES = {
+    'v4-32': dict(mesh=dict(data=1, fsdp=16, tensor=1), num_slots=256,
+                  rows_per_batch=16),
+    'v4-8': dict(mesh=dict(data=1, fsdp=4, tensor=1), num_slots=64,
+                 rows_per_batch=4),
+}
 
-def get_config(arg: str | None = None):
-  del arg
+
+def parse_arg(arg: str | None, file: str) -> str:
+  """The slice a variant names ('' or None: the v4-32)."""
+  name = arg or 'v4-32'
+  if name not in SLICES:
+    raise ValueError(f'{file}: unknown variant {arg!r} (known: '
+                     f'{", ".join(sorted(SLICES))})')
+  return name
+
+
+def paper_config(slice_name: str, model: model_config.ModelConfig,
+                 max_len: int, slices=None):
+  """cpu_tiny's sections at the paper's scale on one v4 slice; `slices`
+  (default `SLICES`) gives its mesh, slots and rows."""
+  shape = (slices or SLICES)[slice_name]
   config = cpu_tiny.get_config()
-  config.distributed = True  # a v4-32 slice has 4 hosts
-  config.model = dataclasses.asdict(
-      model_config.gemma3_1b(dtype='bfloat16', param_dtype='float32'))
-  # Weights and tokenizer of a Hugging Face Gemma 3 1B checkpoint directory,
-  # copied next to the run (nothing is downloaded at run time).
+  config.distributed = True  # every host of the slice runs the command
+  config.model = dataclasses.asdict(model)
+  # Weights and tokenizer of a Hugging Face checkpoint directory copied next
+  # to the run (nothing is downloaded at run time).
   config.tokenizer = dict(kind='hf', path='')
 
   # The paper's protocol: train on medium, evaluate on easy/medium/hard.
@@ -44,8 +73,8 @@ def get_config(arg: str | None = None):
   config.tasks.task_kinds = ()  # every question kind
   config.tasks.eval_levels = ('easy', 'medium', 'hard')
   config.tasks.num_eval = 256
-  config.sampler.num_slots = 256
-  config.sampler.max_len = 4096
+  config.sampler.num_slots = shape['num_slots']
+  config.sampler.max_len = max_len
   config.sampler.decode_steps = 32
   config.rollout.budgets.max_new_tokens = 512
   config.rollout.window.inline_chars = 4096
@@ -55,10 +84,13 @@ def get_config(arg: str | None = None):
   config.rl.group_size = 8
   config.rl.credit.baseline = 'leave_one_out'  # the paper's Eq. 3
   config.rl.steps = 200
-  config.rl.rows_per_batch = 32
-  config.rl.pack_lengths = (1024, 2048, 4096)
-  config.sft.rows_per_batch = 32
-  config.sft.pack_lengths = (1024, 2048, 4096)
+  rows = shape['rows_per_batch']
+  lengths = tuple(n for n in (1024, 2048, 4096) if n <= max_len)
+  config.rl.rows_per_batch = rows
+  config.rl.pack_lengths = lengths
+  config.sft.rows_per_batch = rows
+  config.sft.pack_lengths = lengths
+  config.rl.loss.estimator = 'cispo'
   config.rl.loss.logprob_chunk = 256
   config.sft.steps = 500
   config.sft.roots_per_step = 64
@@ -66,12 +98,22 @@ def get_config(arg: str | None = None):
   config.sft.optim = dataclasses.asdict(update.OptimConfig(
       learning_rate=1e-5, warmup_steps=50, decay_steps=450))
   config.optim = dataclasses.asdict(update.OptimConfig(
-      learning_rate=3e-6, weight_decay=0.017))
-  config.generate.max_len = 4096
+      learning_rate=3e-6, b1=0.9, b2=0.95, weight_decay=0.017,
+      grad_clip=1.0))
+  config.generate.max_len = max_len
   config.generate.max_new_tokens = 64
 
-  # FSDP over all 16 chips; MQA (1 KV head) leaves nothing for a tensor axis
-  # to split.
-  config.mesh = dict(data=1, fsdp=16, tensor=1)
+  config.mesh = dict(shape['mesh'])
+  config.plan = dict(topology=slice_name, hbm_gib=32.0, headroom=0.9,
+                     compile=True)
   config.checkpoint.every_steps = 20
   return config
+
+
+def get_config(arg: str | None = None):
+  """Gemma 3 1B on the v4-32 (default) or `arg='v4-8'`."""
+  slice_name = parse_arg(arg, 'configs/tpu_v4.py')
+  return paper_config(
+      slice_name,
+      model_config.gemma3_1b(dtype='bfloat16', param_dtype='float32'),
+      max_len=4096)

@@ -22,7 +22,7 @@ output costs (0 for one written into a donated argument).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import math
 
 from jax.extend import core as jcore
@@ -30,7 +30,8 @@ from jax.extend import core as jcore
 # Elementwise primitives XLA fuses into loop fusions.
 _ELEMENTWISE = frozenset((
     'abs', 'acos', 'acosh', 'add', 'add_any', 'and', 'asin', 'asinh', 'atan',
-    'atan2', 'atanh', 'broadcast_in_dim', 'cbrt', 'ceil', 'clamp', 'convert_element_type',
+    'atan2', 'atanh', 'broadcast_in_dim', 'cbrt', 'ceil', 'clamp',
+    'convert_element_type',
     'cos', 'cosh', 'div', 'eq', 'erf', 'erf_inv', 'exp', 'exp2', 'expm1',
     'floor', 'ge', 'gt', 'integer_pow', 'iota', 'is_finite', 'le', 'log',
     'log1p', 'logistic', 'lt', 'max', 'min', 'mul', 'ne', 'neg', 'not', 'or',
@@ -40,7 +41,9 @@ _ELEMENTWISE = frozenset((
 # Consumers an elementwise producer fuses into (besides elementwise ops).
 _FUSING_CONSUMERS = _ELEMENTWISE | {'reduce_sum', 'reduce_max', 'reduce_min',
                                     'argmax', 'argmin', 'dot_general'}
+_BROADCASTS = frozenset(('broadcast_in_dim', 'iota'))
 _VIEWS = frozenset(('reshape', 'squeeze', 'expand_dims'))
+_CALLS = frozenset(('jit', 'pjit', 'closed_call', 'checkpoint', 'remat'))
 _IN_PLACE = frozenset(('dynamic_update_slice', 'scatter', 'scatter-add',
                        'scatter_add', 'while', 'scan'))
 
@@ -69,8 +72,36 @@ def _is_var(v) -> bool:
   return isinstance(v, jcore.Var) and not isinstance(v, jcore.DropVar)
 
 
-def _fused_vars(jaxpr: jcore.Jaxpr) -> set:
-  """Elementwise results used once, by a consumer XLA fuses them into."""
+def _inline(jaxpr: jcore.Jaxpr) -> jcore.Jaxpr:
+  """`jaxpr` with its calls (jit, remat) spliced in, as XLA inlines them
+  before it fuses across their boundaries."""
+  eqns, alias = [], {}
+  sub = lambda v: alias.get(v, v) if _is_var(v) else v
+  for eqn in jaxpr.eqns:
+    invars = [sub(v) for v in eqn.invars]
+    if eqn.primitive.name not in _CALLS:
+      eqns.append(eqn.replace(invars=invars))
+      continue
+    called = eqn.params['jaxpr']
+    inner = _inline(getattr(called, 'jaxpr', called))
+    rename = dict(zip(inner.invars, invars))
+    for v_in, v_out in zip(inner.outvars, eqn.outvars):
+      if not _is_var(v_out):
+        continue
+      if _is_var(v_in) and v_in not in rename:
+        rename[v_in] = v_out  # computed inside the call
+      else:  # an input passed through, or a literal
+        alias[v_out] = rename.get(v_in, v_in) if _is_var(v_in) else v_in
+    name = lambda v: rename.get(v, v) if _is_var(v) else v
+    for e in inner.eqns:
+      eqns.append(e.replace(invars=[name(v) for v in e.invars],
+                            outvars=[name(v) for v in e.outvars]))
+  return jaxpr.replace(eqns=eqns, outvars=[sub(v) for v in jaxpr.outvars])
+
+
+def _fused_vars(jaxpr: jcore.Jaxpr, recompute_broadcasts: bool) -> set:
+  """Elementwise results used once, by a consumer XLA fuses them into
+  (and broadcasts, if `recompute_broadcasts`, however many)."""
   uses: dict = {}
   for i, eqn in enumerate(jaxpr.eqns):
     for v in eqn.invars:
@@ -81,18 +112,30 @@ def _fused_vars(jaxpr: jcore.Jaxpr) -> set:
   for eqn in jaxpr.eqns:
     if eqn.primitive.name not in _ELEMENTWISE:
       continue
+    # A broadcast is recomputed inside each of its consumers; other
+    # elementwise results fuse into a single one.
+    many = recompute_broadcasts and eqn.primitive.name in _BROADCASTS
     for v in eqn.outvars:
       consumers = uses.get(v, [])
-      if (v not in outputs and len(consumers) == 1 and
-          jaxpr.eqns[consumers[0]].primitive.name in _FUSING_CONSUMERS):
+      if (v not in outputs and (len(consumers) == 1 or many and consumers)
+          and all(jaxpr.eqns[i].primitive.name in _FUSING_CONSUMERS
+                  for i in consumers)):
         fused.add(v)
   return fused
 
 
 def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
-          output_bytes: Sequence[int | None] | None) -> tuple[int, int]:
+          output_bytes: Sequence[int | None] | None,
+          split: Mapping[tuple[int, ...], int],
+          recompute_broadcasts: bool) -> tuple[int, int]:
   """(peak, bytes alive at the end) of the buffers `jaxpr` allocates."""
-  fused = _fused_vars(jaxpr)
+
+  jaxpr = _inline(jaxpr)
+
+  def cost(aval) -> int:
+    return nbytes(aval) // split.get(tuple(getattr(aval, 'shape', ())), 1)
+
+  fused = _fused_vars(jaxpr, recompute_broadcasts)
   # A fused value is stored as its inputs: they live until its consumer.
   stored_as: dict = {}
 
@@ -129,7 +172,8 @@ def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
       continue
     nested = 0
     for sub in _sub_jaxprs(eqn):
-      sub_peak, sub_end = _walk(sub, (), None)
+      sub_peak, sub_end = _walk(sub, (), None, split,
+                                recompute_broadcasts)
       nested = max(nested, sub_peak - sub_end)
     inputs = stored_inputs(eqn)
     dying = [v for v in inputs if last_use.get(v) == i and v not in arguments]
@@ -144,7 +188,7 @@ def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
         size[v], size[donor] = size[donor], 0
         dying.remove(donor)
         continue
-      size[v] = out_size.get(v) if out_size.get(v) is not None else nbytes(
+      size[v] = out_size.get(v) if out_size.get(v) is not None else cost(
           v.aval)
       alive += size[v]
     peak = max(peak, alive + nested)
@@ -157,7 +201,9 @@ def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
 
 def peak_bytes(jaxpr: jcore.ClosedJaxpr, *,
                held_inputs: Sequence[int] = (),
-               output_bytes: Sequence[int | None] | None = None) -> int:
+               output_bytes: Sequence[int | None] | None = None,
+               split: Mapping[tuple[int, ...], int] | None = None,
+               recompute_broadcasts: bool = False) -> int:
   """The estimated peak of the buffers a program allocates beyond its
   arguments, outputs included.
 
@@ -169,14 +215,15 @@ def peak_bytes(jaxpr: jcore.ClosedJaxpr, *,
       sharded over 'fsdp'); missing entries cost 0.
     output_bytes: per flat output, what it costs (0: written into a
       donated argument); None entries or a missing list: its own size.
+    split: shape -> in how many pieces a device holds a result of that
+      shape: a weight's gradient, accumulated or not, is kept split as the
+      weight is (the weight itself is gathered only to be used).
+    recompute_broadcasts: XLA:TPU recomputes a broadcast inside each
+      fusion that reads it; XLA:CPU stores one read more than once.
 
   Returns:
     Bytes: the estimated peak of temporaries plus outputs.
   """
   inner = jaxpr.jaxpr
-  while (len(inner.eqns) == 1 and inner.eqns[0].primitive.name in ('pjit',
-                                                                  'jit') and
-         list(inner.eqns[0].invars) == list(inner.invars) and
-         list(inner.eqns[0].outvars) == list(inner.outvars)):
-    inner = inner.eqns[0].params['jaxpr'].jaxpr
-  return _walk(inner, held_inputs, output_bytes)[0]
+  return _walk(inner, held_inputs, output_bytes, split or {},
+               recompute_broadcasts)[0]

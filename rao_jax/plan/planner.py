@@ -19,6 +19,7 @@ from typing import Any
 
 from rao_jax import config as config_lib
 from rao_jax.model import params as params_lib
+from rao_jax.model import sharding
 from rao_jax.plan import programs
 from rao_jax.plan import targets
 from rao_jax.rl import losses
@@ -133,16 +134,21 @@ def _phases(config: config_lib.RunConfig) -> list[_Phase]:
   return found
 
 
-def _check_divides(config: config_lib.RunConfig, mesh, mesh_shape) -> None:
-  """What `train.setup` checks on the devices, on the target's mesh."""
-  params_lib.check_shardable(config.model, mesh, config.sharding_rules)
-  data_parallel = mesh_shape['data'] * mesh_shape['fsdp']
-  for field, value in (('sampler.num_slots', config.sampler.num_slots),
-                       ('sft.rows_per_batch', config.sft.rows_per_batch),
-                       ('rl.rows_per_batch', config.rl.rows_per_batch)):
-    if value % data_parallel:
-      raise ValueError(f'{field}={value} does not divide over the data x '
-                       f'fsdp mesh axes ({data_parallel}) of the target')
+def _check_divides(config: config_lib.RunConfig, mesh) -> None:
+  """What `train.setup` checks on this host's devices, on the target's
+  mesh: every parameter shards evenly, and the slots and packed rows split
+  over the axes the rules give the batch."""
+  rules = config.sharding_rules
+  params_lib.check_shardable(config.model, mesh, rules)
+  axes = sharding.logical_to_spec((sharding.BATCH,), rules)[0]
+  parts = sharding.num_parts(mesh, axes)
+  counts = {'sampler.num_slots': config.sampler.num_slots,
+            'sft.rows_per_batch': config.sft.rows_per_batch,
+            'rl.rows_per_batch': config.rl.rows_per_batch}
+  uneven = [f'{name}={n}' for name, n in counts.items() if n % parts]
+  if uneven:
+    raise ValueError(f'{", ".join(uneven)}: does not divide over the mesh '
+                     f'axes {axes} ({parts} devices) the batch splits over')
 
 
 def _out_of_memory(error: Exception) -> bool:
@@ -186,7 +192,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
   mesh = targets.make_mesh(config.mesh.sizes(), t)
   mesh_shape = dict(mesh.shape)
   rules = config.sharding_rules
-  _check_divides(config, mesh, mesh_shape)
+  _check_divides(config, mesh)
   model, sampler = config.model, config.sampler
   compiling = t.devices is not None
 
@@ -206,7 +212,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
                         sampler.max_len, sampler.decode_steps),
                lambda: programs.estimate_decode(
                    model, sampler.num_slots, sampler.max_len,
-                   sampler.decode_steps, mesh_shape, rules)),
+                   sampler.decode_steps, mesh_shape, rules, t.platform)),
       _program(f'prefill, largest ({sampler.num_slots} rows x '
                f'{sampler.max_len})',
                ('sampler.num_slots', 'sampler.max_len'), params + slot_state,
@@ -214,7 +220,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
                         sampler.max_len),
                lambda: programs.estimate_prefill(
                    model, sampler.num_slots, sampler.max_len, mesh_shape,
-                   rules)))
+                   rules, t.platform)))
   phase_plans = []
   for phase in _phases(config):
     state = programs.train_state(model, phase.optim, rules)[1].device_bytes(
@@ -234,7 +240,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
                  phase.rows, phase.length),
         lambda phase=phase: programs.estimate_train_step(
             model, phase.optim, phase.loss, phase.rows, phase.length,
-            mesh_shape, rules))
+            mesh_shape, rules, t.platform))
     phase_plans.append(PhasePlan(phase.name, persistent,
                                  (step,) + sampler_items))
   return Plan(

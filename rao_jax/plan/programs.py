@@ -285,34 +285,39 @@ def local_model(model: model_config.ModelConfig, mesh_shape,
       vocab_size=model.vocab_size // p(sharding.VOCAB))
 
 
-def _gathered_weights(model: model_config.ModelConfig, mesh_shape,
-                      rules) -> tuple[nnx.GraphDef, Any, list[int]]:
-  """The local model's graph and parameters, and per parameter the bytes
-  of its gathered copy (0 for one a device holds whole)."""
+def _gathered_weights(model: model_config.ModelConfig, mesh_shape, rules
+                      ) -> tuple[nnx.GraphDef, Any, list[int], dict]:
+  """The local model's graph and parameters, per parameter the bytes of
+  its gathered copy (0 for one a device holds whole), and the split of
+  weight-shaped results (`liveness.peak_bytes`)."""
   local = local_model(model, mesh_shape, rules)
   graphdef, params = model_state(local, rules)
   _, full = model_state(model, rules)
   itemsize = jnp.dtype(model.dtype).itemsize
-  held = []
+  held, split = [], {}
   for (x, _), (whole, spec) in zip(params.leaves(), full.leaves()):
     # A device holds a block of the weight but computes with all of `x`.
     block = math.prod(shard_shape(whole.shape, spec, mesh_shape))
     size = math.prod(x.shape)
     held.append(size * itemsize if block < size else 0)
-  return graphdef, params.tree, held
+    if block < size:
+      split[tuple(x.shape)] = size // block
+  return graphdef, params.tree, held, split
 
 
 def estimate_train_step(model: model_config.ModelConfig,
                         optim: update.OptimConfig, loss: losses.LossConfig,
-                        rows: int, length: int, mesh_shape,
-                        rules) -> Figures:
-  """`update.train_step`'s figures, estimated (see the module doc).
+                        rows: int, length: int, mesh_shape, rules,
+                        platform: str) -> Figures:
+  """`update.train_step`'s figures, estimated (see the module doc), for
+  XLA on `platform` ('tpu', 'cpu', ...).
 
   Two walks: the loss's forward and backward on one device's rows, its
   gradients stored sharded as the parameters are; then the optimiser's
   update on the shards, the gradients alive throughout.
   """
-  graphdef, params, held = _gathered_weights(model, mesh_shape, rules)
+  graphdef, params, held, split = _gathered_weights(model, mesh_shape,
+                                                    rules)
   rows_local = -(-rows // _parts(mesh_shape, rules, sharding.BATCH))
   minibatch = batch(rows_local, length, rules).tree
   _, full = model_state(model, rules)
@@ -326,7 +331,8 @@ def estimate_train_step(model: model_config.ModelConfig,
 
   backward = liveness.peak_bytes(
       jax.make_jaxpr(grads)(params, minibatch),
-      held_inputs=held, output_bytes=grad_bytes)
+      held_inputs=held, output_bytes=grad_bytes, split=split,
+      recompute_broadcasts=platform == 'tpu')
   # The optimiser's update, elementwise on each device's shards; its
   # results are written into the donated state.
   shards = jax.tree.unflatten(jax.tree.structure(full.tree), [
@@ -340,8 +346,9 @@ def estimate_train_step(model: model_config.ModelConfig,
     return optax.apply_updates(p, updates), o
 
   step = jax.make_jaxpr(apply)(shards, opt_state, shards)
-  optimiser = liveness.peak_bytes(step,
-                                  output_bytes=[0] * len(step.jaxpr.outvars))
+  optimiser = liveness.peak_bytes(
+      step, output_bytes=[0] * len(step.jaxpr.outvars),
+      recompute_broadcasts=platform == 'tpu')
   _, state = train_state(model, optim, rules)
   arguments = (state.device_bytes(mesh_shape) +
                batch(rows, length, rules).device_bytes(mesh_shape))
@@ -351,8 +358,9 @@ def estimate_train_step(model: model_config.ModelConfig,
 
 
 def _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
-                      program, extra_args) -> Figures:
-  graphdef, params, held = _gathered_weights(model, mesh_shape, rules)
+                      platform, program, extra_args) -> Figures:
+  graphdef, params, held, split = _gathered_weights(model, mesh_shape,
+                                                    rules)
   slots_local = -(-num_slots // _parts(mesh_shape, rules, sharding.BATCH))
   local = local_model(model, mesh_shape, rules)
   state = jax.eval_shape(_slot_state_fn(local, slots_local, max_len))
@@ -361,8 +369,9 @@ def _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
   # The state is donated: its outputs overwrite it.
   num_state = len(jax.tree.leaves(state))
   outputs = [0] * num_state + [None] * (len(jaxpr.jaxpr.outvars) - num_state)
-  temporaries = liveness.peak_bytes(jaxpr, held_inputs=held,
-                                    output_bytes=outputs)
+  temporaries = liveness.peak_bytes(
+      jaxpr, held_inputs=held, output_bytes=outputs, split=split,
+      recompute_broadcasts=platform == 'tpu')
   arguments = (model_state(model, rules)[1].device_bytes(mesh_shape) +
                slot_state(model, num_slots, max_len,
                           rules).device_bytes(mesh_shape) +
@@ -372,24 +381,25 @@ def _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
 
 
 def estimate_decode(model: model_config.ModelConfig, num_slots: int,
-                    max_len: int, decode_steps: int, mesh_shape,
-                    rules) -> Figures:
+                    max_len: int, decode_steps: int, mesh_shape, rules,
+                    platform: str) -> Figures:
   """The decode loop's figures (as `compile_decode`), estimated."""
   program = lambda graphdef, params, state, live: decoding.decode(
       graphdef, sampling.Temperature(1.0), decode_steps, max_len, params,
       state, live)
   return _estimate_sampler(
-      model, num_slots, max_len, mesh_shape, rules, program,
+      model, num_slots, max_len, mesh_shape, rules, platform, program,
       lambda slots: (jax.ShapeDtypeStruct((slots,), jnp.bool_),))
 
 
 def estimate_prefill(model: model_config.ModelConfig, num_slots: int,
-                     max_len: int, mesh_shape, rules) -> Figures:
+                     max_len: int, mesh_shape, rules,
+                     platform: str) -> Figures:
   """The largest prefill's figures (as `compile_prefill`), estimated."""
   program = lambda graphdef, params, state, *rows: decoding.prefill(
       graphdef, sampling.Temperature(1.0), max_len, params, state, *rows)
   return _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
-                           program,
+                           platform, program,
                            lambda slots: _prefill_rows(slots, max_len))
 
 

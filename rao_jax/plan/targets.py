@@ -55,6 +55,7 @@ class Target:
     devices: the devices to compile for; None: no compiler for them here
       (the mesh is abstract and every figure is estimated).
     num_devices: chips (or this machine's devices).
+    platform: 'tpu', or this machine's ('cpu', 'gpu').
     hbm_bytes: memory a device has.
     why_not_compiled: why `devices` is None ('' when it is not).
   """
@@ -62,6 +63,7 @@ class Target:
   name: str
   devices: Sequence[jax.Device] | None
   num_devices: int
+  platform: str
   hbm_bytes: int
   why_not_compiled: str = ''
 
@@ -82,7 +84,7 @@ def target(topology: str, hbm_gib: float, want_compile: bool) -> Target:
           f'plan.hbm_gib=0: this machine\'s {devices[0].platform} devices '
           'report no memory limit; set plan.hbm_gib (GiB a device)')
     return Target('this machine', devices if want_compile else None,
-                  len(devices), int(hbm),
+                  len(devices), devices[0].platform, int(hbm),
                   '' if want_compile else 'plan.compile=False')
   if topology not in TOPOLOGIES:
     raise ValueError(f'plan.topology={topology!r}: expected \'\' (this '
@@ -90,9 +92,10 @@ def target(topology: str, hbm_gib: float, want_compile: bool) -> Target:
   topo = TOPOLOGIES[topology]
   hbm = int((hbm_gib or topo.hbm_gib) * GIB)
   if not want_compile:
-    return Target(topology, None, topo.chips, hbm, 'plan.compile=False')
+    return Target(topology, None, topo.chips, 'tpu', hbm,
+                  'plan.compile=False')
   if not libtpu_present():
-    return Target(topology, None, topo.chips, hbm,
+    return Target(topology, None, topo.chips, 'tpu', hbm,
                   'libtpu is not installed (pip install -c constraints.txt '
                   'libtpu)')
   # Imported here: the module loads libtpu's topology support on first use.
@@ -101,7 +104,7 @@ def target(topology: str, hbm_gib: float, want_compile: bool) -> Target:
       platform='tpu', topology_name=topo.topology_name,
       chip_config_name=topo.chip_config_name,
       chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=1)
-  return Target(topology, list(description.devices), topo.chips, hbm)
+  return Target(topology, list(description.devices), topo.chips, 'tpu', hbm)
 
 
 def _device_memory(device: jax.Device) -> int:

@@ -34,7 +34,7 @@ from configs import tpu_v4
 from rao_jax.model import config as model_config
 
 SLICES = {
-    'v4-32': dict(mesh=dict(data=1, fsdp=4, tensor=4), num_slots=128,
+    'v4-32': dict(mesh=dict(data=1, fsdp=4, tensor=4), num_slots=96,
                   rows_per_batch=4),
     'v4-8': dict(mesh=dict(data=1, fsdp=1, tensor=4), num_slots=16,
                  rows_per_batch=1),

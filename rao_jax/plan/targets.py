@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import dataclasses
 import importlib.util
 import math
+import os
 
 import jax
 
@@ -98,6 +99,9 @@ def target(topology: str, hbm_gib: float, want_compile: bool) -> Target:
     return Target(topology, None, topo.chips, 'tpu', hbm,
                   'libtpu is not installed (pip install -c constraints.txt '
                   'libtpu)')
+  # The plan describes the slice and opens no TPU: it may load libtpu while
+  # another process (a run, another plan) holds libtpu's lock file.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   # Imported here: the module loads libtpu's topology support on first use.
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   description = topologies.get_topology_desc(

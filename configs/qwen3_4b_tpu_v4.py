@@ -33,11 +33,13 @@ What to expect: docs/plan.md.
 from configs import tpu_v4
 from rao_jax.model import config as model_config
 
+# The mesh, slots, rows (one a group of four chips) and longest node of
+# each slice, as the plan sizes them.
 SLICES = {
     'v4-32': dict(mesh=dict(data=1, fsdp=4, tensor=4), num_slots=96,
-                  rows_per_batch=4),
-    'v4-8': dict(mesh=dict(data=1, fsdp=1, tensor=4), num_slots=16,
-                 rows_per_batch=1),
+                  rows_per_batch=4, max_len=2048),
+    'v4-8': dict(mesh=dict(data=1, fsdp=1, tensor=4), num_slots=8,
+                 rows_per_batch=1, max_len=2048),
 }
 
 
@@ -47,5 +49,5 @@ def get_config(arg: str | None = None):
   config = tpu_v4.paper_config(
       slice_name, model_config.qwen3_4b(dtype='bfloat16',
                                         param_dtype='float32'),
-      max_len=2048, slices=SLICES)
+      slices=SLICES)
   return config

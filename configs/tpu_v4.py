@@ -36,13 +36,13 @@ from configs import cpu_tiny
 from rao_jax.model import config as model_config
 from rao_jax.rl import update
 
-# Per slice: the mesh, the slots both samplers hold and the rows of a packed
-# minibatch (one 4096-token row a chip).
+# Per slice: the mesh, the slots both samplers hold, the rows of a packed
+# minibatch (one row a chip) and the longest node, as the plan sizes them.
 SLICES = {
-    'v4-32': dict(mesh=dict(data=1, fsdp=16, tensor=1), num_slots=256,
-                  rows_per_batch=16),
+    'v4-32': dict(mesh=dict(data=1, fsdp=16, tensor=1), num_slots=192,
+                  rows_per_batch=16, max_len=4096),
     'v4-8': dict(mesh=dict(data=1, fsdp=4, tensor=1), num_slots=64,
-                 rows_per_batch=4),
+                 rows_per_batch=4, max_len=3072),
 }
 
 
@@ -56,10 +56,11 @@ def parse_arg(arg: str | None, file: str) -> str:
 
 
 def paper_config(slice_name: str, model: model_config.ModelConfig,
-                 max_len: int, slices=None):
+                 slices=None):
   """cpu_tiny's sections at the paper's scale on one v4 slice; `slices`
-  (default `SLICES`) gives its mesh, slots and rows."""
+  (default `SLICES`) gives its mesh, slots, rows and node length."""
   shape = (slices or SLICES)[slice_name]
+  max_len = shape['max_len']
   config = cpu_tiny.get_config()
   config.distributed = True  # every host of the slice runs the command
   config.model = dataclasses.asdict(model)
@@ -85,7 +86,8 @@ def paper_config(slice_name: str, model: model_config.ModelConfig,
   config.rl.credit.baseline = 'leave_one_out'  # the paper's Eq. 3
   config.rl.steps = 200
   rows = shape['rows_per_batch']
-  lengths = tuple(n for n in (1024, 2048, 4096) if n <= max_len)
+  # Row buckets up to the longest node (multiples of the log-prob chunk).
+  lengths = tuple(n for n in (1024, 2048) if n < max_len) + (max_len,)
   config.rl.rows_per_batch = rows
   config.rl.pack_lengths = lengths
   config.sft.rows_per_batch = rows
@@ -115,5 +117,4 @@ def get_config(arg: str | None = None):
   slice_name = parse_arg(arg, 'configs/tpu_v4.py')
   return paper_config(
       slice_name,
-      model_config.gemma3_1b(dtype='bfloat16', param_dtype='float32'),
-      max_len=4096)
+      model_config.gemma3_1b(dtype='bfloat16', param_dtype='float32'))

@@ -94,7 +94,7 @@ def test_estimate_agrees_with_xla_on_this_cpu():
       max(rl.pack_lengths), mesh, rules)
   estimated = programs.estimate_train_step(
       config.model, config.optim, rl.loss, rl.rows_per_batch,
-      max(rl.pack_lengths), shape, rules, 'cpu')
+      max(rl.pack_lengths), shape, rules)
   assert compiled.compiled and not estimated.compiled
   # Inputs are the sharded arrays (XLA counts a few scalars otherwise);
   # temporaries the walk's estimate.
@@ -105,7 +105,7 @@ def test_estimate_agrees_with_xla_on_this_cpu():
                                      mesh, rules)
   estimated = programs.estimate_decode(config.model, sampler.num_slots,
                                        sampler.max_len, sampler.decode_steps,
-                                       shape, rules, 'cpu')
+                                       shape, rules)
   assert _within(estimated.arguments, compiled.arguments, 0.01)
   assert _within(estimated.total, compiled.total), (estimated, compiled)
 

@@ -4,12 +4,15 @@
 buffers alive: an equation allocates its outputs, a buffer is freed after
 its last use, and the peak is the largest sum seen (nested jaxprs -- jit,
 remat, scan and while bodies -- add their own peak at their equation).
-Three rules follow what XLA does to the same program:
+These rules follow what XLA does to the same program:
 
   fusion    an elementwise result used once, by an elementwise op, a
             reduction or a matmul, is fused into its consumer and never
             stored; its inputs stay alive until the consumer runs instead.
-  views     reshapes and squeezes are bitcasts: they allocate nothing.
+            A broadcast or a convert is recomputed in every such consumer,
+            however many read it.
+  views     a reshape or squeeze is its operand's buffer (a bitcast): the
+            operand lives as long as the view is read.
   in place  a dynamic-update-slice, scatter or loop writes its result into
             an operand of the same shape that dies there (the donated KV
             cache, a loop's carry).
@@ -41,7 +44,8 @@ _ELEMENTWISE = frozenset((
 # Consumers an elementwise producer fuses into (besides elementwise ops).
 _FUSING_CONSUMERS = _ELEMENTWISE | {'reduce_sum', 'reduce_max', 'reduce_min',
                                     'argmax', 'argmin', 'dot_general'}
-_BROADCASTS = frozenset(('broadcast_in_dim', 'iota'))
+# Results XLA recomputes in every fusion that reads them.
+_RECOMPUTED = frozenset(('broadcast_in_dim', 'convert_element_type', 'iota'))
 _VIEWS = frozenset(('reshape', 'squeeze', 'expand_dims'))
 _CALLS = frozenset(('jit', 'pjit', 'closed_call', 'checkpoint', 'remat'))
 _IN_PLACE = frozenset(('dynamic_update_slice', 'scatter', 'scatter-add',
@@ -99,9 +103,10 @@ def _inline(jaxpr: jcore.Jaxpr) -> jcore.Jaxpr:
   return jaxpr.replace(eqns=eqns, outvars=[sub(v) for v in jaxpr.outvars])
 
 
-def _fused_vars(jaxpr: jcore.Jaxpr, recompute_broadcasts: bool) -> set:
-  """Elementwise results used once, by a consumer XLA fuses them into
-  (and broadcasts, if `recompute_broadcasts`, however many)."""
+def _fused_vars(jaxpr: jcore.Jaxpr) -> set:
+  """Results stored as their inputs: views, elementwise results used once
+  by a consumer XLA fuses them into, and broadcasts and converts however
+  many read them."""
   uses: dict = {}
   for i, eqn in enumerate(jaxpr.eqns):
     for v in eqn.invars:
@@ -110,11 +115,13 @@ def _fused_vars(jaxpr: jcore.Jaxpr, recompute_broadcasts: bool) -> set:
   outputs = {v for v in jaxpr.outvars if _is_var(v)}
   fused = set()
   for eqn in jaxpr.eqns:
+    if eqn.primitive.name in _VIEWS:  # the operand's buffer, reinterpreted
+      fused.update(v for v in eqn.outvars if v not in outputs)
     if eqn.primitive.name not in _ELEMENTWISE:
       continue
-    # A broadcast is recomputed inside each of its consumers; other
-    # elementwise results fuse into a single one.
-    many = recompute_broadcasts and eqn.primitive.name in _BROADCASTS
+    # A broadcast or a convert is recomputed inside each of its consumers;
+    # other elementwise results fuse into a single one.
+    many = eqn.primitive.name in _RECOMPUTED
     for v in eqn.outvars:
       consumers = uses.get(v, [])
       if (v not in outputs and (len(consumers) == 1 or many and consumers)
@@ -126,8 +133,7 @@ def _fused_vars(jaxpr: jcore.Jaxpr, recompute_broadcasts: bool) -> set:
 
 def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
           output_bytes: Sequence[int | None] | None,
-          split: Mapping[tuple[int, ...], int],
-          recompute_broadcasts: bool) -> tuple[int, int]:
+          split: Mapping[tuple[int, ...], int]) -> tuple[int, int]:
   """(peak, bytes alive at the end) of the buffers `jaxpr` allocates."""
 
   jaxpr = _inline(jaxpr)
@@ -135,7 +141,7 @@ def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
   def cost(aval) -> int:
     return nbytes(aval) // split.get(tuple(getattr(aval, 'shape', ())), 1)
 
-  fused = _fused_vars(jaxpr, recompute_broadcasts)
+  fused = _fused_vars(jaxpr)
   # A fused value is stored as its inputs: they live until its consumer.
   stored_as: dict = {}
 
@@ -172,15 +178,11 @@ def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
       continue
     nested = 0
     for sub in _sub_jaxprs(eqn):
-      sub_peak, sub_end = _walk(sub, (), None, split,
-                                recompute_broadcasts)
+      sub_peak, sub_end = _walk(sub, (), None, split)
       nested = max(nested, sub_peak - sub_end)
     inputs = stored_inputs(eqn)
     dying = [v for v in inputs if last_use.get(v) == i and v not in arguments]
     for v in outvars:
-      if eqn.primitive.name in _VIEWS:
-        size[v] = 0
-        continue
       donor = next((d for d in dying if eqn.primitive.name in _IN_PLACE and
                     d.aval.shape == v.aval.shape and
                     d.aval.dtype == v.aval.dtype and size.get(d)), None)
@@ -202,8 +204,7 @@ def _walk(jaxpr: jcore.Jaxpr, held_inputs: Sequence[int],
 def peak_bytes(jaxpr: jcore.ClosedJaxpr, *,
                held_inputs: Sequence[int] = (),
                output_bytes: Sequence[int | None] | None = None,
-               split: Mapping[tuple[int, ...], int] | None = None,
-               recompute_broadcasts: bool = False) -> int:
+               split: Mapping[tuple[int, ...], int] | None = None) -> int:
   """The estimated peak of the buffers a program allocates beyond its
   arguments, outputs included.
 
@@ -218,12 +219,9 @@ def peak_bytes(jaxpr: jcore.ClosedJaxpr, *,
     split: shape -> in how many pieces a device holds a result of that
       shape: a weight's gradient, accumulated or not, is kept split as the
       weight is (the weight itself is gathered only to be used).
-    recompute_broadcasts: XLA:TPU recomputes a broadcast inside each
-      fusion that reads it; XLA:CPU stores one read more than once.
 
   Returns:
     Bytes: the estimated peak of temporaries plus outputs.
   """
   inner = jaxpr.jaxpr
-  return _walk(inner, held_inputs, output_bytes, split or {},
-               recompute_broadcasts)[0]
+  return _walk(inner, held_inputs, output_bytes, split or {})[0]

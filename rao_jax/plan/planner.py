@@ -212,7 +212,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
                         sampler.max_len, sampler.decode_steps),
                lambda: programs.estimate_decode(
                    model, sampler.num_slots, sampler.max_len,
-                   sampler.decode_steps, mesh_shape, rules, t.platform)),
+                   sampler.decode_steps, mesh_shape, rules)),
       _program(f'prefill, largest ({sampler.num_slots} rows x '
                f'{sampler.max_len})',
                ('sampler.num_slots', 'sampler.max_len'), params + slot_state,
@@ -220,7 +220,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
                         sampler.max_len),
                lambda: programs.estimate_prefill(
                    model, sampler.num_slots, sampler.max_len, mesh_shape,
-                   rules, t.platform)))
+                   rules)))
   phase_plans = []
   for phase in _phases(config):
     state = programs.train_state(model, phase.optim, rules)[1].device_bytes(
@@ -240,7 +240,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
                  phase.rows, phase.length),
         lambda phase=phase: programs.estimate_train_step(
             model, phase.optim, phase.loss, phase.rows, phase.length,
-            mesh_shape, rules, t.platform))
+            mesh_shape, rules))
     phase_plans.append(PhasePlan(phase.name, persistent,
                                  (step,) + sampler_items))
   return Plan(

@@ -307,10 +307,9 @@ def _gathered_weights(model: model_config.ModelConfig, mesh_shape, rules
 
 def estimate_train_step(model: model_config.ModelConfig,
                         optim: update.OptimConfig, loss: losses.LossConfig,
-                        rows: int, length: int, mesh_shape, rules,
-                        platform: str) -> Figures:
-  """`update.train_step`'s figures, estimated (see the module doc), for
-  XLA on `platform` ('tpu', 'cpu', ...).
+                        rows: int, length: int, mesh_shape,
+                        rules) -> Figures:
+  """`update.train_step`'s figures, estimated (see the module doc).
 
   Two walks: the loss's forward and backward on one device's rows, its
   gradients stored sharded as the parameters are; then the optimiser's
@@ -331,8 +330,7 @@ def estimate_train_step(model: model_config.ModelConfig,
 
   backward = liveness.peak_bytes(
       jax.make_jaxpr(grads)(params, minibatch),
-      held_inputs=held, output_bytes=grad_bytes, split=split,
-      recompute_broadcasts=platform == 'tpu')
+      held_inputs=held, output_bytes=grad_bytes, split=split)
   # The optimiser's update, elementwise on each device's shards; its
   # results are written into the donated state.
   shards = jax.tree.unflatten(jax.tree.structure(full.tree), [
@@ -347,8 +345,7 @@ def estimate_train_step(model: model_config.ModelConfig,
 
   step = jax.make_jaxpr(apply)(shards, opt_state, shards)
   optimiser = liveness.peak_bytes(
-      step, output_bytes=[0] * len(step.jaxpr.outvars),
-      recompute_broadcasts=platform == 'tpu')
+      step, output_bytes=[0] * len(step.jaxpr.outvars))
   _, state = train_state(model, optim, rules)
   arguments = (state.device_bytes(mesh_shape) +
                batch(rows, length, rules).device_bytes(mesh_shape))
@@ -358,7 +355,7 @@ def estimate_train_step(model: model_config.ModelConfig,
 
 
 def _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
-                      platform, program, extra_args) -> Figures:
+                      program, extra_args) -> Figures:
   graphdef, params, held, split = _gathered_weights(model, mesh_shape,
                                                     rules)
   slots_local = -(-num_slots // _parts(mesh_shape, rules, sharding.BATCH))
@@ -369,9 +366,8 @@ def _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
   # The state is donated: its outputs overwrite it.
   num_state = len(jax.tree.leaves(state))
   outputs = [0] * num_state + [None] * (len(jaxpr.jaxpr.outvars) - num_state)
-  temporaries = liveness.peak_bytes(
-      jaxpr, held_inputs=held, output_bytes=outputs, split=split,
-      recompute_broadcasts=platform == 'tpu')
+  temporaries = liveness.peak_bytes(jaxpr, held_inputs=held,
+                                    output_bytes=outputs, split=split)
   arguments = (model_state(model, rules)[1].device_bytes(mesh_shape) +
                slot_state(model, num_slots, max_len,
                           rules).device_bytes(mesh_shape) +
@@ -381,25 +377,24 @@ def _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
 
 
 def estimate_decode(model: model_config.ModelConfig, num_slots: int,
-                    max_len: int, decode_steps: int, mesh_shape, rules,
-                    platform: str) -> Figures:
+                    max_len: int, decode_steps: int, mesh_shape,
+                    rules) -> Figures:
   """The decode loop's figures (as `compile_decode`), estimated."""
   program = lambda graphdef, params, state, live: decoding.decode(
       graphdef, sampling.Temperature(1.0), decode_steps, max_len, params,
       state, live)
   return _estimate_sampler(
-      model, num_slots, max_len, mesh_shape, rules, platform, program,
+      model, num_slots, max_len, mesh_shape, rules, program,
       lambda slots: (jax.ShapeDtypeStruct((slots,), jnp.bool_),))
 
 
 def estimate_prefill(model: model_config.ModelConfig, num_slots: int,
-                     max_len: int, mesh_shape, rules,
-                     platform: str) -> Figures:
+                     max_len: int, mesh_shape, rules) -> Figures:
   """The largest prefill's figures (as `compile_prefill`), estimated."""
   program = lambda graphdef, params, state, *rows: decoding.prefill(
       graphdef, sampling.Temperature(1.0), max_len, params, state, *rows)
   return _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
-                           platform, program,
+                           program,
                            lambda slots: _prefill_rows(slots, max_len))
 
 

@@ -22,12 +22,23 @@ and holds a quarter of every KV cache and of the attention probabilities
 the train step keeps for backward, which cost 36 layers x 32 heads x
 length^2 a row; rows are 2048 tokens.
 
-Memory plan, GiB a chip (`--config.mode=plan`; compiled by libtpu 0.0.42.1
-for the slice, the estimate without libtpu in brackets), of 32 GiB:
+Memory plan, GiB a chip of 32 (`--config.mode=plan`: compiled for the slice
+by libtpu 0.0.42.1 on a CPU, and estimated without it):
 
-  PLAN_TABLE
+                            v4-32 (96 slots)     v4-8 (16 slots)
+                            compiled  estimated  compiled  estimated
+  parameters, fp32             0.94      0.94       3.75      3.75
+  Adam moments                 1.87      1.87       7.49      7.49
+  KV caches, 2 samplers        3.38      3.38       2.25      2.25
+  train step, 2048 tokens     QC32_TRAIN     11.23      QC8_TRAIN     11.67
+  decode (window 2048)        QC32_DECODE      1.89      QC8_DECODE      0.02
+  largest prefill             QC32_PREFILL     15.94      QC8_PREFILL     10.48
+  generated code              QC32_CODE         -      QC8_CODE         -
+  peak (arrays, largest, code) QC32_PEAK     22.12      QC8_PEAK     25.16
 
-What to expect: docs/plan.md.
+Both fit the budget of 28.8 (plan.headroom 0.9). On the v4-8 the fp32
+parameters and Adam moments alone take 11.2 GiB a chip; the slots are
+what the rest allows. What each line means: docs/plan.md.
 """
 
 from configs import tpu_v4
@@ -38,7 +49,7 @@ from rao_jax.model import config as model_config
 SLICES = {
     'v4-32': dict(mesh=dict(data=1, fsdp=4, tensor=4), num_slots=96,
                   rows_per_batch=4, max_len=2048),
-    'v4-8': dict(mesh=dict(data=1, fsdp=1, tensor=4), num_slots=8,
+    'v4-8': dict(mesh=dict(data=1, fsdp=1, tensor=4), num_slots=16,
                  rows_per_batch=1, max_len=2048),
 }
 

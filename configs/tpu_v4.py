@@ -18,16 +18,28 @@ The paper's protocol and scale: SFT then RL on `medium` documents, 16 root
 tasks x 8 trees a step, CISPO, lr 3e-6, betas (0.9, 0.95), wd 0.017, grad
 clip 1; evaluation on easy/medium/hard. bf16 compute, fp32 parameters and
 Adam moments, FSDP over every chip (Gemma 3 1B has one KV head: nothing
-for a tensor axis to split).
+for a tensor axis to split). Expect each RL step to roll out 128 trees
+and train on their nodes in minibatches of one row a chip.
 
-Memory plan, GiB a chip (`--config.mode=plan`; compiled by libtpu 0.0.42.1
-for the slice, the estimate without libtpu in brackets), of 32 GiB:
+Memory plan, GiB a chip of 32 (`--config.mode=plan`: compiled for the slice
+by libtpu 0.0.42.1 on a CPU, and estimated without it):
 
-  PLAN_TABLE
+                            v4-32 (256 slots)    v4-8 (64 slots)
+                            compiled  estimated  compiled  estimated
+  parameters, fp32             0.23      0.23       0.93      0.93
+  Adam moments                 0.47      0.47       1.86      1.86
+  KV caches, 2 samplers        3.25      3.25       3.25      3.25
+  train step, 1 row a chip    16.97     20.73      16.52     20.99
+  decode (window 4096)         1.41      1.93       1.90      1.93
+  largest prefill              8.00     11.63       6.64     11.63
+  generated code               0.68         -       0.69         -
+  peak (arrays, train, code)  21.60     24.68      23.26     27.03
 
-The train step holds every layer's attention probabilities for backward
-(one row of 4096 tokens a chip: ~0.5 GiB a layer); a longer row or a
-second row a chip is what runs out first. What to expect: docs/plan.md.
+Both fit the budget of 28.8 (plan.headroom 0.9). The train step is the
+largest program: no layer is rematerialised, so the backward pass keeps
+every layer's attention probabilities (one 4096-token row a chip: ~0.5
+GiB a layer); a second row a chip, or a longer one, is what does not fit.
+What each line means: docs/plan.md.
 """
 
 import dataclasses
@@ -39,10 +51,10 @@ from rao_jax.rl import update
 # Per slice: the mesh, the slots both samplers hold, the rows of a packed
 # minibatch (one row a chip) and the longest node, as the plan sizes them.
 SLICES = {
-    'v4-32': dict(mesh=dict(data=1, fsdp=16, tensor=1), num_slots=192,
+    'v4-32': dict(mesh=dict(data=1, fsdp=16, tensor=1), num_slots=256,
                   rows_per_batch=16, max_len=4096),
     'v4-8': dict(mesh=dict(data=1, fsdp=4, tensor=1), num_slots=64,
-                 rows_per_batch=4, max_len=3072),
+                 rows_per_batch=4, max_len=4096),
 }
 
 

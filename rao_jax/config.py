@@ -399,9 +399,12 @@ class RunConfig:
                                aggregation=self.sft.aggregation)
 
   def to_dict(self) -> dict[str, Any]:
-    """Plain JSON-able values, keyed as the config file spells them."""
+    """Plain JSON-able values, keyed as the config file spells them (the
+    plan section left out)."""
     plain = dataclasses.asdict(self)
     plain['rollout']['window'].pop('max_tokens')  # sampler.max_len
+    # Where a plan is made for changes nothing a run does or records.
+    plain.pop('plan')
     return json.loads(json.dumps(plain))
 
 

@@ -22,19 +22,18 @@ and holds a quarter of every KV cache and of the attention probabilities
 the train step keeps for backward, which cost 36 layers x 32 heads x
 length^2 a row; rows are 2048 tokens.
 
-Memory plan, GiB a chip of 32 (`--config.mode=plan`: compiled for the slice
-by libtpu 0.0.42.1 on a CPU, and estimated without it):
+Memory plan, GiB a chip of 32 (`--config.mode=plan`, estimated: a
+compile of the 4B model needs more than 23 GB of host memory, so plan it
+with libtpu on a larger machine for the compiled figures):
 
-                            v4-32 (96 slots)     v4-8 (16 slots)
-                            compiled  estimated  compiled  estimated
-  parameters, fp32             0.94      0.94       3.75      3.75
-  Adam moments                 1.87      1.87       7.49      7.49
-  KV caches, 2 samplers        3.38      3.38       2.25      2.25
-  train step, 2048 tokens     QC32_TRAIN     11.23      QC8_TRAIN     11.67
-  decode (window 2048)        QC32_DECODE      1.89      QC8_DECODE      0.02
-  largest prefill             QC32_PREFILL     15.94      QC8_PREFILL     10.48
-  generated code              QC32_CODE         -      QC8_CODE         -
-  peak (arrays, largest, code) QC32_PEAK     22.12      QC8_PEAK     25.16
+                               v4-32 (96 slots)   v4-8 (16 slots)
+  parameters, fp32                   0.94              3.75
+  Adam moments                       1.87              7.49
+  KV caches, 2 samplers              3.38              2.25
+  train step, 2048 tokens           11.23             11.67
+  decode (window 2048)               1.89              0.02
+  largest prefill                   15.94             10.48
+  peak (arrays + largest)           22.12             25.16
 
 Both fit the budget of 28.8 (plan.headroom 0.9). On the v4-8 the fp32
 parameters and Adam moments alone take 11.2 GiB a chip; the slots are

@@ -153,14 +153,18 @@ def batch(rows: int, length: int, rules) -> Abstract:
   return Abstract(tree, {name: spec for name in tree})
 
 
-_KEY_SHAPE = jax.random.key_data(jax.random.key(0)).shape
+def _key_shape() -> tuple[int, ...]:
+  # Abstract: computing a key at import would start the XLA backend before
+  # a multi-process run's `jax.distributed.initialize`.
+  return jax.eval_shape(
+      lambda: jax.random.key_data(jax.random.key(0))).shape
 
 
 def _slot_state_fn(model: model_config.ModelConfig, num_slots: int,
                    max_len: int):
   # The sampler's defaults: 4 stop sequences of up to 8 tokens.
   return functools.partial(decoding.init_state, model, num_slots, max_len,
-                           4, 8, _KEY_SHAPE, None)
+                           4, 8, _key_shape(), None)
 
 
 def slot_state(model: model_config.ModelConfig, num_slots: int,
@@ -250,7 +254,7 @@ def _prefill_rows(num_slots: int, max_len: int):
   i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
   return (i32(num_slots), i32(num_slots, max_len), i32(num_slots),
           i32(num_slots),
-          jax.ShapeDtypeStruct((num_slots,) + _KEY_SHAPE, jnp.uint32),
+          jax.ShapeDtypeStruct((num_slots,) + _key_shape(), jnp.uint32),
           i32(num_slots), i32(num_slots, 4, 8))
 
 

@@ -86,11 +86,15 @@ class Flags:
       full size.
     seeds: RL seeds, one run per arm and seed.
     workdir: where the runs live (shared by the experiments).
+    sft_steps, rl_steps, num_eval: a reduced run (None: the full size).
   """
 
   smoke: bool
   seeds: tuple[int, ...]
   workdir: pathlib.Path
+  sft_steps: int | None = None
+  rl_steps: int | None = None
+  num_eval: int | None = None
 
 
 def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
@@ -103,6 +107,9 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
                       help='comma-separated RL seeds (default 0,1,2)')
   parser.add_argument('--workdir', default=str(REPO / 'runs' / 'claims'),
                       help='where the runs live (default runs/claims)')
+  for name in ('sft_steps', 'rl_steps', 'num_eval'):
+    parser.add_argument(f'--{name}', type=int, default=None,
+                        help='a reduced run: this instead of the full size')
   args = parser.parse_args(argv)
   try:
     seeds = tuple(int(s) for s in args.seeds.split(','))
@@ -110,8 +117,13 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
     parser.error(f'--seeds={args.seeds!r}: expected integers like 0,1,2')
   if not seeds or len(set(seeds)) != len(seeds):
     parser.error(f'--seeds={args.seeds!r}: expected distinct seeds')
+  if args.smoke and (args.sft_steps or args.rl_steps or args.num_eval):
+    parser.error('--smoke has its own sizes: drop --sft_steps, --rl_steps '
+                 'and --num_eval')
   return Flags(smoke=args.smoke, seeds=seeds,
-               workdir=pathlib.Path(args.workdir).resolve())
+               workdir=pathlib.Path(args.workdir).resolve(),
+               sft_steps=args.sft_steps, rl_steps=args.rl_steps,
+               num_eval=args.num_eval)
 
 
 # ---------------------------------------------------------------------------
@@ -239,14 +251,21 @@ def examples(config: config_lib.RunConfig, level: str, data_dir: str,
 
 
 def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
-             tasks: Sequence[Mapping[str, str]], max_depth: int) -> Trees:
+             tasks: Sequence[Mapping[str, str]], max_depth: int,
+             step: int) -> Trees:
   """Greedy trees of the workdir's newest checkpoint on `tasks` with depth
   budget `max_depth`, saved as `<workdir>/claims/<tag>.jsonl` and read
-  from there when the tag was evaluated before."""
+  from there when the tag was evaluated before. The checkpoint must be
+  the one of trainer step `step`: a run trained past an evaluation it
+  skipped cannot give it any more."""
   path = workdir / 'claims' / f'{tag}.jsonl'
   if path.exists():
     return tree_lib.load(str(path))
-  _, rollouts = policy(config, workdir)
+  found, rollouts = policy(config, workdir)
+  if found != step:
+    raise ValueError(f'{workdir}: evaluation {tag!r} wants the checkpoint '
+                     f'of step {step}, the newest is {found}; start this '
+                     f'run over in a new --workdir')
   trees, _ = rollouts.evaluate(tasks, max_depth, seed=config.seed + 1)
   path.parent.mkdir(parents=True, exist_ok=True)
   tree_lib.save(trees, str(path) + '.partial')
@@ -386,8 +405,17 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def headline(experiment: str, numbers: Mapping[str, Any]) -> str:
-  """The experiment's last line: one JSON object."""
-  return json.dumps({'experiment': experiment, **numbers}, sort_keys=True)
+  """The experiment's last line: one JSON object (NaN as null)."""
+  def clean(value):
+    if isinstance(value, float) and math.isnan(value):
+      return None
+    if isinstance(value, Mapping):
+      return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+      return [clean(v) for v in value]
+    return value
+  return json.dumps(clean({'experiment': experiment, **numbers}),
+                    sort_keys=True, allow_nan=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,33 +454,83 @@ def plot_panels(path: pathlib.Path, title: str,
 
 
 # ---------------------------------------------------------------------------
-# The mixture: SFT on direct and recursive demonstrations alike, then RL.
+# Studies: arms that run RL from one shared SFT run.
 # ---------------------------------------------------------------------------
 
-MIXTURE = 'mixture'  # the cpu_tiny variant
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """One SFT run (seed 0) that several arms start RL from.
+
+  Attributes:
+    name: names its runs (`sft_<name>`).
+    variant: the `configs/cpu_tiny.py` variant.
+    overrides: dotted fields on top of the variant, SFT and RL alike.
+  """
+
+  name: str
+  variant: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# Documents: SFT on direct and recursive demonstrations alike (a coin per
+# tree, `cpu_tiny.py:mixture`), so delegating is RL's decision.
+MIXTURE = Study('mixture', 'mixture')
+# Crafting, trained on medium: the same mixture of solvers.
+CRAFTING = Study('crafting', 'crafting', {'sft.solver': 'mixture'})
 # Records of a `mixed` document: up to one window (the direct reader holds
 # 8 records), one to two windows, two to four.
 RECORD_BUCKETS = (8, 16, 32)
 
 
 @dataclasses.dataclass(frozen=True)
-class MixtureSizes:
-  """How much an experiment on the mixture trains and evaluates."""
+class Sizes:
+  """How much an experiment trains and evaluates."""
 
   eval_steps: tuple[int, ...]  # RL steps after which to evaluate (0: SFT)
-  num_eval: int  # held-out `mixed` tasks
+  num_eval: int  # held-out tasks per evaluation
 
 
-def mixture_sizes(smoke: bool) -> MixtureSizes:
-  if smoke:
-    return MixtureSizes(eval_steps=(0, 2), num_eval=4)
-  return MixtureSizes(eval_steps=(0, 5, 10, 15), num_eval=96)
+def sizes(flags: Flags) -> Sizes:
+  """`--smoke`, the full size, or the full size cut by `--rl_steps` and
+  `--num_eval`."""
+  if flags.smoke:
+    return Sizes(eval_steps=(0, 2), num_eval=4)
+  if flags.rl_steps is None:
+    eval_steps = (0, 5, 10, 15)
+  else:
+    eval_steps = tuple(sorted({0, flags.rl_steps // 2, flags.rl_steps}))
+  return Sizes(eval_steps=eval_steps, num_eval=flags.num_eval or 96)
 
 
-def mixture_sft(flags: Flags) -> pathlib.Path:
-  """The mixture's SFT run (seed 0), shared by the experiments."""
-  name = 'sft_mixture' + ('_smoke' if flags.smoke else '')
-  return sft(flags, name, config_dict(MIXTURE, flags.smoke))
+def size_record(flags: Flags) -> dict[str, Any]:
+  """The sizes a JSON line reports, `reduced` when cut below the full."""
+  reduced = bool(flags.sft_steps or flags.rl_steps or flags.num_eval)
+  return {'smoke': flags.smoke, 'reduced': reduced,
+          'sft_steps': flags.sft_steps or 'full',
+          'rl_steps': sizes(flags).eval_steps[-1],
+          'num_eval': sizes(flags).num_eval}
+
+
+def suffix(flags: Flags) -> str:
+  """Names runs of other sizes apart: '_smoke', '_sft<steps>' or ''."""
+  if flags.smoke:
+    return '_smoke'
+  return f'_sft{flags.sft_steps}' if flags.sft_steps else ''
+
+
+def study_config(flags: Flags, study: Study,
+                 overrides: Mapping[str, Any] | None = None
+                 ) -> ml_collections.ConfigDict:
+  steps = {'sft.steps': flags.sft_steps} if flags.sft_steps else {}
+  return config_dict(study.variant, flags.smoke,
+                     {**study.overrides, **steps, **(overrides or {})})
+
+
+def study_sft(flags: Flags, study: Study) -> pathlib.Path:
+  """The study's SFT run, trained unless it is done; its workdir."""
+  return sft(flags, f'sft_{study.name}{suffix(flags)}',
+             study_config(flags, study))
 
 
 def records(tree: tree_lib.Tree) -> int:
@@ -460,44 +538,154 @@ def records(tree: tree_lib.Tree) -> int:
   return len(tree.root.spec.data) // 10
 
 
-def mixture_point(config: config_lib.RunConfig, workdir: pathlib.Path,
-                  tag: str, tasks: Sequence[Mapping[str, str]],
-                  max_depth: int) -> dict[str, Any]:
-  """`tree_stats` of one evaluation, over all tasks and by length bucket."""
-  trees = evaluate(config, workdir, tag, tasks, max_depth)
+def bucket_stats(trees: Trees) -> dict[str, Any]:
+  """`tree_stats` over all documents trees and by `RECORD_BUCKETS`."""
   return {'all': tree_stats(trees),
           'buckets': {name: tree_stats(part) for name, part in by_bucket(
               trees, records, RECORD_BUCKETS).items() if part}}
 
 
-def mixture_rl(flags: Flags, name: str, seed: int, max_depth: int,
-               overrides: Mapping[str, Any] | None = None
-               ) -> list[dict[str, Any]]:
-  """RL on the mixture's SFT at depth budget `max_depth` (0: the single
-  agent), trained and evaluated at that budget.
+def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
+           every_step: Mapping[str, tuple[str, int, int]],
+           at_ends: Mapping[str, tuple[str, int, int]] | None = None,
+           overrides: Mapping[str, Any] | None = None
+           ) -> list[dict[str, Any]]:
+  """RL from the study's SFT at depth budget `max_depth` (0: the single
+  agent) with seed `seed`, in the run `<name>_seed<seed>`.
+
+  The run stops at every step of `sizes(flags).eval_steps` whatever it
+  evaluates there, so experiments that share it evaluate the same
+  checkpoints, in any order.
+
+  Args:
+    every_step: tag -> (level, tasks, depth budget): greedy trees of that
+      many held-out tasks of the level, at each evaluation step.
+    at_ends: the same, at RL step 0 (the SFT policy) and the last only.
+    overrides: RL fields on top of the study's (an ablation).
 
   Returns:
     Per evaluation step: `rl_step`, the RL `seconds` and `sampled_tokens`
-    spent until then, and `mixture_point`'s statistics.
+    spent until then, and `trees`, tag -> the evaluation's trees.
   """
-  sft_dir = mixture_sft(flags)
-  sizes = mixture_sizes(flags.smoke)
-  config = config_dict(MIXTURE, flags.smoke, {
+  sft_dir = study_sft(flags, study)
+  config = study_config(flags, study, {
       'seed': seed, 'rollout.budgets.max_depth': max_depth,
       **(overrides or {})})
   run_config = typed(config)
-  tasks = examples(run_config, 'mixed', str(sft_dir / 'data'),
-                   sizes.num_eval)
+  steps = sizes(flags).eval_steps
+  at_ends = at_ends or {}
+  tasks = {tag: examples(run_config, level, str(sft_dir / 'data'), num)
+           for tag, (level, num, _) in {**every_step, **at_ends}.items()}
   trees_per_step = run_config.rl.roots_per_step * run_config.rl.group_size
 
   def evaluate_at(rl_step, workdir):
+    point = {'rl_step': rl_step,
+             **rl_cost(workdir, rl_step, trees_per_step), 'trees': {}}
+    evaluations = dict(every_step)
+    if rl_step in (steps[0], steps[-1]):
+      evaluations.update(at_ends)
     # Step 0 is the SFT policy, the same for every seed: evaluated once.
     where = workdir if rl_step else sft_dir
-    point = mixture_point(run_config, where,
-                          f'mixed_depth{max_depth}_rl{rl_step}', tasks,
-                          max_depth)
-    return {'rl_step': rl_step, **rl_cost(workdir, rl_step, trees_per_step),
-            **point}
+    for tag, (level, num, depth) in evaluations.items():
+      point['trees'][tag] = evaluate(
+          run_config, where, f'{level}{num}_depth{depth}_rl{rl_step}',
+          tasks[tag], depth, step=run_config.sft.steps + rl_step)
+    return point
 
-  return rl_curve(flags, name, config, sft_dir, sizes.eval_steps,
-                  evaluate_at)
+  return rl_curve(flags, f'{name}_seed{seed}{suffix(flags)}', config,
+                  sft_dir, steps, evaluate_at)
+
+
+# The mixture's two agents (name -> depth budget), RL'd as `efficiency.py`
+# does; the other documents experiments evaluate the same runs.
+MIXTURE_ARMS = {'recursive': 8, 'single_agent': 0}
+
+
+def mixture_arm(flags: Flags, arm: str, seed: int,
+                levels: Mapping[str, int] | None = None, name: str = '',
+                overrides: Mapping[str, Any] | None = None
+                ) -> list[dict[str, Any]]:
+  """`rl_arm` for a `MIXTURE_ARMS` agent (run `efficiency_<arm>` unless
+  `name`) at its own depth budget: held-out `mixed` tasks (tag 'mixed')
+  at every evaluation step, and `levels` (level -> held-out tasks, each
+  level its own tag) before and after RL."""
+  depth = MIXTURE_ARMS[arm]
+  return rl_arm(
+      flags, MIXTURE, name or f'efficiency_{arm}', seed, depth,
+      {'mixed': ('mixed', sizes(flags).num_eval, depth)},
+      {level: (level, num, depth) for level, num in (levels or {}).items()},
+      overrides=overrides)
+
+
+def over_seeds(points_by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
+               index: int, value: Callable[[Mapping[str, Any]], float]
+               ) -> Estimate:
+  """`value(point)` of evaluation `index` over seeds, NaNs left out (all
+  NaN: NaN)."""
+  values = [value(points[index]) for points in points_by_seed.values()]
+  return estimate([v for v in values if not math.isnan(v)] or [math.nan])
+
+
+def level_ends(points: Sequence[dict[str, Any]], tags: Sequence[str]
+               ) -> list[dict[str, Any]]:
+  """The SFT point and the last of an arm, each with `stats`: tag ->
+  `tree_stats` of its trees, for `tags`."""
+  ends = [dict(points[0]), dict(points[-1])]
+  for point in ends:
+    trees = point.pop('trees')
+    point['stats'] = {tag: tree_stats(trees[tag]) for tag in tags}
+  return ends
+
+
+def level_metric(by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
+                 index: int, tag: str, key: str) -> Estimate:
+  """A statistic of `level_ends` point `index` (0 SFT, 1 RL) over seeds."""
+  return over_seeds(by_seed, index, lambda point: point['stats'][tag][key])
+
+
+def level_success(results: Mapping[str, Mapping[int, Any]],
+                  tags: Sequence[str]) -> dict[str, Any]:
+  """The JSON line's root success: arm -> tag -> SFT and RL estimates."""
+  return {arm: {tag: {
+      'sft': level_metric(by_seed, 0, tag, 'root_success').to_json(),
+      'rl': level_metric(by_seed, 1, tag, 'root_success').to_json()}
+                for tag in tags} for arm, by_seed in results.items()}
+
+
+def level_verdicts(results: Mapping[str, Mapping[int, Any]],
+                   tags: Sequence[str]) -> dict[str, str]:
+  """Per tag, the recursive agent's root success after RL against the
+  single agent's (`compare`); printed and returned."""
+  verdicts = {tag: compare(
+      level_metric(results['single_agent'], 1, tag, 'root_success'),
+      level_metric(results['recursive'], 1, tag, 'root_success'))
+              for tag in tags}
+  print(f'\nrecursive against single agent after RL: {verdicts}')
+  return verdicts
+
+
+def level_plot(flags: Flags, experiment: str, title: str, xlabel: str,
+               x: Sequence[float], results: Mapping[str, Mapping[int, Any]],
+               tags: Sequence[str]) -> str:
+  """Root success against the tags (at `x`), a line per arm and policy."""
+  curves = [Curve(f'{arm}, {when}', x, [
+      [points[index]['stats'][tag]['root_success'] for tag in tags]
+      for points in by_seed.values()])
+            for arm, by_seed in results.items()
+            for index, when in ((0, 'SFT'), (1, 'RL'))]
+  return plot_panels(flags.workdir / f'{experiment}{suffix(flags)}.png',
+                     title, [(xlabel, 'held-out root success', curves)])
+
+
+def main(doc: str, experiment: str, run: Callable[[Flags], Any],
+         report: Callable[[Flags, Any], dict[str, Any]],
+         plot: Callable[[Flags, Any], str],
+         argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """An experiment's command: runs it, prints its tables, draws its plot
+  and prints, last, the JSON line (whose numbers it returns)."""
+  flags = parse_flags(doc, argv)
+  results = run(flags)
+  numbers = report(flags, results)
+  numbers['plot'] = plot(flags, results)
+  print(headline(experiment, numbers), flush=True)
+  return numbers

@@ -30,34 +30,46 @@ import sys
 import common
 
 EXPERIMENT = 'efficiency'
-ARMS = {'recursive': 8, 'single_agent': 0}  # name -> depth budget
+ARMS = common.MIXTURE_ARMS
+TAG = 'mixed'
+
+
+def run_arm(flags: common.Flags, arm: str, seed: int, **kwargs) -> list[dict]:
+  """One arm's evaluation points (`common.mixture_arm`), each with
+  `stats`: `common.bucket_stats` of its held-out `mixed` trees; `trees`
+  keeps the other levels' trees."""
+  points = common.mixture_arm(flags, arm, seed, **kwargs)
+  for point in points:
+    point['stats'] = common.bucket_stats(point['trees'].pop(TAG))
+  return points
 
 
 def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:
-  """arm -> seed -> evaluation points (`common.mixture_rl`)."""
-  return {arm: {seed: common.mixture_rl(
-      flags, f'{EXPERIMENT}_{arm}_seed{seed}' + ('_smoke' if flags.smoke
-                                                 else ''), seed, depth)
-                for seed in flags.seeds}
-          for arm, depth in ARMS.items()}
+  """arm -> seed -> evaluation points (`run_arm`)."""
+  return {arm: {seed: run_arm(flags, arm, seed) for seed in flags.seeds}
+          for arm in ARMS}
 
 
 def metric(points_by_seed, index: int, key: str,
            bucket: str | None = None) -> common.Estimate:
   """A statistic of evaluation `index` over seeds (NaN-free seeds)."""
-  values = []
-  for points in points_by_seed.values():
-    stats = (points[index]['all'] if bucket is None else
-             points[index]['buckets'].get(bucket, {}))
-    value = stats.get(key, math.nan)
-    if not math.isnan(value):
-      values.append(value)
-  return common.estimate(values or [math.nan])
+  def value(point):
+    stats = (point['stats']['all'] if bucket is None else
+             point['stats']['buckets'].get(bucket, {}))
+    return stats.get(key, math.nan)
+  return common.over_seeds(points_by_seed, index, value)
+
+
+def gain(points_by_seed, key: str = 'root_success') -> common.Estimate:
+  """The last evaluation minus the SFT policy's, over seeds."""
+  return common.estimate([p[-1]['stats']['all'][key] -
+                          p[0]['stats']['all'][key]
+                          for p in points_by_seed.values()])
 
 
 def report(flags: common.Flags, results) -> dict:
   """Prints the tables; returns the headline numbers."""
-  steps = common.mixture_sizes(flags.smoke).eval_steps
+  steps = common.sizes(flags).eval_steps
   last = len(steps) - 1
   rows = []
   for arm, by_seed in results.items():
@@ -65,12 +77,12 @@ def report(flags: common.Flags, results) -> dict:
       cost = [p[i] for p in by_seed.values()]
       rows.append([arm, step, str(metric(by_seed, i, 'root_success')),
                    *[str(metric(by_seed, i, 'root_success', b))
-                     for b in _buckets()],
+                     for b in buckets()],
                    f'{sum(c["seconds"] for c in cost) / len(cost):.0f}',
                    f'{sum(c["sampled_tokens"] for c in cost) / len(cost):.0f}'])
   print('\nHeld-out root success (mixed, greedy), mean [range] over seeds\n')
   print(common.table(['agent', 'RL step', 'all', *[f'records {b}' for b in
-                                                   _buckets()],
+                                                   buckets()],
                       'RL s', 'sampled tokens'], rows))
 
   by_seed = results['recursive']
@@ -80,18 +92,17 @@ def report(flags: common.Flags, results) -> dict:
               'nodes'):
     for i in (0, last):
       rows.append([key, steps[i], *[str(metric(by_seed, i, key, b))
-                                    for b in _buckets()],
+                                    for b in buckets()],
                    str(metric(by_seed, i, key))])
   print('\nHow the recursive agent delegates, before and after RL\n')
   print(common.table(['statistic', 'RL step', *[f'records {b}' for b in
-                                                _buckets()], 'all'], rows))
+                                                buckets()], 'all'], rows))
 
-  gains = {arm: common.estimate([
-      p[last]['all']['root_success'] - p[0]['all']['root_success']
-      for p in by_seed.values()]) for arm, by_seed in results.items()}
+  gains = {arm: gain(by_seed) for arm, by_seed in results.items()}
   verdict = common.compare(gains['single_agent'], gains['recursive'])
   per_token = {arm: common.estimate([
-      1000 * (p[last]['all']['root_success'] - p[0]['all']['root_success']) /
+      1000 * (p[last]['stats']['all']['root_success'] -
+              p[0]['stats']['all']['root_success']) /
       max(p[last]['sampled_tokens'], 1) for p in by_seed.values()])
                for arm, by_seed in results.items()}
   print('\nRL gain in held-out root success (last evaluation minus SFT)\n')
@@ -101,6 +112,7 @@ def report(flags: common.Flags, results) -> dict:
   print(f'\nrecursive gain against the single agent\'s: {verdict}')
   return {
       'rl_steps': steps[last], 'seeds': list(flags.seeds),
+      'sizes': common.size_record(flags),
       'success': {arm: {'sft': metric(s, 0, 'root_success').to_json(),
                         'rl': metric(s, last, 'root_success').to_json()}
                   for arm, s in results.items()},
@@ -109,28 +121,27 @@ def report(flags: common.Flags, results) -> dict:
       'delegating_roots': {
           b: {'sft': metric(by_seed, 0, 'delegating_roots', b).mean,
               'rl': metric(by_seed, last, 'delegating_roots', b).mean}
-          for b in _buckets()},
+          for b in buckets()},
   }
 
 
-def _buckets() -> list[str]:
+def buckets() -> list[str]:
   edges = common.RECORD_BUCKETS
   return [f'<={edges[0]}'] + [f'{lo + 1}-{hi}'
                               for lo, hi in zip(edges, edges[1:])]
 
 
 def plot(flags: common.Flags, results) -> str:
-  steps = list(common.mixture_sizes(flags.smoke).eval_steps)
+  steps = list(common.sizes(flags).eval_steps)
 
   def success(by_seed, key='root_success', bucket=None):
-    return [[(p['all'] if bucket is None else p['buckets'].get(bucket, {}))
-             .get(key, math.nan) for p in points]
-            for points in by_seed.values()]
+    return [[metric({0: points}, i, key, bucket).mean
+             for i in range(len(steps))] for points in by_seed.values()]
 
   seconds = {arm: [sum(p[i]['seconds'] for p in s.values()) / len(s)
                    for i in range(len(steps))] for arm, s in results.items()}
   return common.plot_panels(
-      flags.workdir / f'{EXPERIMENT}{"_smoke" if flags.smoke else ""}.png',
+      flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
       'Recursive vs single agent: RL from one mixture SFT', [
           ('RL step', 'held-out root success',
            [common.Curve(arm, steps, success(s))
@@ -141,16 +152,12 @@ def plot(flags: common.Flags, results) -> str:
           ('RL step', 'recursive: roots that delegate',
            [common.Curve(f'records {b}', steps,
                          success(results['recursive'], 'delegating_roots', b))
-            for b in _buckets()]),
+            for b in buckets()]),
       ])
 
 
-def main(argv=None) -> None:
-  flags = common.parse_flags(__doc__, argv)
-  results = run(flags)
-  numbers = report(flags, results)
-  numbers['plot'] = plot(flags, results)
-  print(common.headline(EXPERIMENT, numbers))
+def main(argv=None) -> dict:
+  return common.main(__doc__, EXPERIMENT, run, report, plot, argv)
 
 
 if __name__ == '__main__':

@@ -36,7 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Every field spelled out, so `--config.model.<field>=...` can override it.
   config.model = dataclasses.asdict(model_config.tiny())
-  config.tokenizer = dict(kind='byte', path='')
+  # The byte tokenizer and the raw protocol: every tag is one token.
+  config.tokenizer = dict(kind='byte', path='', chat_template='none',
+                          preamble=False)
   # A Hugging Face checkpoint directory to start from instead of random init.
   config.init_from_hf = ''
 

@@ -36,7 +36,10 @@ def get_config(arg: str | None = None):
       model_config.gemma3_1b(dtype='bfloat16', param_dtype='float32'))
   # Weights and tokenizer of a Hugging Face Gemma 3 1B checkpoint directory,
   # copied next to the run (nothing is downloaded at run time).
-  config.tokenizer = dict(kind='hf', path='')
+  # Its turns in the checkpoint's own chat template, opened by the
+  # protocol explained (docs/tokenizers.md).
+  config.tokenizer = dict(kind='hf', path='', chat_template='checkpoint',
+                          preamble=True)
 
   # The paper's protocol: train on medium, evaluate on easy/medium/hard.
   config.tasks.train_level = 'medium'

@@ -31,6 +31,9 @@ from rao_jax.tasks import registry
 
 MODES = ('train', 'sft', 'rl', 'eval', 'generate', 'export')
 TOKENIZERS = ('byte', 'hf')
+# 'none': the raw protocol; 'checkpoint': the tokenizer directory's own
+# template; 'gemma', 'qwen': the built-in ones (`agent.chat.BUILT_IN`).
+CHAT_TEMPLATES = ('none', 'checkpoint', 'gemma', 'qwen')
 SOLVERS = ('recursive', 'direct', 'mixture')
 
 
@@ -56,11 +59,23 @@ def _check_pack_lengths(section: str, pack_lengths: tuple[int, ...],
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenizerConfig:
-  """'byte' (the protocol's tags as single tokens) or 'hf' (a directory
-  holding `tokenizer.json`)."""
+  """The run's tokenizer and how a node's turns are written with it.
+
+  Attributes:
+    kind: 'byte' (the protocol's tags as single tokens) or 'hf' (a
+      directory holding `tokenizer.json`).
+    path: that directory (with `tokenizer_config.json` and a chat template
+      where the checkpoint has them).
+    chat_template: 'none' (the raw protocol), 'checkpoint' (the
+      directory's template), 'gemma' or 'qwen' (built in).
+    preamble: open every node with the protocol explained
+      (`agent.protocol.preamble`), for a pretrained model.
+  """
 
   kind: str = 'byte'
   path: str = ''
+  chat_template: str = 'none'
+  preamble: bool = False
 
   def __post_init__(self):
     if self.kind not in TOKENIZERS:
@@ -69,6 +84,16 @@ class TokenizerConfig:
     if self.kind == 'hf' and not self.path:
       raise ValueError('tokenizer.path must name a directory with '
                        'tokenizer.json when tokenizer.kind="hf"')
+    if self.chat_template not in CHAT_TEMPLATES:
+      raise ValueError(f'tokenizer.chat_template={self.chat_template!r}: '
+                       f'expected one of {CHAT_TEMPLATES}')
+    if self.kind == 'byte' and self.chat_template != 'none':
+      raise ValueError(f'tokenizer.chat_template={self.chat_template!r} '
+                       'needs tokenizer.kind="hf": the byte tokenizer has no '
+                       'chat tokens')
+    if not isinstance(self.preamble, bool):
+      raise ValueError(f'tokenizer.preamble={self.preamble!r}: expected '
+                       'True or False')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -371,6 +396,7 @@ class RunConfig:
     """Plain JSON-able values, keyed as the config file spells them."""
     plain = dataclasses.asdict(self)
     plain['rollout']['window'].pop('max_tokens')  # sampler.max_len
+    plain['rollout']['window'].pop('chat')  # bound by the rollout
     return json.loads(json.dumps(plain))
 
 
@@ -433,7 +459,7 @@ def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
                        _pop(rollout, 'rollout', 'budgets')),
       window=_section(context_lib.Window, 'rollout.window',
                       _pop(rollout, 'rollout', 'window'),
-                      max_tokens=sampler.max_len))
+                      max_tokens=sampler.max_len, chat=None))
   sft = _pop(raw, 'config', 'sft')
   sft = _section(SFTConfig, 'sft', sft, optim=_section(
       update.OptimConfig, 'sft.optim', _pop(sft, 'sft', 'optim')))

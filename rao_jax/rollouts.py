@@ -19,9 +19,9 @@ import numpy as np
 
 from rao_jax import config as config_lib
 from rao_jax import data as data_lib
+from rao_jax import policy_tokenizer
 from rao_jax import run_log as run_log_lib
 from rao_jax.agent import model_engine
-from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import gemma
@@ -63,7 +63,9 @@ class Rollouts:
         max_len=sampler.max_len, mesh=mesh, rules=rules)
     self.sampler = make(method)
     self.greedy = make(sampling.Greedy())
-    self._stop_ids = [tokenizer.token_id(t) for t in protocol.STOP_TAGS]
+    # Every node's turns in the run's chat format, every step ended by its
+    # tokenizer's stop rule.
+    self.chat = policy_tokenizer.chat_format(config.tokenizer, tokenizer)
 
   def set_params(self, params: nnx.State) -> None:
     """The policy both samplers decode with from now on."""
@@ -76,13 +78,15 @@ class Rollouts:
     # A fresh engine (and scheduler) per rollout: its suspended-KV store
     # belongs to this rollout's trees; the sampler and its compiled
     # programs are reused.
+    stops = self.chat.stops
     engine = model_engine.ModelEngine(
-        sampler, self._stop_ids, decode_steps=self.config.sampler.decode_steps)
+        sampler, stops.device_ids,
+        decode_steps=self.config.sampler.decode_steps, find_stop=stops.find)
     window = self.config.rollout.window
     scheduler = scheduler_lib.FrontierScheduler(
         engine, self.tokenizer, budgets or self.config.rollout.budgets,
         policy_version=version, inline_chars=window.inline_chars,
-        head_chars=window.head_chars)
+        head_chars=window.head_chars, chat=self.chat)
     return scheduler.run(envs, seeds, groups)
 
   def demonstrations(self, examples: Sequence[Mapping[str, str]],
@@ -99,7 +103,8 @@ class Rollouts:
         self.task, examples, recursive=recursive,
         window=config.rollout.window, budgets=config.rollout.budgets,
         seeds=[seed_of(config.seed, step, i) for i in range(n)],
-        tokenizer=self.tokenizer, num_slots=config.sampler.num_slots,
+        tokenizer=self.tokenizer, chat=self.chat,
+        num_slots=config.sampler.num_slots,
         decode_steps=config.sampler.decode_steps)
 
   def sample_groups(self, examples: Sequence[Mapping[str, str]], step: int,

@@ -76,6 +76,7 @@ def setup(config: config_lib.RunConfig) -> Setup:
   mesh = sharding.make_mesh(config.mesh.sizes())
   params_lib.check_shardable(config.model, mesh, config.sharding_rules)
   tokenizer = policy_tokenizer.build(config.tokenizer, config.model.vocab_size)
+  policy_tokenizer.check_run(tokenizer, config)  # before any weight is read
   task = None if config.mode == 'generate' else config.tasks.resolve()
   data_parallel = mesh.shape['data'] * mesh.shape['fsdp']
   for field, value in (('sampler.num_slots', config.sampler.num_slots),

@@ -3,19 +3,25 @@
 import dataclasses
 
 from flax import nnx
+import jax
+import jax.numpy as jnp
 import pytest
 
 from rao_jax import sampler as sampler_lib
+from rao_jax import testing
+from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
+from rao_jax.agent import stops as stops_lib
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import config as config_lib
 from rao_jax.model import gemma
 from rao_jax.model import tokenizer as tokenizer_lib
 
 import agent_testing
+import tokenizer_testing
 
 TOK = tokenizer_lib.ByteTokenizer(protocol.SPECIAL_TOKENS)
 
@@ -24,8 +30,11 @@ def _rollout(model, num_slots, seeds):
   sampler = sampler_lib.SlotSampler(
       model, num_slots=num_slots, max_len=384,
       method=sampler_lib.Temperature(1.0))
-  stop_ids = [TOK.token_id(t) for t in protocol.STOP_TAGS]
-  engine = model_engine.ModelEngine(sampler, stop_ids, decode_steps=8)
+  # The run's stop rule: tags stop the decode loop (single tokens here)
+  # and the rule on the text is checked after every chunk.
+  rule = stops_lib.StopRule(TOK)
+  engine = model_engine.ModelEngine(sampler, rule.device_ids, decode_steps=8,
+                                    find_stop=rule.find)
   budgets = scheduler_lib.Budgets(max_depth=2, max_steps=3,
                                   max_new_tokens=12)
   scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets)
@@ -104,3 +113,65 @@ def test_a_spawning_node_resumes_with_its_kv(num_slots):
   assert plain.resumed_tokens == 0 and engine.resumed_tokens > 0
   assert not engine._suspended  # pylint: disable=protected-access
   assert kept == prefilled
+
+
+def _tag_loving_model(tokenizer, pieces):
+  """A tiny random model whose tag pieces share one large embedding: with
+  tied embeddings a piece's logit is high after a piece, so sampled steps
+  spell stop tags out of several BPE tokens now and then."""
+  model = testing.tiny_model(scale=0.05, vocab_size=512)
+  table = model.embedder.table
+  ids = jnp.array([tokenizer.encode(p)[0] for p in pieces])
+  direction = jax.random.normal(jax.random.key(1), (table.shape[1],))
+  norm = jnp.linalg.norm(table[...], axis=1).mean()
+  table[...] = table[...].at[ids].set(
+      3 * norm * direction / jnp.linalg.norm(direction))
+  return model
+
+
+def _bpe_rollout(model, tokenizer, seeds):
+  rule = stops_lib.StopRule(tokenizer)
+  sampler = sampler_lib.SlotSampler(model, num_slots=4, max_len=512,
+                                    method=sampler_lib.Temperature(1.0))
+  engine = model_engine.ModelEngine(sampler, rule.device_ids, decode_steps=8,
+                                    find_stop=rule.find)
+  budgets = scheduler_lib.Budgets(max_depth=1, max_steps=3,
+                                  max_new_tokens=24)
+  chat = chat_lib.ChatFormat(tokenizer, chat_lib.GEMMA_TEMPLATE)
+  scheduler = scheduler_lib.FrontierScheduler(engine, tokenizer, budgets,
+                                              chat=chat)
+  envs = [agent_testing.SumEnv(d) for d in ('12', '3456', '7', '890')]
+  trees, _ = scheduler.run(envs, seeds)
+  return trees, engine, budgets
+
+
+def test_a_bpe_rollout_is_well_formed_and_reproducible(tmp_path):
+  # A real trained BPE: every tag is several tokens ('</', 'answer', '>').
+  tokenizer_testing.write_tokenizer_dir(
+      str(tmp_path), tokenizer_testing.train_bpe(500),
+      tokenizer_testing.GEMMA_CONFIG)
+  tokenizer = tokenizer_lib.HFTokenizer(str(tmp_path))
+  assert len(tokenizer.encode(protocol.ANSWER_END)) == 3
+  model = _tag_loving_model(tokenizer, ['</', 'answer', 'tool', 'spawn', '>'])
+  trees, engine, budgets = _bpe_rollout(model, tokenizer, [1, 2, 3, 4])
+  stopped = 0
+  for node in (n for t in trees for n in t.nodes):
+    assert node.status in tree_lib.TERMINAL
+    assert len(node.tokens) == len(node.loss_mask) == len(node.logprobs)
+    for turn in tree_lib.turns(node, tokenizer):
+      if turn['kind'] != tree_lib.POLICY:
+        continue
+      step = node.tokens[turn['start']:turn['end']]
+      logprobs = node.logprobs[turn['start']:turn['end']]
+      assert all(p <= 0.0 for p in logprobs) and any(p < 0 for p in logprobs)
+      # Ends with the token that completes its first stop tag, or runs to
+      # its budget (or the window) without one.
+      ended = protocol.step_end(tokenizer.decode(step)) is not None
+      assert protocol.step_end(tokenizer.decode(step[:-1])) is None
+      assert ended or len(step) == min(budgets.max_new_tokens,
+                                       512 - turn['start'])
+      stopped += ended
+  assert stopped
+  again, engine, _ = _bpe_rollout(model, tokenizer, [1, 2, 3, 4])
+  assert [t.to_json() for t in again] == [t.to_json() for t in trees]
+  assert engine.num_compiles() == 0

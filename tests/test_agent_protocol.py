@@ -73,13 +73,40 @@ def test_parts_cut_whole_lines():
     ('<spawn>a</spawn>', 'expected task or end of spawn'),
     ('<tool></tool>', 'bad tool name'),
     ('hello', 'expected tool, spawn or answer'),
-    ('<answer>1</answer><answer>2</answer>', 'text after'),
     ('', 'expected tool'),
 ])
 def test_malformed(text, error):
   action = protocol.parse_step(text)
   assert isinstance(action, protocol.ParseError)
   assert error in action.error
+
+
+def test_a_step_is_read_up_to_its_first_stop_tag():
+  # The stop rule keeps the token that completes the tag whole: what it
+  # carries past the tag (or anything after) is not part of the step.
+  assert protocol.parse_step('<answer>1</answer><answer>2</answer>') == (
+      protocol.Answer('1'))
+  assert protocol.parse_step('<tool>read 0 4</tool>\n\nok') == (
+      protocol.ToolCall('read', '0 4'))
+  assert protocol.step_end('ab</tool>c</answer>') == len('ab</tool>')
+  assert protocol.step_end('<answer>1</answer') is None
+  # A tag inside a thought still ends the step there (and is malformed).
+  assert 'end of answer inside think' in protocol.parse_step(
+      '<think>say </answer> later</think><answer>1</answer>').error
+
+
+def test_preamble_is_written_in_the_grammar():
+  tools = [env_lib.Tool('read', 'read START END', lambda s, a: None)]
+  text = protocol.preamble(tools)
+  assert '<tool>read START END</tool>' in text
+  for tag in protocol.SPECIAL_TOKENS:
+    assert tag in text, tag
+  # Its examples parse as the actions they describe.
+  child = protocol.spawn([('TASK', 'DATA', 'FORMAT')])
+  assert child in text
+  assert protocol.parse_step(child) == protocol.Spawn(
+      (protocol.ChildRequest('TASK', 'DATA', 'FORMAT'),))
+  assert 'none' in protocol.preamble([])
 
 
 def test_render_prompt_inline_and_handle():

@@ -1,5 +1,7 @@
 """Tokenizers: exact round trips, single-token specials, tokenizer.json."""
 
+import json
+
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -64,3 +66,48 @@ def test_hf_tokenizer_json(tmp_path):
   text = 'the cat sat, é!'
   assert tok.decode(tok.encode(text)) == text
   assert tok.token_id('<eos>') == 1
+
+
+def _bpe_dir(path, settings, template=None, in_config=False):
+  bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+  bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(
+      add_prefix_space=False)
+  bpe.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=300, special_tokens=['<|endoftext|>', '<|im_end|>', '<s>'],
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  bpe.train_from_iterator(['the cat sat on the mat'] * 50, trainer)
+  bpe.save(str(path / 'tokenizer.json'))
+  if template is not None and in_config:
+    settings = dict(settings, chat_template=template)
+  elif template is not None:
+    (path / 'chat_template.jinja').write_text(template)
+  (path / 'tokenizer_config.json').write_text(json.dumps(settings))
+  return tokenizer_lib.HFTokenizer(str(path))
+
+
+def test_hf_special_tokens_come_from_tokenizer_config(tmp_path):
+  # Qwen's spelling: no bos, eos and pad named by the config (an older file
+  # writes a token as its added-token record).
+  tok = _bpe_dir(tmp_path, {'bos_token': None,
+                            'eos_token': {'content': '<|im_end|>'},
+                            'pad_token': '<|endoftext|>'})
+  assert (tok.pad_id, tok.eos_id, tok.bos_id) == (0, 1, None)
+  assert tok.special_tokens_map == {'eos_token': '<|im_end|>',
+                                    'pad_token': '<|endoftext|>'}
+  assert tok.chat_template is None
+  # A named token the vocabulary lacks has no id (the checks refuse it).
+  tok = _bpe_dir(tmp_path, {'bos_token': '<s>', 'eos_token': '<nope>'})
+  assert (tok.bos_id, tok.eos_id, tok.pad_id) == (2, None, None)
+
+
+@pytest.mark.parametrize('in_config', [False, True])
+def test_hf_chat_template_from_its_file_or_the_config(tmp_path, in_config):
+  tok = _bpe_dir(tmp_path, {}, '{{ messages }}', in_config)
+  assert tok.chat_template == '{{ messages }}'
+  (tmp_path / 'tokenizer_config.json').write_text(json.dumps(
+      {'chat_template': [{'name': 'tool_use', 'template': 'a'},
+                         {'name': 'default', 'template': 'b'}]}))
+  if not in_config:
+    (tmp_path / 'chat_template.jinja').unlink()
+  assert tokenizer_lib.HFTokenizer(str(tmp_path)).chat_template == 'b'

@@ -7,11 +7,17 @@ its KV cache is copied out of the slot (`SlotSampler.suspend`), and when its
 children are done it is resumed into whatever slot is free and extended by
 their results, so its context is not prefilled again. Any other admission
 (a new node) prefills the whole context.
+
+A step ends by the run's stop rule (`stops.StopRule`): stop tags that are
+single tokens stop the sampler's decode loop (`stop_ids`), and the rule on
+the step's text (`find_stop`) is applied by the sampler on the host after
+every chunk, which rolls a slot back to the token that completed its first
+stop tag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rao_jax.agent import engine as engine_lib
 from rao_jax.sampler import slots as slots_lib
@@ -27,21 +33,27 @@ class ModelEngine:
 
   def __init__(self, sampler: slots_lib.SlotSampler,
                stop_ids: Sequence[int], decode_steps: int = 8,
-               max_suspended: int | None = None):
+               max_suspended: int | None = None,
+               find_stop: Callable[[Sequence[int], int], int | None] | None
+               = None):
     """Wraps a sampler.
 
     Args:
       sampler: the slot sampler (its slots are all this engine's).
-      stop_ids: token ids that end a step (the protocol's stop tags).
+      stop_ids: token ids that end a step inside the decode loop (stop tags
+        that are single tokens: `StopRule.device_ids`).
       decode_steps: tokens decoded per `decode` call (static: one program).
       max_suspended: suspended nodes whose KV is kept (default 8 per slot);
         past it the oldest is dropped (it is then prefilled again). A node
         of an aborted tree never comes back, so the store must be bounded.
+      find_stop: the stop rule on a step's text (`StopRule.find`), applied
+        after every chunk; None stops on `stop_ids` only.
     """
     self.sampler = sampler
     self.num_slots = sampler.num_slots
     self.max_len = sampler.max_len
     self.stop_ids = tuple(stop_ids)
+    self.find_stop = find_stop
     self.decode_steps = decode_steps
     self.extended_tokens = 0  # tokens prefilled by extend (KV reused)
     self.resumed_tokens = 0  # context tokens whose KV came back on resume
@@ -59,6 +71,15 @@ class ModelEngine:
   def num_compiles(self) -> int:
     return self.sampler.num_compiles()
 
+  def _turn(self, tokens: Sequence[int], key,
+            request: engine_lib.StepRequest) -> slots_lib.Request:
+    """The sampler's request for a step: tokens to prefill (all of a new
+    node's context, or what extends the slot's), its key (None: the
+    slot's) and the run's stop rule."""
+    return slots_lib.Request(tokens=tokens, key=key,
+                             max_new_tokens=request.max_new_tokens,
+                             stop=self.stop_ids, find_stop=self.find_stop)
+
   def admit(self, requests: Mapping[int, engine_lib.StepRequest]) -> None:
     extend_slots, extend_requests = [], []
     admit_slots, admit_requests = [], []
@@ -68,9 +89,8 @@ class ModelEngine:
         if (context is not None and
             tuple(request.tokens[:len(context)]) == context):
           extend_slots.append(slot)
-          extend_requests.append(slots_lib.Request(
-              tokens=request.tokens[len(context):], key=None,
-              max_new_tokens=request.max_new_tokens, stop=self.stop_ids))
+          extend_requests.append(
+              self._turn(request.tokens[len(context):], None, request))
           self.extended_tokens += len(request.tokens) - len(context)
           continue
         self.release(slot)
@@ -82,16 +102,14 @@ class ModelEngine:
         # children's results) are prefilled. Its key is the node's.
         self.sampler.resume(suspended, slot)
         extend_slots.append(slot)
-        extend_requests.append(slots_lib.Request(
-            tokens=request.tokens[len(context):], key=None,
-            max_new_tokens=request.max_new_tokens, stop=self.stop_ids))
+        extend_requests.append(
+            self._turn(request.tokens[len(context):], None, request))
         self.resumed_tokens += len(context)
         self.extended_tokens += len(request.tokens) - len(context)
         continue
       admit_slots.append(slot)
-      admit_requests.append(slots_lib.Request(
-          tokens=request.tokens, key=request.key(),
-          max_new_tokens=request.max_new_tokens, stop=self.stop_ids))
+      admit_requests.append(
+          self._turn(request.tokens, request.key(), request))
     for slot, request in sorted(requests.items()):
       self._context[slot] = tuple(request.tokens)
       self._node[slot] = (request.seed, tuple(request.path))

@@ -16,9 +16,19 @@ A node reads a prompt and acts in steps. Every tag below is one token of
            | any other TEXT      (literal data handed to the child)
 
 TEXT, NAME, ARGS and DATA never contain a tag; whitespace (spaces and
-newlines) between elements is ignored, inside them it is kept. A generated
-step ends at `</tool>`, `</spawn>` or `</answer>` (`STOP_TAGS`, the
-sampler's stop tokens). The runtime then injects, with loss mask 0:
+newlines) between elements is ignored, inside them it is kept.
+
+Where a step ends, over any tokenization (`stops.StopRule`): a generated
+step ends with the first token whose text completes a stop tag
+(`</tool>`, `</spawn>` or `</answer>`, `STOP_TAGS`), however the tag was
+split over tokens or merged with the text around it. That token is kept
+with its log-prob, characters it carries past the tag included; tokens
+sampled after it are discarded (the slot's sequence is rolled back to end
+at it). The parser reads the step's text only up to the end of its first
+stop tag (`step_end`). With the byte tokenizer every tag is one token and
+the sampler also stops on it inside its decode loop. A step that reaches
+its token budget or the window first ends there, reported as such. The
+runtime then injects, with loss mask 0:
 
   after a tool call:  <obs> OBSERVATION </obs>
   after a spawn:      <obs><result> ANSWER 1 </result>...</obs>, once all
@@ -36,6 +46,11 @@ A node's prompt (loss mask 0) is `<bos>` followed by `render_prompt(...)`::
 when at most `inline_chars` long, else a handle
 `[N chars] HEAD...` (the node reads it with a tool or hands slices of it to
 children). 'depth 0' means the node may not spawn: it must answer itself.
+
+With a chat template (`chat.ChatFormat`) the same texts travel as chat
+turns: the prompt as the first user turn (after a system turn holding
+`preamble`, the protocol explained to a pretrained model, when enabled),
+each step as an assistant turn and each injection as a user turn.
 """
 
 from __future__ import annotations
@@ -60,10 +75,11 @@ RESULT, RESULT_END = '<result>', '</result>'
 SPECIAL_TOKENS = (THINK, THINK_END, TOOL, TOOL_END, SPAWN, SPAWN_END, ANSWER,
                   ANSWER_END, TASK, TASK_END, DATA, DATA_END, FORMAT,
                   FORMAT_END, OBS, OBS_END, RESULT, RESULT_END)
-# A step ends with one of these; the sampler stops on them.
+# A step ends with one of these (the module doc: where a step ends).
 STOP_TAGS = (TOOL_END, SPAWN_END, ANSWER_END)
 
 _TAG_RE = re.compile('|'.join(re.escape(t) for t in SPECIAL_TOKENS))
+_STOP_RE = re.compile('|'.join(re.escape(t) for t in STOP_TAGS))
 _SLICE_RE = re.compile(r'@(\d+):(\d+)')
 _PART_RE = re.compile(r'#(\d{1,4})/(\d{1,4})')
 _NAME_RE = re.compile(r'[A-Za-z_][A-Za-z0-9_\-]*')
@@ -231,6 +247,13 @@ def results(answers: Sequence[str]) -> str:
   return OBS + ''.join(RESULT + a + RESULT_END for a in answers) + OBS_END
 
 
+def step_end(text: str) -> int | None:
+  """The end of the first stop tag in `text` (an index into it), or None:
+  a step's text counts up to there."""
+  match = _STOP_RE.search(text)
+  return None if match is None else match.end()
+
+
 def strip_tags(text: str) -> str:
   """Drops protocol tags from text injected into a context (an answer
   that reaches a parent), so injections keep the grammar's structure."""
@@ -271,6 +294,35 @@ def render_prompt(spec: env_lib.NodeSpec, budgets: Mapping[str, int],
   return (f'{TASK}{spec.task}{TASK_END}{format_text}'
           f'{DATA}{render_data(spec.data, inline_chars, head_chars)}'
           f'{DATA_END}\nbudget: {budget_text}\ntools: {tool_text}\n')
+
+
+def preamble(tools: Sequence[env_lib.Tool]) -> str:
+  """The protocol explained to a pretrained model: its actions, tools and
+  injections, written with this module's own writers and tags so that it
+  cannot drift from the grammar (the system turn of a chat template).
+
+  Args:
+    tools: the environment's tools, listed with their usages.
+  """
+  tool_lines = ''.join(f'\n  {TOOL}{t.usage}{TOOL_END}' for t in tools)
+  child = spawn([('TASK', 'DATA', 'FORMAT')])
+  return (
+      'You are one agent of a recursive team. Each of your turns is one '
+      f'step: optionally {think("REASONING")}, then exactly one action.\n'
+      f'- Call a tool:{tool_lines or " (this task has none)"}\n'
+      f'  Its output comes back as {observation("OUTPUT")}.\n'
+      f'- Hand sub-tasks to copies of yourself: {child} (one {TASK} per '
+      f'child, its {DATA} and {FORMAT} optional; children run in '
+      f'parallel). Their answers come back together as '
+      f'{results(["ANSWER 1", "ANSWER 2"])}.\n'
+      f'- Finish: {answer("TEXT")} ends your work with TEXT as the answer.\n'
+      f'A child\'s DATA is {data_slice(0, 100)} (characters 0 to 100 of '
+      f'your data), {data_part(1, 2)} (the first of 2 runs of whole lines '
+      'of it) or any other text, handed over as it is.\n'
+      f'A step ends at {", ".join(STOP_TAGS)}. A malformed step comes back '
+      f'as {error("WHAT WENT WRONG")}. The budget line of a task says how '
+      'much deeper you may spawn (depth 0: answer yourself), how many steps '
+      'you have left and how many children one spawn may have.')
 
 
 # ---------------------------------------------------------------- Parsing
@@ -361,14 +413,16 @@ def parse_step(text: str) -> Action:
   """Parses one generated step; never raises.
 
   Args:
-    text: the decoded step, from its first generated token to its stop tag.
+    text: the decoded step, from its first generated token on; only the
+      text up to the end of its first stop tag is read (`step_end`).
 
   Returns:
     A `ToolCall`, `Spawn`, `Answer`, or a `ParseError` whose `error` says
     what was wrong (injected as `<obs>error: ...</obs>`).
   """
+  end = step_end(text)
   try:
-    return _parse(text)
+    return _parse(text if end is None else text[:end])
   except _Malformed as e:
     return ParseError(str(e))
   except Exception as e:  # pylint: disable=broad-except

@@ -20,6 +20,10 @@ child's whole subtree before the next child starts), as a program that
 calls its sub-agents in turn would: the same trees, for comparing the
 time they take with children that run in parallel.
 
+Every token a node did not sample comes from its `chat.ChatFormat`: the
+prompt (and preamble) as the first turn, each injection as the user turn
+after a step, rendered in the run's chat template or the raw protocol.
+
 Budgets: depth, children per step and nodes per tree refuse a spawn with
 an error; steps per node fail the node; tokens per tree (all tokens of all
 its node sequences) abort the tree. Every node ends done, failed or
@@ -36,6 +40,7 @@ import dataclasses
 import time
 from typing import Any
 
+from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
@@ -155,6 +160,10 @@ class _NodeRun:
   children_answers: list[tuple[str | None, ...]] = dataclasses.field(
       default_factory=list)
   waiting_on: list[_NodeRun] = dataclasses.field(default_factory=list)
+  # Its chat turns so far (`chat.ChatFormat`): the injections render after
+  # them.
+  conversation: list[chat_lib.Message] = dataclasses.field(
+      default_factory=list)
   num_children: int = 0  # over all its spawns: the next child's path index
   # Children created but not yet ready (sequential children only).
   queued: list[_NodeRun] = dataclasses.field(default_factory=list)
@@ -170,9 +179,17 @@ class FrontierScheduler:
   def __init__(self, engine: engine_lib.Engine,
                tokenizer: tokenizer_lib.Tokenizer, budgets: Budgets,
                policy_version: int = 0, inline_chars: int = 64,
-               head_chars: int = 24, sequential_children: bool = False):
+               head_chars: int = 24, chat: chat_lib.ChatFormat | None = None,
+               sequential_children: bool = False):
+    """Args: the engine, the run's tokenizer, budgets, the version recorded
+    in the nodes, the prompt's data window, the chat format over the
+    tokenizer (default: the raw protocol), and whether a spawn's children
+    run one after another."""
+    if chat is not None and chat.tokenizer is not tokenizer:
+      raise ValueError('the chat format must use the scheduler\'s tokenizer')
     self.engine = engine
     self.tokenizer = tokenizer
+    self.chat = chat_lib.ChatFormat(tokenizer) if chat is None else chat
     self.budgets = budgets
     self.policy_version = policy_version
     self.inline_chars = inline_chars
@@ -358,8 +375,8 @@ class FrontierScheduler:
     prompt = protocol.render_prompt(spec, self._remaining(run),
                                     tree_run.tool_list, self.inline_chars,
                                     self.head_chars)
-    if self._inject(run, [self.tokenizer.bos_id] +
-                    self.tokenizer.encode(prompt)):
+    run.conversation = self.chat.start(prompt, tree_run.tool_list)
+    if self._inject(run, self.chat.prompt_ids(run.conversation)):
       if ready:
         self._make_ready(run)
       else:
@@ -433,7 +450,9 @@ class FrontierScheduler:
     injected = protocol.results([protocol.strip_tags(a) for a in answers])
     parent.observations.append(injected[len(protocol.OBS):
                                         -len(protocol.OBS_END)])
-    if self._inject(parent, self.tokenizer.encode(injected)):
+    ids = self.chat.injection_ids(parent.conversation, injected)
+    parent.conversation.append({'role': chat_lib.USER, 'content': injected})
+    if self._inject(parent, ids):
       parent.node.status = tree_lib.RUNNING
       self._make_ready(parent)
 
@@ -467,7 +486,9 @@ class FrontierScheduler:
     node.children.append([])
     if not self._charge(run, len(output.tokens)):
       return
-    action = protocol.parse_step(self.tokenizer.decode(output.tokens))
+    text = self.tokenizer.decode(output.tokens)
+    run.conversation.append({'role': chat_lib.ASSISTANT, 'content': text})
+    action = protocol.parse_step(text)
     if isinstance(action, protocol.Answer):
       self._finish(run, tree_lib.DONE, action.text)
       return
@@ -499,7 +520,10 @@ class FrontierScheduler:
     """Injects an observation; the node goes on in its slot."""
     text = protocol.strip_tags(text)
     run.observations.append(text)
-    if self._inject(run, self.tokenizer.encode(protocol.observation(text))):
+    injected = protocol.observation(text)
+    ids = self.chat.injection_ids(run.conversation, injected)
+    run.conversation.append({'role': chat_lib.USER, 'content': injected})
+    if self._inject(run, ids):
       self._continue_in_slot[run.slot] = run
 
   def _spawn(self, run: _NodeRun, spawn: protocol.Spawn) -> str | None:

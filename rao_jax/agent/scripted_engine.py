@@ -13,6 +13,7 @@ import dataclasses
 
 from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import env as env_lib
+from rao_jax.agent import stops as stops_lib
 from rao_jax.model import tokenizer as tokenizer_lib
 
 
@@ -27,9 +28,10 @@ class _ScriptedSlot:
 class ScriptedEngine:
   """Emits a scripted policy's step text, `decode_steps` tokens per call.
 
-  The step text is encoded, cut after its first stop tag (as a sampler's
-  stop tokens would) and at `max_new_tokens`. Log-probs are 0: a scripted
-  step is certain.
+  The step text is encoded on its own, cut after the token that completes
+  its first stop tag (the sampler's stop rule, `stops.StopRule`, so
+  demonstrations end where sampled steps would) and at `max_new_tokens`.
+  Log-probs are 0: a scripted step is certain.
   """
 
   def __init__(self, policy: env_lib.ScriptedPolicy,
@@ -37,7 +39,7 @@ class ScriptedEngine:
                num_slots: int, max_len: int, decode_steps: int = 8):
     self.policy = policy
     self.tokenizer = tokenizer
-    self.stop_ids = frozenset(tokenizer.token_id(t) for t in stop_tags)
+    self.stops = stops_lib.StopRule(tokenizer, stop_tags)
     self.num_slots = num_slots
     self.max_len = max_len
     self.decode_steps = decode_steps
@@ -48,11 +50,9 @@ class ScriptedEngine:
       if not 0 <= slot < self.num_slots:
         raise ValueError(f'slot {slot} out of range')
       ids = self.tokenizer.encode(self.step_text(request))
-      reason = engine_lib.EOS
-      for i, token in enumerate(ids):
-        if token in self.stop_ids:
-          ids, reason = ids[:i + 1], engine_lib.STOP
-          break
+      end = self.stops.find(ids)
+      reason = engine_lib.EOS if end is None else engine_lib.STOP
+      ids = ids if end is None else ids[:end]
       if len(ids) > request.max_new_tokens:
         ids, reason = ids[:request.max_new_tokens], engine_lib.LENGTH
       self._slots[slot] = _ScriptedSlot(tuple(ids), reason)

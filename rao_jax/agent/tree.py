@@ -177,12 +177,13 @@ def turns(node: Node, tokenizer: tokenizer_lib.Tokenizer
 
 
 def _is_results(text: str) -> bool:
-  # `protocol.results`: <obs><result>...; whitespace a tokenizer may put
-  # between the tags is skipped.
-  text = text.lstrip()
-  if not text.startswith(protocol.OBS):
+  # `protocol.results`: <obs><result>..., after a chat template's turn
+  # markers if any; whitespace a tokenizer may put between the tags is
+  # skipped.
+  at = text.find(protocol.OBS)
+  if at < 0:
     return False
-  return text[len(protocol.OBS):].lstrip().startswith(protocol.RESULT)
+  return text[at + len(protocol.OBS):].lstrip().startswith(protocol.RESULT)
 
 
 def renumber(tree: Tree) -> None:

@@ -17,6 +17,14 @@ A stopped sequence that must wait can give its slot up without losing its
 KV cache: `suspend` copies it out, `resume` puts it into any free slot, and
 `extend` goes on from there.
 
+A turn stops on its stop sequences inside the decode loop, and on the host
+by its `find_stop` rule, checked after the prefill and after every decode
+chunk: a rule that ends the turn early drops the tokens sampled after its
+end and rolls the slot back (`seq_len`, the pending token), so the turn
+ends exactly there. The KV cache index is the position and attention only
+sees positions up to the query's, so the dropped tokens' cache entries are
+never read and the next `extend` overwrites them.
+
 Programs are compiled for a few static shapes only: prefill per
 (rows bucket, chunk-length bucket, attention window), decode per
 (num_steps, attention window) and suspend/resume per window; buckets are
@@ -25,7 +33,7 @@ powers of two, chunk lengths also 3 * 2^k. `num_compiles` counts them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import contextlib
 import dataclasses
 import functools
@@ -54,11 +62,16 @@ class Request:
     max_new_tokens: the turn's budget of sampled tokens (>= 1).
     stop: stop sequences, each a token id or a sequence of ids; the turn ends
       right after sampling one (the stop tokens are part of the turn).
+    find_stop: a host-side stop rule, (the turn's tokens, how many of them
+      are already known to go on) -> how many it keeps (it ends after
+      them) or None; e.g. `agent.stops.StopRule.find`. None: stop
+      sequences only.
   """
   tokens: Sequence[int]
   key: jax.Array | None
   max_new_tokens: int
   stop: Sequence[int | Sequence[int]] = ()
+  find_stop: Callable[[Sequence[int], int], int | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +124,8 @@ class _Slot:
   tokens: list = dataclasses.field(default_factory=list)
   sampler_logprobs: list = dataclasses.field(default_factory=list)
   model_logprobs: list = dataclasses.field(default_factory=list)
+  find_stop: Callable[[Sequence[int], int], int | None] | None = None
+  checked: int = 0  # tokens of the turn find_stop has let go on
 
 
 # Shared by all samplers, so samplers of one shape (e.g. rebuilt each RL
@@ -306,7 +321,7 @@ class SlotSampler:
         raise ValueError(f'{where}: a key is required')
       rows.append((slot, tokens, 0, self._key_data(req.key, where),
                    self._check_budget(req.max_new_tokens, where),
-                   self._stop_table(req.stop, where)))
+                   self._stop_table(req.stop, where), req.find_stop))
     self._run_prefill(rows)
     return slots
 
@@ -342,7 +357,7 @@ class SlotSampler:
       # The chunk starts with the last sampled token, which is not cached.
       rows.append((slot, [held.last_token] + tokens, held.seq_len - 1,
                    key_data, self._check_budget(req.max_new_tokens, where),
-                   self._stop_table(req.stop, where)))
+                   self._stop_table(req.stop, where), req.find_stop))
     self._run_prefill(rows)
 
   def decode(self, num_steps: int) -> list[Turn]:
@@ -378,6 +393,8 @@ class SlotSampler:
         held.seq_len = int(seq_len[s])
         if n:
           held.last_token = int(tokens[s, n - 1])
+        if n and self._host_stop(s):
+          continue  # ended by its rule, maybe before the loop stopped it
         if reason[s] != decoding.RUNNING:
           self._finish(s, int(reason[s]))
     finished, self._finished = self._finished, []
@@ -516,7 +533,7 @@ class SlotSampler:
     budget = np.ones((p,), np.int32)
     stops = np.full((p, self.max_stop_sequences, self.max_stop_len),
                     decoding.STOP_PAD, np.int32)
-    for i, (slot, chunk, pos, key, bud, table) in enumerate(rows):
+    for i, (slot, chunk, pos, key, bud, table, _) in enumerate(rows):
       slots[i], start[i], chunk_len[i], keys[i] = slot, pos, len(chunk), key
       tokens[i, :len(chunk)] = chunk
       budget[i], stops[i] = bud, table
@@ -525,7 +542,7 @@ class SlotSampler:
                                       self._params, self._state, slots, tokens,
                                       start, chunk_len, keys, budget, stops)
     first, sampler_lp, model_lp, reason = jax.device_get(outputs)
-    for i, (slot, chunk, pos, key, _, _) in enumerate(rows):
+    for i, (slot, chunk, pos, key, _, _, find_stop) in enumerate(rows):
       context = self._slots[slot].context if pos else []
       # An extension's chunk starts with the (already held) last token.
       context = context + chunk[1 if pos else 0:] + [int(first[i])]
@@ -533,9 +550,33 @@ class SlotSampler:
           key_data=key, seq_len=pos + len(chunk) + 1, context=context,
           last_token=int(first[i]), tokens=[int(first[i])],
           sampler_logprobs=[float(sampler_lp[i])],
-          model_logprobs=[float(model_lp[i])])
-      if reason[i] != decoding.RUNNING:
+          model_logprobs=[float(model_lp[i])], find_stop=find_stop)
+      if not self._host_stop(slot) and reason[i] != decoding.RUNNING:
         self._finish(slot, int(reason[i]))
+
+  def _host_stop(self, slot: int) -> bool:
+    """Applies the slot's `find_stop` rule to its turn; True if it ended
+    the turn, rolled back to end at the rule's last kept token."""
+    held = self._slots[slot]
+    if held.find_stop is None:
+      return False
+    keep = held.find_stop(held.tokens, held.checked)
+    if keep is None:
+      held.checked = len(held.tokens)
+      return False
+    if not 1 <= keep <= len(held.tokens):
+      raise ValueError(f'slot {slot}: find_stop kept {keep} of '
+                       f'{len(held.tokens)} tokens')
+    drop = len(held.tokens) - keep
+    if drop:
+      # The device's state still counts the dropped tokens; the host's
+      # record is what the next extend / suspend / release reads.
+      del held.tokens[keep:], held.context[-drop:]
+      del held.sampler_logprobs[keep:], held.model_logprobs[keep:]
+      held.seq_len -= drop
+      held.last_token = held.tokens[-1]
+    self._finish(slot, decoding.STOP_SEQUENCE)
+    return True
 
   def _finish(self, slot: int, reason: int) -> None:
     held = self._slots[slot]

@@ -6,8 +6,10 @@ inline when it is at most `inline_chars` long and otherwise only a handle
 (its length and a `head_chars` head); a node sees the rest through tools
 and its children's answers. `Window` holds these limits (they must match
 the rollout's `FrontierScheduler(inline_chars, head_chars)` and the
-engine's `max_len`), and `context_tokens` counts a node's context exactly
-as the rollout builds it, so direct solvers know when to stop reading.
+engine's `max_len`) and the run's chat format (its tokenizer and chat
+template), and `context_tokens` counts a node's context exactly as the
+rollout builds it, so direct solvers know when to stop reading and
+demonstrations never overflow the window.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import dataclasses
 
+from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.model import tokenizer as tokenizer_lib
 
 TOKENIZER = tokenizer_lib.ByteTokenizer(protocol.SPECIAL_TOKENS)
+_RAW = chat_lib.ChatFormat(TOKENIZER)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,17 +35,31 @@ class Window:
       injections); the engine's `max_len`.
     inline_chars: data up to this length is shown inline in the prompt.
     head_chars: characters of data shown in a handle.
+    chat: the run's chat format, which its solvers count tokens with; None
+      (a config's window) is the byte tokenizer's raw protocol. The
+      rollout binds the run's (`demonstrations.rollout`).
   """
 
   max_tokens: int = 512
   inline_chars: int = 64
   head_chars: int = 24
+  chat: chat_lib.ChatFormat | None = dataclasses.field(
+      default=None, compare=False, repr=False)
 
   def __post_init__(self):
     if self.max_tokens < 64:
       raise ValueError('Window.max_tokens must be >= 64')
     if not 0 <= self.head_chars <= self.inline_chars:
       raise ValueError('Window.head_chars must be in [0, inline_chars]')
+    if self.chat is not None and not isinstance(self.chat,
+                                                chat_lib.ChatFormat):
+      raise ValueError(f'Window.chat={self.chat!r}: a chat.ChatFormat, '
+                       'bound by the rollout, not a config value')
+
+  @property
+  def format(self) -> chat_lib.ChatFormat:
+    """The chat format its contexts are built with."""
+    return _RAW if self.chat is None else self.chat
 
 
 def visible_data(view: env_lib.StepView, window: Window) -> str | None:
@@ -57,21 +75,41 @@ def visible_head(view: env_lib.StepView, window: Window) -> str:
       data[:window.head_chars])
 
 
-def num_tokens(text: str) -> int:
-  """Tokens of text under the rollout's byte tokenizer."""
-  return len(TOKENIZER.encode(text))
+def step_tokens(text: str, window: Window) -> int:
+  """Tokens of a step the solver writes, as the rollout emits it."""
+  return len(window.format.step_ids(text))
 
 
-def prompt_tokens(view: env_lib.StepView, tools: Sequence[env_lib.Tool],
-                  window: Window) -> int:
-  """Tokens of the node's prompt, `<bos>` included, as the rollout renders
-  it (the budgets shown are those the node started with)."""
+# A stand-in conversation for an observation's cost: its turn markers
+# follow a step, whatever came before.
+_AFTER_A_STEP = ({'role': chat_lib.USER, 'content': '-'},
+                 {'role': chat_lib.ASSISTANT, 'content': '-'})
+
+
+def observation_tokens(text: str, window: Window) -> int:
+  """Tokens injected for the observation `text` (`protocol.observation`),
+  a chat template's turn markers included."""
+  return len(window.format.injection_ids(_AFTER_A_STEP,
+                                         protocol.observation(text)))
+
+
+def _prompt(view: env_lib.StepView, tools: Sequence[env_lib.Tool],
+            window: Window) -> list[chat_lib.Message]:
+  """The node's first turns, as the rollout renders them (the budgets
+  shown are those the node started with)."""
   budgets = {'depth': view.budgets.get('depth', 0),
              'steps': view.budgets.get('steps', 0) + view.step,
              'children': view.budgets.get('children', 0)}
   text = protocol.render_prompt(view.spec, budgets, tools,
                                 window.inline_chars, window.head_chars)
-  return 1 + num_tokens(text)
+  return window.format.start(text, tools)
+
+
+def prompt_tokens(view: env_lib.StepView, tools: Sequence[env_lib.Tool],
+                  window: Window) -> int:
+  """Tokens of the node's prompt (`<bos>`, a chat template's turns and the
+  preamble included), as the rollout builds it."""
+  return len(window.format.prompt_ids(_prompt(view, tools, window)))
 
 
 def context_tokens(view: env_lib.StepView, tools: Sequence[env_lib.Tool],
@@ -80,15 +118,24 @@ def context_tokens(view: env_lib.StepView, tools: Sequence[env_lib.Tool],
   """Tokens of a single-node context before its next step.
 
   The steps already taken are re-derived by calling the (deterministic)
-  `policy` on the earlier views, so this is exact for a node that never
+  `policy` on the earlier views, and the conversation is rebuilt turn by
+  turn as the rollout builds it, so this is exact for a node that never
   spawned (a direct solver's).
   """
-  total = prompt_tokens(view, tools, window)
+  chat = window.format
+  conversation = _prompt(view, tools, window)
+  total = len(chat.prompt_ids(conversation))
   for step in range(view.step):
     earlier = dataclasses.replace(
         view, step=step, observations=view.observations[:step],
         budgets=dict(view.budgets, steps=view.budgets.get('steps', 0) +
                      view.step - step))
-    total += num_tokens(policy(earlier))
-  total += sum(num_tokens(protocol.observation(o)) for o in view.observations)
+    ids = chat.step_ids(policy(earlier))
+    total += len(ids)
+    conversation.append({'role': chat_lib.ASSISTANT,
+                         'content': chat.tokenizer.decode(ids)})
+    if step < len(view.observations):
+      injected = protocol.observation(view.observations[step])
+      total += len(chat.injection_ids(conversation, injected))
+      conversation.append({'role': chat_lib.USER, 'content': injected})
   return total

@@ -283,10 +283,11 @@ class DirectSolver:
     step = self.plan(view)
     if step.startswith(protocol.ANSWER):
       return step
-    seen = [context.num_tokens(protocol.observation(o))
+    seen = [context.observation_tokens(o, self.window)
             for o in view.observations]
-    needed = (context.num_tokens(step) + max(seen, default=48) +
-              context.num_tokens(protocol.answer('done')))
+    needed = (context.step_tokens(step, self.window) +
+              max(seen, default=48) +
+              context.step_tokens(protocol.answer('done'), self.window))
     used = context.context_tokens(view, TOOLS, self.window, self.plan)
     if used + needed > self.window.max_tokens:
       return protocol.answer('done')  # out of room: give up, uncrafted

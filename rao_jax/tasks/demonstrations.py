@@ -1,15 +1,18 @@
 """Demonstration call trees: a task's solver rolled out by the runtime.
 
 The solver (a `ScriptedPolicy`) runs through the real frontier scheduler,
-protocol parser, tools, verifiers and tokenizer, with the node window
-of `window`, so its trees are in exactly the form training consumes (the
-generated tokens carry loss mask 1 and log-prob 0).
+protocol parser, tools, verifiers, tokenizer and chat format, with the node
+window of `window`, so its trees are in exactly the form training consumes
+(the generated tokens carry loss mask 1 and log-prob 0), and its token
+counts are the run's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 
+from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import scripted_engine
@@ -32,6 +35,7 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
             recursive: bool | Sequence[bool], window: context.Window,
             budgets: scheduler_lib.Budgets, seeds: Sequence[int],
             tokenizer: tokenizer_lib.Tokenizer = context.TOKENIZER,
+            chat: chat_lib.ChatFormat | None = None,
             num_slots: int = 32, decode_steps: int = 128
             ) -> tuple[list[tree_lib.Tree], scheduler_lib.RolloutStats]:
   """One call tree per example, written by the task's reference solver.
@@ -49,6 +53,8 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
     budgets: rollout budgets.
     seeds: per example, its tree's seed.
     tokenizer: the run's tokenizer (the byte tokenizer by default).
+    chat: the run's chat format over `tokenizer` (default: the raw
+      protocol); the solver counts its tokens with it.
     num_slots, decode_steps: engine slots and tokens per decode call; the
       trees do not depend on them, the slot statistics do.
 
@@ -61,6 +67,7 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
   if len(recursive) != len(examples) or len(seeds) != len(examples):
     raise ValueError(f'demonstrations: {len(examples)} examples, '
                      f'{len(recursive)} solver flags, {len(seeds)} seeds')
+  chat = chat_lib.ChatFormat(tokenizer) if chat is None else chat
   trees: list[tree_lib.Tree | None] = [None] * len(examples)
   stats = scheduler_lib.RolloutStats()
   # One scheduler per solver: a scripted engine plays one policy.
@@ -68,13 +75,14 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
     index = [i for i, r in enumerate(recursive) if r == flag]
     if not index:
       continue
-    solver = (task.recursive_solver if flag else task.direct_solver)(window)
+    solver = (task.recursive_solver if flag else task.direct_solver)(
+        dataclasses.replace(window, chat=chat))
     engine = scripted_engine.ScriptedEngine(
         solver, tokenizer, protocol.STOP_TAGS, num_slots=num_slots,
         max_len=window.max_tokens, decode_steps=decode_steps)
     scheduler = scheduler_lib.FrontierScheduler(
         engine, tokenizer, budgets, inline_chars=window.inline_chars,
-        head_chars=window.head_chars)
+        head_chars=window.head_chars, chat=chat)
     part, part_stats = scheduler.run(
         [task.make_env(examples[i]) for i in index],
         [seeds[i] for i in index], groups=index, tree_ids=index)

@@ -265,12 +265,21 @@ class DirectSolver:
     if view.step == 0:
       length = len(view.spec.data)  # the handle shows it
       width = _record_chars(context.visible_head(view, self.window)) or 1
-      read_call = protocol.tool_call('read', f'0 {length}')
-      room = (self.window.max_tokens -
-              context.prompt_tokens(view, TOOLS, self.window) -
-              context.num_tokens(read_call + protocol.observation('')) -
-              self.ANSWER_RESERVE)
+      budget = (self.window.max_tokens -
+                context.prompt_tokens(view, TOOLS, self.window) -
+                self.ANSWER_RESERVE)
+      cost = lambda end, shown: (  # the read step and its observation
+          context.step_tokens(protocol.tool_call('read', f'0 {end}'),
+                              self.window) +
+          context.observation_tokens(shown, self.window))
+      # From what the node sees: a character is at most one token (the
+      # byte tokenizer's, a BPE's of ASCII text), so what the longest call
+      # and an empty observation leave fits that many characters...
+      room = budget - cost(length, '')
       end = min(length, max(room, 0), MAX_READ_CHARS) // width * width
+      # ...unless the run's tokenizer says otherwise (wide characters).
+      while end and cost(end, view.spec.data[:end]) > budget:
+        end -= width
       return protocol.tool_call('read', f'0 {end}')
     seen = view.observations[0]
     return protocol.answer(solve(*parsed, '' if seen.startswith('error:')

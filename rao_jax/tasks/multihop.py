@@ -179,10 +179,11 @@ class DirectSolver:
     step, fallback = self.plan(view)
     if not step:
       return fallback
-    seen = [context.num_tokens(protocol.observation(o))
+    seen = [context.observation_tokens(o, self.window)
             for o in view.observations]
-    needed = (context.num_tokens(step) + max(seen, default=self.PAGE_RESERVE)
-              + context.num_tokens(fallback))
+    needed = (context.step_tokens(step, self.window) +
+              max(seen, default=self.PAGE_RESERVE) +
+              context.step_tokens(fallback, self.window))
     used = context.context_tokens(view, TOOLS, self.window,
                                   lambda v: self.plan(v)[0])
     return step if used + needed <= self.window.max_tokens else fallback

@@ -27,7 +27,6 @@ import numpy as np
 import common
 from rao_jax import rollouts as rollouts_lib
 from rao_jax.agent import model_engine
-from rao_jax.agent import protocol
 from rao_jax.agent import scheduler as scheduler_lib
 
 EXPERIMENT = 'wall_clock'
@@ -42,14 +41,15 @@ def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
                                         scheduler_lib.RolloutStats]:
   """A greedy tree of `task` alone in the engine, at the training budgets."""
   config = rollouts.config
-  stop_ids = [rollouts.tokenizer.token_id(t) for t in protocol.STOP_TAGS]
+  stops = rollouts.chat.stops  # as `Rollouts` decodes: the run's stop rule
   engine = model_engine.ModelEngine(
-      rollouts.greedy, stop_ids, decode_steps=config.sampler.decode_steps)
+      rollouts.greedy, stops.device_ids,
+      decode_steps=config.sampler.decode_steps, find_stop=stops.find)
   window = config.rollout.window
   scheduler = scheduler_lib.FrontierScheduler(
       engine, rollouts.tokenizer, config.rollout.budgets,
       inline_chars=window.inline_chars, head_chars=window.head_chars,
-      sequential_children=sequential)
+      chat=rollouts.chat, sequential_children=sequential)
   trees, stats = scheduler.run([rollouts.task.make_env(task)], [seed])
   return trees[0], stats
 

@@ -52,13 +52,13 @@ def workdir(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', EXPERIMENTS)
 def test_smoke_prints_a_table_and_a_json_line_and_draws(name, workdir):
-  result = _command(name, '--smoke', '--seeds=0,1', f'--workdir={workdir}')
+  result = _command(name, '--smoke', '--seeds=0', f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.strip().splitlines()
   numbers = json.loads(lines[-1])  # the JSON line comes last
   assert numbers['experiment'] == name
   assert set(HEADLINE_KEYS[name]) <= set(numbers), sorted(numbers)
-  assert numbers['seeds'] == [0, 1]
+  assert numbers['seeds'] == [0]
   header = [i for i, line in enumerate(lines) if line.startswith('| ')]
   assert header and lines[header[0] + 1].startswith('|---|')
   width = lines[header[0]].count('|')

@@ -26,8 +26,11 @@ NUM_EVAL = {1: 32, 4: 32, 16: 16}
 
 
 def levels(flags: common.Flags) -> dict[str, int]:
-  """level -> held-out tasks."""
-  return {f'window{n}': 2 if flags.smoke else NUM_EVAL[n] for n in WINDOWS}
+  """level -> held-out tasks (`--num_eval` caps them)."""
+  if flags.smoke:
+    return {f'window{n}': 2 for n in WINDOWS}
+  return {f'window{n}': min(NUM_EVAL[n], flags.num_eval or NUM_EVAL[n])
+          for n in WINDOWS}
 
 
 def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:

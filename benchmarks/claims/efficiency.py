@@ -98,6 +98,7 @@ def report(flags: common.Flags, results) -> dict:
   print(common.table(['statistic', 'RL step', *[f'records {b}' for b in
                                                 buckets()], 'all'], rows))
 
+  training_signal(flags, results)
   gains = {arm: gain(by_seed) for arm, by_seed in results.items()}
   verdict = common.compare(gains['single_agent'], gains['recursive'])
   per_token = {arm: common.estimate([
@@ -123,6 +124,31 @@ def report(flags: common.Flags, results) -> dict:
               'rl': metric(by_seed, last, 'delegating_roots', b).mean}
           for b in buckets()},
   }
+
+
+# What the RL steps logged (`metrics.jsonl`): sampled trees and the update.
+SIGNAL = ('root_success', 'nodes_per_tree', 'success/depth0',
+          'success/depth1', 'advantage_std', 'grad_norm', 'entropy')
+
+
+def training_signal(flags: common.Flags, results) -> None:
+  """Prints, per arm and RL step, the mean over seeds of what RL saw."""
+  rows = []
+  for arm in results:
+    by_step: dict[int, list[dict]] = {}
+    for seed in flags.seeds:
+      name = f'{EXPERIMENT}_{arm}_seed{seed}{common.suffix(flags)}'
+      records = [r for r in common.read_metrics(flags.workdir / name)
+                 if r.get('phase') == 'rl']
+      first = min((r['step'] for r in records), default=0)
+      for record in records:
+        by_step.setdefault(record['step'] - first + 1, []).append(record)
+    for step, records in sorted(by_step.items()):
+      rows.append([arm, step, *[
+          sum(r.get(key, math.nan) for r in records) / len(records)
+          for key in SIGNAL]])
+  print('\nWhat RL saw: sampled trees and updates, mean over seeds\n')
+  print(common.table(['agent', 'RL step', *SIGNAL], rows))
 
 
 def buckets() -> list[str]:

@@ -20,6 +20,7 @@ Prints the table, then one JSON line; draws `<workdir>/wall_clock.png`.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -56,7 +57,13 @@ def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
 
 def measure(flags: common.Flags, family: str) -> dict[int, dict[str, dict]]:
   """seed -> mode -> per-tree lists (`seconds`, `decode_steps`, `spawns`,
-  `parallel_spawns`, `tokens`) for one family's SFT policy."""
+  `parallel_spawns`; `same`, sequential only: the tree equals the
+  parallel one) for one family's SFT policy, saved beside the runs as
+  `wall_clock_<family>.json` and read back on a rerun."""
+  saved = flags.workdir / f'{EXPERIMENT}_{family}{common.suffix(flags)}.json'
+  if saved.exists():
+    return {int(seed): rows for seed, rows in
+            json.loads(saved.read_text()).items()}
   study, level = FAMILIES[family]
   sft_dir = common.study_sft(flags, study)
   config = common.typed(common.study_config(flags, study))
@@ -70,9 +77,10 @@ def measure(flags: common.Flags, family: str) -> dict[int, dict[str, dict]]:
   for seed in flags.seeds:
     mine = tasks[seed * num:(seed + 1) * num]
     results[seed] = {mode: {key: [] for key in (
-        'seconds', 'decode_steps', 'spawns', 'parallel_spawns', 'tokens')}
+        'seconds', 'decode_steps', 'spawns', 'parallel_spawns', 'same')}
                      for mode in MODES}
     for i, task in enumerate(mine):
+      tokens = {}
       for mode, sequential in MODES.items():
         tree, stats = one_tree(rollouts, task,
                                rollouts_lib.seed_of(seed, i), sequential)
@@ -81,7 +89,10 @@ def measure(flags: common.Flags, family: str) -> dict[int, dict[str, dict]]:
         row['decode_steps'].append(stats.tree_decode_steps[0])
         row['spawns'].append(stats.spawns)
         row['parallel_spawns'].append(stats.parallel_spawns)
-        row['tokens'].append([n.tokens for n in tree.nodes])
+        tokens[mode] = [n.tokens for n in tree.nodes]
+      results[seed]['sequential']['same'].append(
+          tokens['sequential'] == tokens['parallel'])
+  saved.write_text(json.dumps(results))
   return results
 
 
@@ -89,7 +100,7 @@ def summary(by_seed: dict[int, dict[str, dict]], mode: str,
             key: str) -> common.Estimate:
   """Per seed, the mean over its trees of `key` (`parallel_share`: spawns
   that overlapped over all spawns; `same_trees`: trees alike in both
-  modes), as an estimate over seeds."""
+  modes, whatever `mode`), as an estimate over seeds."""
   values = []
   for rows in by_seed.values():
     row = rows[mode]
@@ -97,8 +108,7 @@ def summary(by_seed: dict[int, dict[str, dict]], mode: str,
       spawns = sum(row['spawns'])
       values.append(sum(row['parallel_spawns']) / spawns if spawns else 0.0)
     elif key == 'same_trees':
-      values.append(float(np.mean([a == b for a, b in zip(
-          rows['parallel']['tokens'], rows['sequential']['tokens'])])))
+      values.append(float(np.mean(rows['sequential']['same'])))
     else:
       values.append(float(np.mean(row[key])))
   return common.estimate(values)

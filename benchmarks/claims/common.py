@@ -519,6 +519,11 @@ def suffix(flags: Flags) -> str:
   return f'_sft{flags.sft_steps}' if flags.sft_steps else ''
 
 
+def run_name(flags: Flags, name: str, seed: int) -> str:
+  """The folder of an arm's RL run with seed `seed` (`rl_arm`)."""
+  return f'{name}_seed{seed}{suffix(flags)}'
+
+
 def study_config(flags: Flags, study: Study,
                  overrides: Mapping[str, Any] | None = None
                  ) -> ml_collections.ConfigDict:
@@ -592,7 +597,7 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
           tasks[tag], depth, step=run_config.sft.steps + rl_step)
     return point
 
-  return rl_curve(flags, f'{name}_seed{seed}{suffix(flags)}', config,
+  return rl_curve(flags, run_name(flags, name, seed), config,
                   sft_dir, steps, evaluate_at)
 
 

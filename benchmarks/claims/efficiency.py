@@ -137,7 +137,7 @@ def training_signal(flags: common.Flags, results) -> None:
   for arm in results:
     by_step: dict[int, list[dict]] = {}
     for seed in flags.seeds:
-      name = f'{EXPERIMENT}_{arm}_seed{seed}{common.suffix(flags)}'
+      name = common.run_name(flags, f'{EXPERIMENT}_{arm}', seed)
       records = [r for r in common.read_metrics(flags.workdir / name)
                  if r.get('phase') == 'rl']
       first = min((r['step'] for r in records), default=0)

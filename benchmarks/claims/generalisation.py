@@ -35,14 +35,19 @@ def depths(flags: common.Flags) -> dict[str, tuple[int, int]]:
           'single_agent': (0, 0)}
 
 
+def run_arm(flags: common.Flags, arm: str, seed: int) -> list[dict]:
+  """One arm's RL run and its evaluations (`common.rl_arm`)."""
+  train_depth, eval_depth = depths(flags)[arm]
+  num = 2 if flags.smoke else flags.num_eval or NUM_EVAL
+  return common.rl_arm(
+      flags, common.CRAFTING, f'{EXPERIMENT}_{arm}', seed, train_depth, {},
+      {level: (level, num, eval_depth) for level in LEVELS})
+
+
 def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:
   """arm -> seed -> `common.level_ends` of its evaluations."""
-  num = 2 if flags.smoke else flags.num_eval or NUM_EVAL
-  return {arm: {seed: common.level_ends(common.rl_arm(
-      flags, common.CRAFTING, f'{EXPERIMENT}_{arm}', seed, train_depth,
-      {}, {level: (level, num, eval_depth) for level in LEVELS}), LEVELS)
-                for seed in flags.seeds}
-          for arm, (train_depth, eval_depth) in depths(flags).items()}
+  return {arm: {seed: common.level_ends(run_arm(flags, arm, seed), LEVELS)
+                for seed in flags.seeds} for arm in depths(flags)}
 
 
 def report(flags: common.Flags, results) -> dict:

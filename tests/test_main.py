@@ -5,17 +5,18 @@ import os
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 import xla_env
 
 from configs import cpu_tiny
+from configs import qwen3_4b_tpu_v4
 from configs import tpu_v4
+from rao_jax import config as config_lib
 from rao_jax.model import config as model_config
 from rao_jax.model import params as params_lib
-from rao_jax.model import sharding
+from rao_jax.plan import programs
+from rao_jax.plan import targets
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,7 +56,7 @@ def test_main_names_the_bad_field(tmp_path, override, message):
 
 
 def test_configs_build_valid_models():
-  for module in (cpu_tiny, tpu_v4):
+  for module in (cpu_tiny, tpu_v4, qwen3_4b_tpu_v4):
     config = module.get_config()
     cfg = model_config.from_dict(config.model.to_dict())
     assert cfg.num_layers == len(cfg.layer_types)
@@ -63,15 +64,21 @@ def test_configs_build_valid_models():
   assert tiny.num_params() < 2_000_000
 
 
-def test_tpu_v4_plan_shards_evenly_and_fits_hbm():
-  config = tpu_v4.get_config()
-  cfg = model_config.from_dict(config.model.to_dict())
-  shape = [config.mesh[a] for a in sharding.MESH_AXES]
-  mesh = jax.sharding.AbstractMesh(tuple(shape), sharding.MESH_AXES)
-  params_lib.check_shardable(cfg, mesh, sharding.normalize_rules(
-      config.sharding_rules))
-  chips = int(np.prod(shape))
-  # fp32 params + grads + two Adam moments, fully sharded.
-  state_gib = cfg.num_params() * 4 * 4 / chips / 2**30
-  assert 0.5e9 < cfg.num_params() < 1.5e9
-  assert state_gib < 32 / 4, state_gib
+@pytest.mark.parametrize('module, arg', [
+    (tpu_v4, None), (tpu_v4, 'v4-8'), (qwen3_4b_tpu_v4, None),
+    (qwen3_4b_tpu_v4, 'v4-8')])
+def test_tpu_configs_shard_evenly_and_their_arrays_fit_hbm(module, arg):
+  # The arrays a run holds throughout, from shapes and shardings; the full
+  # plan, programs included, is tests/test_plan.py's (slow).
+  config = module.get_config(arg)
+  config.tokenizer.path = '/checkpoints/model'
+  config = config_lib.from_config_dict(config)
+  target = targets.target(config.plan.topology, config.plan.hbm_gib, False)
+  mesh = targets.make_mesh(config.mesh.sizes(), target)
+  shape, rules = dict(mesh.shape), config.sharding_rules
+  params_lib.check_shardable(config.model, mesh, rules)
+  state = programs.train_state(config.model, config.optim, rules)[1]
+  caches = programs.slot_state(config.model, config.sampler.num_slots,
+                               config.sampler.max_len, rules)
+  arrays = state.device_bytes(shape) + 2 * caches.device_bytes(shape)
+  assert arrays < target.hbm_bytes / 2, arrays / targets.GIB

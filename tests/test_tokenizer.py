@@ -49,17 +49,21 @@ def test_save_and_load_byte_tokenizer(tmp_path):
   assert loaded.encode(text) == tok.encode(text)
 
 
-def test_hf_tokenizer_json(tmp_path):
-  # A byte-level BPE trained offline, as a stand-in for Gemma's file.
+def _small_bpe(specials):
+  """A byte-level BPE trained offline, a stand-in for a checkpoint's."""
   bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
   bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(
       add_prefix_space=False)
   bpe.decoder = tokenizers.decoders.ByteLevel()
   trainer = tokenizers.trainers.BpeTrainer(
-      vocab_size=300, special_tokens=['<pad>', '<eos>', '<bos>'],
+      vocab_size=300, special_tokens=list(specials),
       initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
   bpe.train_from_iterator(['the cat sat on the mat'] * 50, trainer)
-  bpe.save(str(tmp_path / 'tokenizer.json'))
+  return bpe
+
+
+def test_hf_tokenizer_json(tmp_path):
+  _small_bpe(['<pad>', '<eos>', '<bos>']).save(str(tmp_path / 'tokenizer.json'))
   tok = tokenizer_lib.load_tokenizer(str(tmp_path))
   assert isinstance(tok, tokenizer_lib.HFTokenizer)
   assert (tok.pad_id, tok.eos_id, tok.bos_id) == (0, 1, 2)
@@ -69,15 +73,8 @@ def test_hf_tokenizer_json(tmp_path):
 
 
 def _bpe_dir(path, settings, template=None, in_config=False):
-  bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
-  bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(
-      add_prefix_space=False)
-  bpe.decoder = tokenizers.decoders.ByteLevel()
-  trainer = tokenizers.trainers.BpeTrainer(
-      vocab_size=300, special_tokens=['<|endoftext|>', '<|im_end|>', '<s>'],
-      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-  bpe.train_from_iterator(['the cat sat on the mat'] * 50, trainer)
-  bpe.save(str(path / 'tokenizer.json'))
+  _small_bpe(['<|endoftext|>', '<|im_end|>', '<s>']).save(
+      str(path / 'tokenizer.json'))
   if template is not None and in_config:
     settings = dict(settings, chat_template=template)
   elif template is not None:

@@ -48,6 +48,12 @@ class StopRule:
         ids.append(encoded[0])
     return tuple(ids)
 
+  @functools.cached_property
+  def host_find(self):
+    """`find`, for the sampler to apply on the host; None when every tag
+    is one token (`device_ids`), which the decode loop already stops on."""
+    return None if len(self.device_ids) == len(self.tags) else self.find
+
   def _ends(self, tokens: Sequence[int]) -> bool:
     text = self.tokenizer.decode(tokens)
     return any(tag in text for tag in self.tags)

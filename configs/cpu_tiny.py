@@ -10,7 +10,9 @@ evaluation again. Expected held-out root success on moderate documents:
 RL. `:smoke` runs every phase for a few steps in about a minute (the tests
 use it); `:crafting` and `:multihop` train the other task families
 (train on medium, evaluate easy/medium/hard), `:crafting,smoke` a few steps
-of one. How these settings were chosen: docs/results.md.
+of one; `:mixture` leaves whether to delegate to RL (the claims
+experiments in benchmarks/claims/ use it). How these settings were
+chosen: docs/results.md.
 """
 
 import dataclasses
@@ -115,13 +117,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _crafting(config)
   if 'multihop' in variants:
     _multihop(config)
+  if 'mixture' in variants:
+    _mixture(config)
   if 'smoke' in variants:
     _smoke(config)
   return config
 
 
 # `:a,b` combines variants, e.g. `cpu_tiny.py:crafting,smoke`.
-VARIANTS = ('smoke', 'crafting', 'multihop')
+VARIANTS = ('smoke', 'crafting', 'multihop', 'mixture')
 
 
 def _task_family(config: ml_collections.ConfigDict, name: str,
@@ -149,6 +153,24 @@ def _crafting(config: ml_collections.ConfigDict) -> None:
 def _multihop(config: ml_collections.ConfigDict) -> None:
   """DeepDive-style multi-hop lookups: depth 4 (the paper's search)."""
   _task_family(config, 'multihop', max_depth=4, eval_max_depth=4)
+
+
+def _mixture(config: ml_collections.ConfigDict) -> None:
+  """Whether to delegate, left to RL: SFT on a mixture of direct and
+  recursive demonstrations (a coin per tree) over `mixed` documents, 2-32
+  records (a quarter of what one node reads in its window to four times
+  that), so that delegating is a coin flip whatever the length; RL on the
+  same documents with the paper's root-level baseline (Eq. 3). The
+  results baseline never compares a root that spawned with one that did
+  not, so the decision would get no signal."""
+  config.tasks.train_level = 'mixed'
+  config.tasks.eval_levels = ('mixed',)
+  config.sft.solver = 'mixture'
+  # Half the trees are one-node direct answers: twice the roots a step
+  # give SFT about as many recursive nodes as half the default's.
+  config.sft.roots_per_step = 8
+  config.rl.steps = 15
+  config.rl.credit.baseline = 'leave_one_out'
 
 
 def _smoke(config: ml_collections.ConfigDict) -> None:

@@ -34,7 +34,7 @@ TOKENIZERS = ('byte', 'hf')
 # 'none': the raw protocol; 'checkpoint': the tokenizer directory's own
 # template; 'gemma', 'qwen': the built-in ones (`agent.chat.BUILT_IN`).
 CHAT_TEMPLATES = ('none', 'checkpoint', 'gemma', 'qwen')
-SOLVERS = ('recursive', 'direct')
+SOLVERS = ('recursive', 'direct', 'mixture')
 
 
 def _check_positive(section: str, **values: int | float) -> None:
@@ -191,7 +191,11 @@ class SFTConfig:
   Attributes:
     steps: trainer steps (0: no SFT).
     roots_per_step: demonstration trees a step.
-    solver: 'recursive' (the reference solver) or 'direct' (never spawns).
+    solver: 'recursive' (the reference solver), 'direct' (never spawns),
+      or 'mixture' (each tree's solver drawn, one or the other with equal
+      odds, from the run seed, the step and the tree's index: whether to
+      delegate is then a coin flip that does not depend on the input,
+      which leaves the decision to RL).
     aggregation: the loss aggregation (`losses.AGGREGATIONS`).
     pack_lengths, rows_per_batch: the packed minibatches.
     optim: SFT's optimiser.

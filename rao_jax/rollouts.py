@@ -33,6 +33,9 @@ from rao_jax.tasks import demonstrations as demonstrations_lib
 from rao_jax.tasks import registry
 
 Trees = tuple[list[tree_lib.Tree], scheduler_lib.RolloutStats]
+# The last part of the seed of a mixture's coin (`sft.solver`): no
+# group index reaches it.
+_MIXTURE_STREAM = 2**31 - 2
 
 
 def seed_of(*parts: int) -> int:
@@ -90,10 +93,16 @@ class Rollouts:
                      step: int) -> Trees:
     """The reference solver's call trees for `examples` (`sft.solver`)."""
     config = self.config
+    n = len(examples)
+    recursive = [config.sft.solver == 'recursive'] * n
+    if config.sft.solver == 'mixture':
+      # A coin per tree from (seed, step, index): a resumed run draws alike.
+      recursive = [seed_of(config.seed, step, i, _MIXTURE_STREAM) % 2 == 0
+                   for i in range(n)]
     return demonstrations_lib.rollout(
-        self.task, examples, recursive=config.sft.solver == 'recursive',
+        self.task, examples, recursive=recursive,
         window=config.rollout.window, budgets=config.rollout.budgets,
-        seeds=[seed_of(config.seed, step, i) for i in range(len(examples))],
+        seeds=[seed_of(config.seed, step, i) for i in range(n)],
         tokenizer=self.tokenizer, chat=self.chat,
         num_slots=config.sampler.num_slots,
         decode_steps=config.sampler.decode_steps)

@@ -270,3 +270,52 @@ def test_a_spawn_storm_does_not_starve_other_trees():
   third_storm = [i for i, s in enumerate(order) if s == 0][2]
   assert all(order.index(s) < third_storm for s in (1, 2, 3))
 
+
+def _run_sequential(envs, budgets, sequential, num_slots=16):
+  engine = LoggingEngine(agent_testing.split_policy, TOK, protocol.STOP_TAGS,
+                         num_slots=num_slots, max_len=4096, decode_steps=4)
+  scheduler = scheduler_lib.FrontierScheduler(
+      engine, TOK, budgets, sequential_children=sequential)
+  trees, stats = scheduler.run(envs, list(range(len(envs))))
+  return trees, stats, engine.log
+
+
+def test_sequential_children_make_the_same_trees_one_child_at_a_time():
+  budgets = scheduler_lib.Budgets(max_depth=3, max_nodes=64)
+  envs = [agent_testing.SumEnv('12345678'), agent_testing.SumEnv('9876')]
+  parallel, fast, _ = _run_sequential(envs, budgets, sequential=False)
+  one_by_one, slow, log = _run_sequential(envs, budgets, sequential=True)
+  assert one_by_one == parallel  # tokens, answers, ids: the same trees
+  assert all(t.root.success == 1.0 for t in one_by_one)
+  # Each child's whole subtree is admitted before its next sibling: the
+  # first admissions of tree 0's nodes come in depth-first order.
+  first_seen = list(dict.fromkeys(path for seed, path in log if seed == 0))
+  assert first_seen == sorted(first_seen)
+  assert first_seen == [n.path for n in parallel[0].nodes]
+  # Every spawn overlaps in parallel, none one child at a time; and the
+  # trees take longer (decode steps until each finished).
+  spawns = sum(1 for t in parallel for n in t.nodes for s in n.children if s)
+  assert fast.spawns == slow.spawns == spawns
+  assert fast.parallel_spawns == spawns and slow.parallel_spawns == 0
+  assert all(s > f for s, f in zip(slow.tree_decode_steps,
+                                   fast.tree_decode_steps))
+  assert len(slow.tree_wall_s) == len(envs)
+  assert slow.decode_calls > fast.decode_calls
+
+
+def test_children_without_free_slots_do_not_count_as_parallel():
+  # One slot: siblings can never run at once, sequential or not.
+  budgets = scheduler_lib.Budgets(max_depth=2, max_nodes=64)
+  envs = [agent_testing.SumEnv('1234')]
+  _, stats, _ = _run_sequential(envs, budgets, sequential=False, num_slots=1)
+  assert stats.spawns == 1 and stats.parallel_spawns == 0
+
+
+def test_rollout_stats_add_up():
+  budgets = scheduler_lib.Budgets(max_depth=3, max_nodes=64)
+  _, a, _ = _run_sequential([agent_testing.SumEnv('1234')], budgets, False)
+  _, b, _ = _run_sequential([agent_testing.SumEnv('12')] * 2, budgets, True)
+  both = a.plus(b)
+  assert both.decode_calls == a.decode_calls + b.decode_calls
+  assert both.spawns == a.spawns + b.spawns
+  assert both.tree_decode_steps == a.tree_decode_steps + b.tree_decode_steps

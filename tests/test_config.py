@@ -113,3 +113,12 @@ def test_shipped_tpu_config_needs_its_tokenizer_path():
   config.tokenizer.path = '/checkpoints/gemma-3-1b'
   run = config_lib.from_config_dict(config)
   assert run.distributed and run.mesh.fsdp == 16
+
+
+@pytest.mark.parametrize('arg', ['mixture', 'mixture,smoke'])
+def test_the_mixture_variant_leaves_delegating_to_rl(arg):
+  config = config_lib.from_config_dict(cpu_tiny.get_config(arg))
+  assert config.sft.solver == 'mixture'
+  assert config.rl.credit.baseline == 'leave_one_out'
+  if arg == 'mixture':
+    assert config.tasks.train_level == 'mixed'

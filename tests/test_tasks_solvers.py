@@ -13,9 +13,11 @@ import pytest
 from rao_jax import tasks
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
+from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
 from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import context
+from rao_jax.tasks import demonstrations
 from rao_jax.tasks import documents
 
 import tasks_testing
@@ -141,3 +143,28 @@ def test_leaves_are_two_operand_steps(data_dir):
         assert len(documents.records(node.spec.data)) <= 2
         assert len(node.spec.data) <= WINDOW.inline_chars
   assert kinds & {'count', 'sum'} and kinds - {'count', 'sum'}, kinds
+
+
+def test_a_mixture_of_solvers_gives_each_example_its_own(data_dir):
+  task = tasks.get('documents')
+  examples = _examples('documents', 'mixed', data_dir)
+  budgets = scheduler_lib.Budgets(max_depth=8, max_nodes=512)
+  seeds = list(range(len(examples)))
+  flags = [i % 2 == 0 for i in range(len(examples))]
+  mixed, _ = demonstrations.rollout(task, examples, recursive=flags,
+                                    window=WINDOW, budgets=budgets,
+                                    seeds=seeds)
+  for flag in (True, False):
+    alone, _ = demonstrations.rollout(task, examples, recursive=flag,
+                                      window=WINDOW, budgets=budgets,
+                                      seeds=seeds)
+    for i, tree in enumerate(mixed):
+      if flags[i] == flag:
+        assert tree.root.tokens == alone[i].root.tokens
+        assert len(tree.nodes) == len(alone[i].nodes)
+  assert [t.tree_id for t in mixed] == seeds
+  assert any(len(t.nodes) > 1 for t in mixed)  # a recursive one delegated
+  assert all(len(t.nodes) == 1 for t, f in zip(mixed, flags) if not f)
+  with pytest.raises(ValueError, match='solver flags'):
+    demonstrations.rollout(task, examples, recursive=flags[:1], window=WINDOW,
+                           budgets=budgets, seeds=seeds)

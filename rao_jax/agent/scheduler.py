@@ -14,7 +14,11 @@ tokens, and handles every step that stopped:
 
 Admission order: the ready node of the tree that holds the fewest slots
 first, then the longest waiting, so a spawn storm in one tree cannot
-starve another and every free slot is filled while work is ready.
+starve another and every free slot is filled while work is ready. With
+`sequential_children` a spawn's children run one after another (each
+child's whole subtree before the next child starts), as a program that
+calls its sub-agents in turn would: the same trees, for comparing the
+time they take with children that run in parallel.
 
 Every token a node did not sample comes from its `chat.ChatFormat`: the
 prompt (and preamble) as the first turn, each injection as the user turn
@@ -89,6 +93,14 @@ class RolloutStats:
     admissions: steps admitted (prefills).
     prefill_tokens: context tokens handed to admissions.
     wall_s: seconds the rollout took.
+    spawns: spawn steps whose children all finished.
+    parallel_spawns: those of them in which two children were running at
+      once (a child runs from its first admission until it finishes, its
+      own children included).
+    tree_decode_steps: per tree, decode steps run from the rollout's start
+      until the tree finished (one token of every slot a step).
+    tree_wall_s: per tree, seconds from the rollout's start until it
+      finished.
   """
 
   decode_calls: int = 0
@@ -99,6 +111,17 @@ class RolloutStats:
   admissions: int = 0
   prefill_tokens: int = 0
   wall_s: float = 0.0
+  spawns: int = 0
+  parallel_spawns: int = 0
+  tree_decode_steps: list[int] = dataclasses.field(default_factory=list)
+  tree_wall_s: list[float] = dataclasses.field(default_factory=list)
+
+  def plus(self, other: RolloutStats) -> RolloutStats:
+    """The statistics of two rollouts together: counts and seconds add,
+    per-tree lists are this one's trees, then the other's."""
+    return RolloutStats(**{
+        f.name: getattr(self, f.name) + getattr(other, f.name)
+        for f in dataclasses.fields(self)})
 
   @property
   def slot_utilization(self) -> float:
@@ -121,6 +144,8 @@ class _TreeRun:
   num_tokens: int = 0
   slots_held: int = 0
   open_runs: set = dataclasses.field(default_factory=set)
+  finished_step: int = 0  # decode steps run when it finished
+  finished_s: float = 0.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -140,8 +165,12 @@ class _NodeRun:
   conversation: list[chat_lib.Message] = dataclasses.field(
       default_factory=list)
   num_children: int = 0  # over all its spawns: the next child's path index
+  # Children created but not yet ready (sequential children only).
+  queued: list[_NodeRun] = dataclasses.field(default_factory=list)
   slot: int | None = None
   ready_seq: int = 0
+  started_step: int | None = None  # decode steps run when first admitted
+  finished_step: int = 0
 
 
 class FrontierScheduler:
@@ -150,10 +179,12 @@ class FrontierScheduler:
   def __init__(self, engine: engine_lib.Engine,
                tokenizer: tokenizer_lib.Tokenizer, budgets: Budgets,
                policy_version: int = 0, inline_chars: int = 64,
-               head_chars: int = 24, chat: chat_lib.ChatFormat | None = None):
+               head_chars: int = 24, chat: chat_lib.ChatFormat | None = None,
+               sequential_children: bool = False):
     """Args: the engine, the run's tokenizer, budgets, the version recorded
-    in the nodes, the prompt's data window, and the chat format over the
-    tokenizer (default: the raw protocol)."""
+    in the nodes, the prompt's data window, the chat format over the
+    tokenizer (default: the raw protocol), and whether a spawn's children
+    run one after another."""
     if chat is not None and chat.tokenizer is not tokenizer:
       raise ValueError('the chat format must use the scheduler\'s tokenizer')
     self.engine = engine
@@ -163,6 +194,7 @@ class FrontierScheduler:
     self.policy_version = policy_version
     self.inline_chars = inline_chars
     self.head_chars = head_chars
+    self.sequential_children = sequential_children
 
   # ------------------------------------------------------------ the loop
 
@@ -184,8 +216,9 @@ class FrontierScheduler:
     """
     if len(seeds) != len(environments):
       raise ValueError('need one seed per environment')
-    start = time.perf_counter()
+    start = self._start = time.perf_counter()
     self._stats = RolloutStats()
+    self._steps = 0  # decode steps run so far
     self._ready: list[_NodeRun] = []
     self._ready_seq = 0
     self._in_slot: dict[int, _NodeRun] = {}
@@ -215,12 +248,15 @@ class FrontierScheduler:
       tree_run.tree.status = (tree_lib.ABORTED if tree_run.tree.status ==
                               tree_lib.ABORTED else tree_run.tree.root.status)
     self._stats.wall_s = time.perf_counter() - start
+    self._stats.tree_decode_steps = [t.finished_step for t in tree_runs]
+    self._stats.tree_wall_s = [t.finished_s for t in tree_runs]
     return [t.tree for t in tree_runs], self._stats
 
   def _count(self, result: engine_lib.DecodeResult) -> None:
     stats = self._stats
     slot_steps = self.engine.num_slots * result.num_steps
     useful = sum(result.new_tokens)
+    self._steps += result.num_steps
     stats.decode_calls += 1
     stats.slot_steps += slot_steps
     stats.useful_slot_steps += useful
@@ -261,6 +297,8 @@ class FrontierScheduler:
       self.engine.admit(requests)
 
   def _take_slot(self, run: _NodeRun, slot: int) -> None:
+    if run.started_step is None:
+      run.started_step = self._steps
     run.slot = slot
     run.tree_run.slots_held += 1
     self._in_slot[slot] = run
@@ -316,7 +354,10 @@ class FrontierScheduler:
   # ------------------------------------------------------------- nodes
 
   def _new_node(self, tree_run: _TreeRun, parent: _NodeRun | None,
-                spec: env_lib.NodeSpec, state: Any) -> _NodeRun:
+                spec: env_lib.NodeSpec, state: Any,
+                ready: bool = True) -> _NodeRun:
+    """A node with its prompt injected: ready, or (not `ready`) queued on
+    its parent until its older siblings are done."""
     tree = tree_run.tree
     if parent is None:
       depth, path, parent_id = 0, (), None
@@ -336,7 +377,10 @@ class FrontierScheduler:
                                     self.head_chars)
     run.conversation = self.chat.start(prompt, tree_run.tool_list)
     if self._inject(run, self.chat.prompt_ids(run.conversation)):
-      self._make_ready(run)
+      if ready:
+        self._make_ready(run)
+      else:
+        parent.queued.append(run)
     return run
 
   def _inject(self, run: _NodeRun, ids: Sequence[int]) -> bool:
@@ -365,6 +409,7 @@ class FrontierScheduler:
 
   def _abort(self, tree_run: _TreeRun) -> None:
     tree_run.tree.status = tree_lib.ABORTED
+    self._tree_finished(tree_run)
     for run in list(tree_run.open_runs):
       self._release(run)
       run.node.status = tree_lib.ABORTED
@@ -377,6 +422,7 @@ class FrontierScheduler:
     self._release(run)
     node, tree_run = run.node, run.tree_run
     node.status, node.answer = status, text
+    run.finished_step = self._steps
     tree_run.open_runs.discard(run)
     environment = tree_run.environment
     if status != tree_lib.DONE:
@@ -386,23 +432,47 @@ class FrontierScheduler:
     else:
       node.success = environment.score_subtask(node.spec, text, run.state)
     parent = run.parent
-    if parent is None or parent.node.status in tree_lib.TERMINAL:
+    if parent is None:
+      self._tree_finished(tree_run)
       return
-    if all(c.node.status in tree_lib.TERMINAL for c in parent.waiting_on):
-      answers = [c.node.answer or '' for c in parent.waiting_on]
-      parent.children_answers.append(tuple(
-          c.node.answer if c.node.status == tree_lib.DONE else None
-          for c in parent.waiting_on))
-      parent.waiting_on = []
-      injected = protocol.results([protocol.strip_tags(a) for a in answers])
-      parent.observations.append(injected[len(protocol.OBS):
-                                          -len(protocol.OBS_END)])
-      ids = self.chat.injection_ids(parent.conversation, injected)
-      parent.conversation.append({'role': chat_lib.USER,
-                                  'content': injected})
-      if self._inject(parent, ids):
-        parent.node.status = tree_lib.RUNNING
-        self._make_ready(parent)
+    if parent.node.status in tree_lib.TERMINAL:
+      return
+    if not all(c.node.status in tree_lib.TERMINAL for c in parent.waiting_on):
+      if parent.queued:  # sequential children: the next one starts
+        self._make_ready(parent.queued.pop(0))
+      return
+    self._count_spawn(parent.waiting_on)
+    answers = [c.node.answer or '' for c in parent.waiting_on]
+    parent.children_answers.append(tuple(
+        c.node.answer if c.node.status == tree_lib.DONE else None
+        for c in parent.waiting_on))
+    parent.waiting_on = []
+    injected = protocol.results([protocol.strip_tags(a) for a in answers])
+    parent.observations.append(injected[len(protocol.OBS):
+                                        -len(protocol.OBS_END)])
+    ids = self.chat.injection_ids(parent.conversation, injected)
+    parent.conversation.append({'role': chat_lib.USER, 'content': injected})
+    if self._inject(parent, ids):
+      parent.node.status = tree_lib.RUNNING
+      self._make_ready(parent)
+
+  def _tree_finished(self, tree_run: _TreeRun) -> None:
+    tree_run.finished_step = self._steps
+    tree_run.finished_s = time.perf_counter() - self._start
+
+  def _count_spawn(self, children: Sequence[_NodeRun]) -> None:
+    """Counts a finished spawn, and whether two children ran at once."""
+    self._stats.spawns += 1
+    spans = sorted((c.started_step, c.finished_step) for c in children
+                   if c.started_step is not None)
+    # Sorted by start, two children overlap iff one starts before an
+    # earlier-starting one has finished.
+    latest_end = None
+    for start, end in spans:
+      if latest_end is not None and start < latest_end:
+        self._stats.parallel_spawns += 1
+        return
+      latest_end = end if latest_end is None else max(latest_end, end)
 
   # -------------------------------------------------------------- steps
 
@@ -478,9 +548,10 @@ class FrontierScheduler:
     self._release(run, suspend=True)
     node.status = tree_lib.WAITING
     environment = tree_run.environment
-    for spec in specs:
-      child = self._new_node(tree_run, run, spec,
-                             environment.child_state(run.state, spec))
+    for i, spec in enumerate(specs):
+      child = self._new_node(
+          tree_run, run, spec, environment.child_state(run.state, spec),
+          ready=i == 0 or not self.sequential_children)
       node.children[-1].append(child.node.node_id)
       run.waiting_on.append(child)
       if tree_run.tree.status == tree_lib.ABORTED:

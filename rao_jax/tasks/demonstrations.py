@@ -32,7 +32,7 @@ DIRECT_BUDGETS = scheduler_lib.Budgets(
 
 
 def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
-            recursive: bool, window: context.Window,
+            recursive: bool | Sequence[bool], window: context.Window,
             budgets: scheduler_lib.Budgets, seeds: Sequence[int],
             tokenizer: tokenizer_lib.Tokenizer = context.TOKENIZER,
             chat: chat_lib.ChatFormat | None = None,
@@ -47,7 +47,8 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
     task: the registered task.
     examples: decoded examples (`builder.load` or `jsonl.load_jsonl`).
     recursive: the recursive solver, else the direct one (which never
-      spawns: the single-agent baseline).
+      spawns: the single-agent baseline); one flag for all examples, or
+      one per example (a mixture of the two).
     window: node context limits; the engine's `max_len` is its max_tokens.
     budgets: rollout budgets.
     seeds: per example, its tree's seed.
@@ -58,18 +59,37 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
       trees do not depend on them, the slot statistics do.
 
   Returns:
-    The finished trees, scored by the task's verifiers, and the statistics.
+    The finished trees (tree i of example i), scored by the task's
+    verifiers, and the statistics (summed over the solvers).
   """
+  if isinstance(recursive, bool):
+    recursive = [recursive] * len(examples)
+  if len(recursive) != len(examples) or len(seeds) != len(examples):
+    raise ValueError(f'demonstrations: {len(examples)} examples, '
+                     f'{len(recursive)} solver flags, {len(seeds)} seeds')
   chat = chat_lib.ChatFormat(tokenizer) if chat is None else chat
-  solver = (task.recursive_solver if recursive else task.direct_solver)(
-      dataclasses.replace(window, chat=chat))
-  engine = scripted_engine.ScriptedEngine(
-      solver, tokenizer, protocol.STOP_TAGS, num_slots=num_slots,
-      max_len=window.max_tokens, decode_steps=decode_steps)
-  scheduler = scheduler_lib.FrontierScheduler(
-      engine, tokenizer, budgets, inline_chars=window.inline_chars,
-      head_chars=window.head_chars, chat=chat)
-  return scheduler.run([task.make_env(e) for e in examples], seeds)
+  trees: list[tree_lib.Tree | None] = [None] * len(examples)
+  stats = scheduler_lib.RolloutStats()
+  # One scheduler per solver: a scripted engine plays one policy.
+  for flag in (True, False):
+    index = [i for i, r in enumerate(recursive) if r == flag]
+    if not index:
+      continue
+    solver = (task.recursive_solver if flag else task.direct_solver)(
+        dataclasses.replace(window, chat=chat))
+    engine = scripted_engine.ScriptedEngine(
+        solver, tokenizer, protocol.STOP_TAGS, num_slots=num_slots,
+        max_len=window.max_tokens, decode_steps=decode_steps)
+    scheduler = scheduler_lib.FrontierScheduler(
+        engine, tokenizer, budgets, inline_chars=window.inline_chars,
+        head_chars=window.head_chars, chat=chat)
+    part, part_stats = scheduler.run(
+        [task.make_env(examples[i]) for i in index],
+        [seeds[i] for i in index], groups=index, tree_ids=index)
+    for i, tree in zip(index, part):
+      trees[i] = tree
+    stats = stats.plus(part_stats)
+  return trees, stats
 
 
 def demonstrations(task: registry.Task,

@@ -8,7 +8,10 @@ boundaries from the head its prompt shows. Lengths run from inside one
 `moderate` (26-60 records, 260-600 characters) is longer than one window
 of `cpu_tiny`'s 256 tokens yet cheap enough to train on with a CPU, and
 its totals stay in the two-digit range a tiny model sees in `easy`
-demonstrations. Task grammar (the same for roots and children):
+demonstrations. `mixed` (2-32 records) and `window1`, `window4`,
+`window16` (5-8, 29-32, 125-128 records) are measured in what a direct
+reader holds in that window (8 records; `WINDOW_LEVELS`). Task grammar
+(the same for roots and children):
 
   count LABEL          lines with that label            -> an integer
   sum SPEAKER          sum of that speaker's values      -> an integer
@@ -334,6 +337,15 @@ class RecursiveSolver:
 
 # ---------------------------------------------------------------- Builder
 
+# In `cpu_tiny`'s 256-token window a node's prompt leaves room to read 8
+# records (80 characters): the direct solver reads 8 of 9 and answers over
+# those. These levels are 1, 4 and 16 such windows long, to measure success
+# against length; `mixed` runs from a quarter of that window to 4 windows,
+# so a policy trained on it meets inputs that fit and inputs that do not.
+DIRECT_RECORDS = 8
+WINDOW_LEVELS = {f'window{n}': (n * DIRECT_RECORDS - 3, n * DIRECT_RECORDS)
+                 for n in (1, 4, 16)}
+
 
 def make_document(rng: random.Random, num_records: int) -> str:
   return ''.join(f'{rng.choice(SPEAKERS)} {rng.choice(LABELS)} '
@@ -366,11 +378,15 @@ class RaoDocuments(builder_lib.TaskBuilder):
   # stable success estimate; the long levels, slow to generate, are for
   # evaluation and get fewer.
   BUILDER_CONFIGS = builder_lib.level_configs(
-      {'easy': (8, 30), 'moderate': (26, 60), 'medium': (100, 200)},
+      {'easy': (8, 30), 'moderate': (26, 60), 'medium': (100, 200),
+       'mixed': (2, 32)},
       'records', version='1.1.0', num_train=4096, num_validation=256,
       num_test=256) + builder_lib.level_configs(
           {'hard': (400, 820), 'extreme': (820, 1640)}, 'records',
-          version='1.1.0', num_train=512, num_validation=64, num_test=64)
+          version='1.1.0', num_train=512, num_validation=64,
+          num_test=64) + builder_lib.level_configs(
+              WINDOW_LEVELS, 'records', version='1.1.0', num_train=64,
+              num_validation=16, num_test=64)
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {'1.0.0': 'First release.',
                    '1.1.0': '4096 / 256 / 256 examples a level; moderate.'}
@@ -393,4 +409,5 @@ TASK = registry.register(registry.Task(
     name='documents', tfds_name='rao_documents', builder=RaoDocuments,
     make_env=make_env, recursive_solver=RecursiveSolver,
     direct_solver=DirectSolver,
-    levels=('easy', 'moderate', 'medium', 'hard', 'extreme')))
+    levels=('easy', 'moderate', 'medium', 'hard', 'extreme', 'mixed') +
+    tuple(WINDOW_LEVELS)))

@@ -1,0 +1,696 @@
+"""What the claims experiments share: flags, runs, evaluation, statistics.
+
+Every experiment in this folder is one command,
+
+  python benchmarks/claims/<name>.py [--smoke] [--seeds=0,1,2] [--workdir=DIR]
+
+that trains with the real trainer (`rao_jax.train.run`, in this process, on
+`configs/cpu_tiny.py` variants), evaluates the checkpoints it wrote, prints
+a markdown table and, last, one JSON line of headline numbers, and draws
+its curves into `<workdir>/<name>.png`.
+
+Runs live under `--workdir` (default `runs/claims`), one folder a run,
+named by what it trains. A run started on its folder resumes it, so a run
+that finished is not trained again: experiments share runs (the mixture's
+SFT serves four of them) and a killed experiment continues where it
+stopped. Evaluations are saved beside their run (`claims/*.jsonl`, the
+call trees) and read back on a rerun.
+
+Seeds: `--seeds` are the RL seeds (the tasks RL draws and its samples);
+the SFT a comparison starts from is one run (seed 0), shared by every arm
+and seed, so the spread is RL's. A comparison reports each arm's mean and
+range over the seeds, and calls a difference no larger than the larger
+range no difference (`compare`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+# The checkout's rao_jax and configs, whatever is installed.
+sys.path.insert(0, str(REPO))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from rao_jax import host_memory
+
+if sys.argv and pathlib.Path(sys.argv[0]).resolve().parent == HERE:
+  # An experiment's command, as the entry point does: glibc reads its
+  # malloc tunables at start-up, so settle them before jax loads.
+  host_memory.reexec_with_huge_pages()
+
+from flax import nnx
+from matplotlib import figure as figure_lib
+from matplotlib.backends import backend_agg
+import ml_collections
+import numpy as np
+
+from configs import cpu_tiny
+from rao_jax import checkpoint as checkpoint_lib
+from rao_jax import config as config_lib
+from rao_jax import data as data_lib
+from rao_jax import phases as phases_lib
+from rao_jax import plots
+from rao_jax import rollouts as rollouts_lib
+from rao_jax import train
+from rao_jax import train_state as train_state_lib
+from rao_jax.agent import protocol
+from rao_jax.agent import tree as tree_lib
+from rao_jax.tasks import context
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+Trees = list[tree_lib.Tree]
+
+
+# ---------------------------------------------------------------------------
+# Flags.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """An experiment's command line.
+
+  Attributes:
+    smoke: a few steps of everything (the tests run it), instead of the
+      full size.
+    seeds: RL seeds, one run per arm and seed.
+    workdir: where the runs live (shared by the experiments).
+    sft_steps, rl_steps, num_eval: a reduced run (None: the full size).
+  """
+
+  smoke: bool
+  seeds: tuple[int, ...]
+  workdir: pathlib.Path
+  sft_steps: int | None = None
+  rl_steps: int | None = None
+  num_eval: int | None = None
+
+
+def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
+  """The experiment's flags; `doc` (its module docstring) is the help."""
+  parser = argparse.ArgumentParser(
+      description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--smoke', action='store_true',
+                      help='a few steps of everything, in about a minute')
+  parser.add_argument('--seeds', default='0,1,2',
+                      help='comma-separated RL seeds (default 0,1,2)')
+  parser.add_argument('--workdir', default=str(REPO / 'runs' / 'claims'),
+                      help='where the runs live (default runs/claims)')
+  for name in ('sft_steps', 'rl_steps', 'num_eval'):
+    parser.add_argument(f'--{name}', type=int, default=None,
+                        help='a reduced run: this instead of the full size')
+  args = parser.parse_args(argv)
+  try:
+    seeds = tuple(int(s) for s in args.seeds.split(','))
+  except ValueError:
+    parser.error(f'--seeds={args.seeds!r}: expected integers like 0,1,2')
+  if not seeds or len(set(seeds)) != len(seeds):
+    parser.error(f'--seeds={args.seeds!r}: expected distinct seeds')
+  if args.smoke and (args.sft_steps or args.rl_steps or args.num_eval):
+    parser.error('--smoke has its own sizes: drop --sft_steps, --rl_steps '
+                 'and --num_eval')
+  return Flags(smoke=args.smoke, seeds=seeds,
+               workdir=pathlib.Path(args.workdir).resolve(),
+               sft_steps=args.sft_steps, rl_steps=args.rl_steps,
+               num_eval=args.num_eval)
+
+
+# ---------------------------------------------------------------------------
+# Configs and runs.
+# ---------------------------------------------------------------------------
+
+
+def config_dict(variant: str, smoke: bool,
+                overrides: Mapping[str, Any] | None = None
+                ) -> ml_collections.ConfigDict:
+  """`configs/cpu_tiny.py:<variant>[,smoke]` with dotted-field overrides
+  (`{'rl.steps': 5}`); no evaluation of its own (the experiments evaluate
+  what they need) and no Hugging Face export."""
+  arg = ','.join(v for v in (variant, 'smoke' if smoke else '') if v)
+  config = cpu_tiny.get_config(arg)
+  config.update_from_flattened_dict({
+      'tasks.eval_levels': (), 'checkpoint.export_hf': False,
+      'log.progress_bar': False, 'log.trees_every_steps': 0,
+      # Checkpoints at each phase's end only: every run here is one phase.
+      'checkpoint.every_steps': 10_000, 'checkpoint.max_to_keep': 2,
+      **(overrides or {})})
+  return config
+
+
+def typed(config: ml_collections.ConfigDict) -> config_lib.RunConfig:
+  return config_lib.from_config_dict(config)
+
+
+def sft(flags: Flags, name: str, config: ml_collections.ConfigDict
+        ) -> pathlib.Path:
+  """The SFT run `name` (trained unless it is done); its workdir."""
+  workdir = flags.workdir / name
+  config = ml_collections.ConfigDict(config)
+  config.mode = 'sft'
+  train.run(typed(config), str(workdir))
+  return workdir
+
+
+def rl_curve(flags: Flags, name: str, config: ml_collections.ConfigDict,
+             sft_dir: pathlib.Path, eval_steps: Sequence[int],
+             evaluate_at: Callable[[int, pathlib.Path], Any]) -> list[Any]:
+  """RL from an SFT run, stopping at each of `eval_steps` (RL steps, rising)
+  to evaluate: `evaluate_at(rl_step, workdir)`, whose results it returns.
+
+  The run starts from a copy of the SFT run's last checkpoint, in the
+  workdir `name`, and reads the SFT run's datasets; each stop ends the RL
+  phase there (a checkpoint) and the next resumes it exactly, so the
+  stops change nothing the run does (RL's learning rate is constant).
+  """
+  workdir = flags.workdir / name
+  sft_steps = config.sft.steps
+  start = workdir / 'checkpoints' / str(sft_steps)
+  if not (workdir / 'checkpoints').exists():
+    shutil.copytree(sft_dir / 'checkpoints' / str(sft_steps), start)
+  results = []
+  for rl_steps in eval_steps:
+    stop = ml_collections.ConfigDict(config)
+    stop.update_from_flattened_dict({
+        'mode': 'train', 'rl.steps': rl_steps,
+        'tasks.data_dir': str(sft_dir / 'data')})
+    if rl_steps:
+      train.run(typed(stop), str(workdir))
+    results.append(evaluate_at(rl_steps, workdir))
+  return results
+
+
+def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
+  """The records of a run's `metrics.jsonl` (none before it ran)."""
+  path = workdir / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]
+
+
+def rl_cost(workdir: pathlib.Path, rl_steps: int, trees_per_step: int
+            ) -> dict[str, float]:
+  """Seconds (rollouts and updates) and sampled tokens of a run's first
+  `rl_steps` RL steps."""
+  rows = [r for r in read_metrics(workdir) if r.get('phase') == 'rl']
+  rows = sorted(rows, key=lambda r: r['step'])[:rl_steps]
+  return {
+      'seconds': sum(r['rollout_s'] + r['update_s'] for r in rows),
+      'rollout_s': sum(r['rollout_s'] for r in rows),
+      'sampled_tokens': sum(r['sampled_tokens_per_tree'] * trees_per_step
+                            for r in rows)}
+
+
+# ---------------------------------------------------------------------------
+# Evaluation: greedy trees of a run's newest checkpoint.
+# ---------------------------------------------------------------------------
+
+
+def policy(config: config_lib.RunConfig, workdir: pathlib.Path
+           ) -> tuple[int, rollouts_lib.Rollouts]:
+  """(step, rollouts) of the newest checkpoint in `workdir`."""
+  s = train.setup(config)
+  model = train_state_lib.initial_model(config, s.mesh, s.rules)
+  run_phases = phases_lib.phases(config)
+  graphdef, state = train_state_lib.fresh(
+      model, run_phases[0].optim if run_phases else config.optim, s.mesh,
+      s.rules)
+  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints')
+  try:
+    step, graphdef, state, _ = train_state_lib.restore(
+        ckpt, config, run_phases, graphdef, state, s.mesh, s.rules)
+  finally:
+    ckpt.close()
+  if not step:
+    raise FileNotFoundError(f'{workdir}: no checkpoint to evaluate')
+  model = nnx.merge(graphdef, state)[0]
+  return step, rollouts_lib.Rollouts(config, s.task, s.tokenizer, model,
+                                     s.mesh, s.rules)
+
+
+def examples(config: config_lib.RunConfig, level: str, data_dir: str,
+             num: int) -> list[dict[str, str]]:
+  """The first `num` held-out test tasks of `level` (of the config's
+  task kinds); the level is built into `data_dir` if it is not there."""
+  task = config.tasks.resolve()
+  data_lib.prepare(task, level, data_dir)
+  return data_lib.eval_examples(task, level, data_dir, split='test',
+                                num_examples=num,
+                                kinds=config.tasks.task_kinds)
+
+
+def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
+             tasks: Sequence[Mapping[str, str]], max_depth: int,
+             step: int) -> Trees:
+  """Greedy trees of the workdir's newest checkpoint on `tasks` with depth
+  budget `max_depth`, saved as `<workdir>/claims/<tag>.jsonl` and read
+  from there when the tag was evaluated before. The checkpoint must be
+  the one of trainer step `step`: a run trained past an evaluation it
+  skipped cannot give it any more."""
+  path = workdir / 'claims' / f'{tag}.jsonl'
+  if path.exists():
+    return tree_lib.load(str(path))
+  found, rollouts = policy(config, workdir)
+  if found != step:
+    raise ValueError(f'{workdir}: evaluation {tag!r} wants the checkpoint '
+                     f'of step {step}, the newest is {found}; start this '
+                     f'run over in a new --workdir')
+  trees, _ = rollouts.evaluate(tasks, max_depth, seed=config.seed + 1)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tree_lib.save(trees, str(path) + '.partial')
+  os.replace(str(path) + '.partial', path)  # a killed write leaves no tag
+  return trees
+
+
+# ---------------------------------------------------------------------------
+# What the trees show.
+# ---------------------------------------------------------------------------
+
+
+def spawn_attempts(node: tree_lib.Node) -> int:
+  """Steps of the node that the protocol parses as a spawn (accepted or
+  refused by a budget or a bad data reference)."""
+  return sum(
+      isinstance(protocol.parse_step(turn['text']), protocol.Spawn)
+      for turn in tree_lib.turns(node, context.TOKENIZER)
+      if turn['kind'] == tree_lib.POLICY)
+
+
+def tree_stats(trees: Trees) -> dict[str, float]:
+  """Root success and how the trees delegate.
+
+  Returns:
+    root_success; nodes (per tree); depth (deepest node, per tree);
+    delegating_roots and delegating_nodes (shares that spawned children);
+    well_formed_spawns (accepted over attempted spawn steps, NaN with no
+    attempt); children_per_delegating_node; child_success (mean over the
+    checkable nodes below the roots, NaN without any).
+  """
+  nodes = [n for t in trees for n in t.nodes]
+  spawned = [n for n in nodes if any(n.children)]
+  attempts = sum(spawn_attempts(n) for n in nodes)
+  accepted = sum(1 for n in nodes for step in n.children if step)
+  children = [n.success for n in nodes
+              if n.depth > 0 and n.success is not None]
+  return {
+      'root_success': float(np.mean([
+          (t.root.success or 0.0) if t.root.status == tree_lib.DONE else 0.0
+          for t in trees])),
+      'nodes': len(nodes) / len(trees),
+      'depth': float(np.mean([max(n.depth for n in t.nodes) for t in trees])),
+      'delegating_roots': float(np.mean([any(t.root.children)
+                                         for t in trees])),
+      'delegating_nodes': len(spawned) / len(nodes),
+      'well_formed_spawns': accepted / attempts if attempts else math.nan,
+      'children_per_delegating_node': (
+          float(np.mean([sum(map(len, n.children)) for n in spawned]))
+          if spawned else 0.0),
+      'child_success': float(np.mean(children)) if children else math.nan,
+  }
+
+
+def by_bucket(trees: Trees, key: Callable[[tree_lib.Tree], int],
+              edges: Sequence[int]) -> dict[str, Trees]:
+  """Trees by the bucket of `key(tree)`: '<=e0', 'e0+1-e1', ... (ints)."""
+  buckets: dict[str, Trees] = {}
+  low = None
+  for edge in edges:
+    name = f'<={edge}' if low is None else f'{low}-{edge}'
+    buckets[name] = [t for t in trees
+                     if (low is None or key(t) >= low) and key(t) <= edge]
+    low = edge + 1
+  return buckets
+
+
+# ---------------------------------------------------------------------------
+# Statistics over seeds.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+  """A metric over seeds: its mean and its range."""
+
+  values: tuple[float, ...]
+
+  @property
+  def mean(self) -> float:
+    return float(np.mean(self.values))
+
+  @property
+  def low(self) -> float:
+    return float(np.min(self.values))
+
+  @property
+  def high(self) -> float:
+    return float(np.max(self.values))
+
+  @property
+  def spread(self) -> float:
+    """The range over seeds (0 for one seed)."""
+    return self.high - self.low
+
+  def __str__(self) -> str:
+    if len(self.values) == 1:
+      return f'{self.mean:.3f}'
+    return f'{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]'
+
+  def to_json(self) -> dict[str, Any]:
+    return {'mean': round(self.mean, 4), 'low': round(self.low, 4),
+            'high': round(self.high, 4), 'n': len(self.values)}
+
+
+def estimate(values: Sequence[float]) -> Estimate:
+  values = tuple(float(v) for v in values)
+  if not values:
+    raise ValueError('estimate: no values')
+  return Estimate(values)
+
+
+def compare(a: Estimate, b: Estimate) -> str:
+  """'higher' or 'lower' (b against a) when the means differ by more than
+  the larger of the two ranges over seeds, else 'no difference'."""
+  difference = b.mean - a.mean
+  if abs(difference) <= max(a.spread, b.spread):
+    return 'no difference'
+  return 'higher' if difference > 0 else 'lower'
+
+
+# ---------------------------------------------------------------------------
+# Output: a markdown table, the JSON line, a plot.
+# ---------------------------------------------------------------------------
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A markdown table; floats with three decimals."""
+  def cell(value):
+    if isinstance(value, float):
+      return 'n/a' if math.isnan(value) else f'{value:.3f}'
+    return str(value)
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def headline(experiment: str, numbers: Mapping[str, Any]) -> str:
+  """The experiment's last line: one JSON object (NaN as null)."""
+  def clean(value):
+    if isinstance(value, float) and math.isnan(value):
+      return None
+    if isinstance(value, Mapping):
+      return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+      return [clean(v) for v in value]
+    return value
+  return json.dumps(clean({'experiment': experiment, **numbers}),
+                    sort_keys=True, allow_nan=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+  """One line of a panel: x, and per seed its y values at x."""
+
+  label: str
+  x: Sequence[float]
+  y_by_seed: Sequence[Sequence[float]]
+
+
+def plot_panels(path: pathlib.Path, title: str,
+                panels: Sequence[tuple[str, str, Sequence[Curve]]]) -> str:
+  """One panel per (x label, y label, curves): each curve's mean over
+  seeds as a line, its range as a band; returns the PNG's path."""
+  fig = figure_lib.Figure(figsize=(plots.FIGSIZE[0], 3.2 * len(panels)),
+                          dpi=plots.DPI, layout='constrained')
+  backend_agg.FigureCanvasAgg(fig)  # PNGs without a display
+  fig.suptitle(title, fontsize=11)
+  axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+  for ax, (xlabel, ylabel, curves) in zip(axes, panels):
+    for i, curve in enumerate(curves):
+      y_SX = np.asarray(curve.y_by_seed, dtype=np.float64)
+      ax.plot(curve.x, y_SX.mean(axis=0), marker='o', color=f'C{i}',
+              label=f'{curve.label} ({len(y_SX)} seeds)')
+      if len(y_SX) > 1:
+        ax.fill_between(curve.x, y_SX.min(axis=0), y_SX.max(axis=0),
+                        color=f'C{i}', alpha=0.2, lw=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='best')
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=plots.DPI, format='png')
+  return str(path)
+
+
+# ---------------------------------------------------------------------------
+# Studies: arms that run RL from one shared SFT run.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """One SFT run (seed 0) that several arms start RL from.
+
+  Attributes:
+    name: names its runs (`sft_<name>`).
+    variant: the `configs/cpu_tiny.py` variant.
+    overrides: dotted fields on top of the variant, SFT and RL alike.
+  """
+
+  name: str
+  variant: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# Documents: SFT on direct and recursive demonstrations alike (a coin per
+# tree, `cpu_tiny.py:mixture`), so delegating is RL's decision.
+MIXTURE = Study('mixture', 'mixture')
+# Crafting, trained on medium: the same mixture of solvers.
+CRAFTING = Study('crafting', 'crafting', {'sft.solver': 'mixture'})
+# Records of a `mixed` document: up to one window (the direct reader holds
+# 8 records), one to two windows, two to four.
+RECORD_BUCKETS = (8, 16, 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  """How much an experiment trains and evaluates."""
+
+  eval_steps: tuple[int, ...]  # RL steps after which to evaluate (0: SFT)
+  num_eval: int  # held-out tasks per evaluation
+
+
+def sizes(flags: Flags) -> Sizes:
+  """`--smoke`, the full size, or the full size cut by `--rl_steps` and
+  `--num_eval`."""
+  if flags.smoke:
+    return Sizes(eval_steps=(0, 2), num_eval=4)
+  if flags.rl_steps is None:
+    eval_steps = (0, 5, 10, 15)
+  else:
+    eval_steps = tuple(sorted({0, flags.rl_steps // 2, flags.rl_steps}))
+  return Sizes(eval_steps=eval_steps, num_eval=flags.num_eval or 96)
+
+
+def size_record(flags: Flags) -> dict[str, Any]:
+  """The sizes a JSON line reports, `reduced` when cut below the full."""
+  reduced = bool(flags.sft_steps or flags.rl_steps or flags.num_eval)
+  return {'smoke': flags.smoke, 'reduced': reduced,
+          'sft_steps': flags.sft_steps or 'full',
+          'rl_steps': sizes(flags).eval_steps[-1],
+          'num_eval': sizes(flags).num_eval}
+
+
+def suffix(flags: Flags) -> str:
+  """Names runs of other sizes apart: '_smoke', '_sft<steps>' or ''."""
+  if flags.smoke:
+    return '_smoke'
+  return f'_sft{flags.sft_steps}' if flags.sft_steps else ''
+
+
+def run_name(flags: Flags, name: str, seed: int) -> str:
+  """The folder of an arm's RL run with seed `seed` (`rl_arm`)."""
+  return f'{name}_seed{seed}{suffix(flags)}'
+
+
+def study_config(flags: Flags, study: Study,
+                 overrides: Mapping[str, Any] | None = None
+                 ) -> ml_collections.ConfigDict:
+  steps = {'sft.steps': flags.sft_steps} if flags.sft_steps else {}
+  return config_dict(study.variant, flags.smoke,
+                     {**study.overrides, **steps, **(overrides or {})})
+
+
+def study_sft(flags: Flags, study: Study) -> pathlib.Path:
+  """The study's SFT run, trained unless it is done; its workdir."""
+  return sft(flags, f'sft_{study.name}{suffix(flags)}',
+             study_config(flags, study))
+
+
+def records(tree: tree_lib.Tree) -> int:
+  """A documents tree's input length in records (10 characters each)."""
+  return len(tree.root.spec.data) // 10
+
+
+def bucket_stats(trees: Trees) -> dict[str, Any]:
+  """`tree_stats` over all documents trees and by `RECORD_BUCKETS`."""
+  return {'all': tree_stats(trees),
+          'buckets': {name: tree_stats(part) for name, part in by_bucket(
+              trees, records, RECORD_BUCKETS).items() if part}}
+
+
+def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
+           every_step: Mapping[str, tuple[str, int, int]],
+           at_ends: Mapping[str, tuple[str, int, int]] | None = None,
+           overrides: Mapping[str, Any] | None = None
+           ) -> list[dict[str, Any]]:
+  """RL from the study's SFT at depth budget `max_depth` (0: the single
+  agent) with seed `seed`, in the run `<name>_seed<seed>`.
+
+  The run stops at every step of `sizes(flags).eval_steps` whatever it
+  evaluates there, so experiments that share it evaluate the same
+  checkpoints, in any order.
+
+  Args:
+    every_step: tag -> (level, tasks, depth budget): greedy trees of that
+      many held-out tasks of the level, at each evaluation step.
+    at_ends: the same, at RL step 0 (the SFT policy) and the last only.
+    overrides: RL fields on top of the study's (an ablation).
+
+  Returns:
+    Per evaluation step: `rl_step`, the RL `seconds` and `sampled_tokens`
+    spent until then, and `trees`, tag -> the evaluation's trees.
+  """
+  sft_dir = study_sft(flags, study)
+  config = study_config(flags, study, {
+      'seed': seed, 'rollout.budgets.max_depth': max_depth,
+      **(overrides or {})})
+  run_config = typed(config)
+  steps = sizes(flags).eval_steps
+  at_ends = at_ends or {}
+  tasks = {tag: examples(run_config, level, str(sft_dir / 'data'), num)
+           for tag, (level, num, _) in {**every_step, **at_ends}.items()}
+  trees_per_step = run_config.rl.roots_per_step * run_config.rl.group_size
+
+  def evaluate_at(rl_step, workdir):
+    point = {'rl_step': rl_step,
+             **rl_cost(workdir, rl_step, trees_per_step), 'trees': {}}
+    evaluations = dict(every_step)
+    if rl_step in (steps[0], steps[-1]):
+      evaluations.update(at_ends)
+    # Step 0 is the SFT policy, the same for every seed: evaluated once.
+    where = workdir if rl_step else sft_dir
+    for tag, (level, num, depth) in evaluations.items():
+      point['trees'][tag] = evaluate(
+          run_config, where, f'{level}{num}_depth{depth}_rl{rl_step}',
+          tasks[tag], depth, step=run_config.sft.steps + rl_step)
+    return point
+
+  return rl_curve(flags, run_name(flags, name, seed), config,
+                  sft_dir, steps, evaluate_at)
+
+
+# The mixture's two agents (name -> depth budget), RL'd as `efficiency.py`
+# does; the other documents experiments evaluate the same runs.
+MIXTURE_ARMS = {'recursive': 8, 'single_agent': 0}
+
+
+def mixture_arm(flags: Flags, arm: str, seed: int,
+                levels: Mapping[str, int] | None = None, name: str = '',
+                overrides: Mapping[str, Any] | None = None
+                ) -> list[dict[str, Any]]:
+  """`rl_arm` for a `MIXTURE_ARMS` agent (run `efficiency_<arm>` unless
+  `name`) at its own depth budget: held-out `mixed` tasks (tag 'mixed')
+  at every evaluation step, and `levels` (level -> held-out tasks, each
+  level its own tag) before and after RL."""
+  depth = MIXTURE_ARMS[arm]
+  return rl_arm(
+      flags, MIXTURE, name or f'efficiency_{arm}', seed, depth,
+      {'mixed': ('mixed', sizes(flags).num_eval, depth)},
+      {level: (level, num, depth) for level, num in (levels or {}).items()},
+      overrides=overrides)
+
+
+def over_seeds(points_by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
+               index: int, value: Callable[[Mapping[str, Any]], float]
+               ) -> Estimate:
+  """`value(point)` of evaluation `index` over seeds, NaNs left out (all
+  NaN: NaN)."""
+  values = [value(points[index]) for points in points_by_seed.values()]
+  return estimate([v for v in values if not math.isnan(v)] or [math.nan])
+
+
+def level_ends(points: Sequence[dict[str, Any]], tags: Sequence[str]
+               ) -> list[dict[str, Any]]:
+  """The SFT point and the last of an arm, each with `stats`: tag ->
+  `tree_stats` of its trees, for `tags`."""
+  ends = [dict(points[0]), dict(points[-1])]
+  for point in ends:
+    trees = point.pop('trees')
+    point['stats'] = {tag: tree_stats(trees[tag]) for tag in tags}
+  return ends
+
+
+def level_metric(by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
+                 index: int, tag: str, key: str) -> Estimate:
+  """A statistic of `level_ends` point `index` (0 SFT, 1 RL) over seeds."""
+  return over_seeds(by_seed, index, lambda point: point['stats'][tag][key])
+
+
+def level_success(results: Mapping[str, Mapping[int, Any]],
+                  tags: Sequence[str]) -> dict[str, Any]:
+  """The JSON line's root success: arm -> tag -> SFT and RL estimates."""
+  return {arm: {tag: {
+      'sft': level_metric(by_seed, 0, tag, 'root_success').to_json(),
+      'rl': level_metric(by_seed, 1, tag, 'root_success').to_json()}
+                for tag in tags} for arm, by_seed in results.items()}
+
+
+def level_verdicts(results: Mapping[str, Mapping[int, Any]],
+                   tags: Sequence[str]) -> dict[str, str]:
+  """Per tag, the recursive agent's root success after RL against the
+  single agent's (`compare`); printed and returned."""
+  verdicts = {tag: compare(
+      level_metric(results['single_agent'], 1, tag, 'root_success'),
+      level_metric(results['recursive'], 1, tag, 'root_success'))
+              for tag in tags}
+  print(f'\nrecursive against single agent after RL: {verdicts}')
+  return verdicts
+
+
+def level_plot(flags: Flags, experiment: str, title: str, xlabel: str,
+               x: Sequence[float], results: Mapping[str, Mapping[int, Any]],
+               tags: Sequence[str]) -> str:
+  """Root success against the tags (at `x`), a line per arm and policy."""
+  curves = [Curve(f'{arm}, {when}', x, [
+      [points[index]['stats'][tag]['root_success'] for tag in tags]
+      for points in by_seed.values()])
+            for arm, by_seed in results.items()
+            for index, when in ((0, 'SFT'), (1, 'RL'))]
+  return plot_panels(flags.workdir / f'{experiment}{suffix(flags)}.png',
+                     title, [(xlabel, 'held-out root success', curves)])
+
+
+def main(doc: str, experiment: str, run: Callable[[Flags], Any],
+         report: Callable[[Flags, Any], dict[str, Any]],
+         plot: Callable[[Flags, Any], str],
+         argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """An experiment's command: runs it, prints its tables, draws its plot
+  and prints, last, the JSON line (whose numbers it returns)."""
+  flags = parse_flags(doc, argv)
+  results = run(flags)
+  numbers = report(flags, results)
+  numbers['plot'] = plot(flags, results)
+  print(headline(experiment, numbers), flush=True)
+  return numbers

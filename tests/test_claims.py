@@ -1,0 +1,142 @@
+"""The claims experiments (benchmarks/claims/) run as their commands do.
+
+Each experiment's `--smoke` runs its real pipeline for a few steps (SFT,
+RL, evaluation, tables, the JSON line, the PNG) in a subprocess, in one
+workdir the tests share, so the runs experiments share (the mixture's SFT
+and the efficiency arms) train once. About a minute or two each on a
+2-core CPU: marked slow. The statistics and the command line are checked
+without training.
+"""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+CLAIMS = HERE.parent / 'benchmarks' / 'claims'
+sys.path.insert(0, str(CLAIMS))
+
+import common  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+# In the order that reuses the most: wall_clock times the RL runs of
+# efficiency and generalisation.
+EXPERIMENTS = ('efficiency', 'beyond_window', 'ablations', 'generalisation',
+               'wall_clock')
+# Keys each experiment's JSON line holds besides `experiment` and `plot`.
+HEADLINE_KEYS = {
+    'efficiency': ('success', 'gain', 'recursive_gain_vs_single',
+                   'delegating_roots', 'sizes', 'seeds'),
+    'beyond_window': ('success', 'recursive_vs_single', 'sizes', 'seeds'),
+    'wall_clock': ('documents', 'crafting', 'sizes', 'seeds'),
+    'ablations': ('arms', 'sizes', 'seeds'),
+    'generalisation': ('success', 'recursive_vs_single', 'depths', 'sizes',
+                       'seeds'),
+}
+
+
+def _command(name: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+      [sys.executable, str(CLAIMS / f'{name}.py'), *args],
+      capture_output=True, text=True, timeout=900, check=False,
+      cwd=HERE.parent)
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  return tmp_path_factory.mktemp('claims')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', EXPERIMENTS)
+def test_smoke_prints_a_table_and_a_json_line_and_draws(name, workdir):
+  result = _command(name, '--smoke', '--seeds=0', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.strip().splitlines()
+  numbers = json.loads(lines[-1])  # the JSON line comes last
+  assert numbers['experiment'] == name
+  assert set(HEADLINE_KEYS[name]) <= set(numbers), sorted(numbers)
+  assert numbers['seeds'] == [0]
+  header = [i for i, line in enumerate(lines) if line.startswith('| ')]
+  assert header and lines[header[0] + 1].startswith('|---|')
+  width = lines[header[0]].count('|')
+  assert all(lines[i].count('|') == width for i in header[:3])
+  plot = pathlib.Path(numbers['plot'])
+  assert plot.parent == workdir and plot.suffix == '.png'
+  assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_each_experiment_is_a_command():
+  result = _command('efficiency', '--help')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '--seeds' in result.stdout and '--smoke' in result.stdout
+  result = _command('efficiency', '--smoke', '--rl_steps=3')
+  assert result.returncode != 0 and '--smoke has its own sizes' in (
+      result.stderr)
+  for name in EXPERIMENTS:
+    assert (CLAIMS / f'{name}.py').exists()
+
+
+def test_flags_name_what_is_wrong():
+  flags = common.parse_flags('', ['--seeds=3,1', '--workdir=w'])
+  assert flags.seeds == (3, 1) and flags.workdir == pathlib.Path(
+      'w').resolve()
+  for bad in ('--seeds=a', '--seeds=1,1'):
+    with pytest.raises(SystemExit):
+      common.parse_flags('', [bad])
+
+
+def test_sizes_and_run_names_follow_the_flags():
+  full = common.parse_flags('', [])
+  assert common.sizes(full).eval_steps == (0, 5, 10, 15)
+  assert common.suffix(full) == ''
+  reduced = common.parse_flags('', ['--sft_steps=75', '--rl_steps=4',
+                                    '--num_eval=8'])
+  assert common.sizes(reduced) == common.Sizes(eval_steps=(0, 2, 4),
+                                               num_eval=8)
+  assert common.suffix(reduced) == '_sft75'
+  assert common.size_record(reduced)['reduced']
+  smoke = common.parse_flags('', ['--smoke'])
+  assert common.suffix(smoke) == '_smoke'
+  assert not common.size_record(smoke)['reduced']
+
+
+def test_a_difference_within_the_spread_is_no_difference():
+  a = common.estimate([0.50, 0.60, 0.55])
+  assert common.compare(a, common.estimate([0.62, 0.58, 0.66])) == (
+      'no difference')  # 0.067 apart, ranges 0.10 and 0.08
+  assert common.compare(a, common.estimate([0.80, 0.82, 0.78])) == 'higher'
+  assert common.compare(a, common.estimate([0.2, 0.25, 0.22])) == 'lower'
+  assert str(a) == '0.550 [0.500, 0.600]'
+  assert a.to_json() == {'mean': 0.55, 'low': 0.5, 'high': 0.6, 'n': 3}
+  with pytest.raises(ValueError, match='no values'):
+    common.estimate([])
+
+
+def test_table_and_headline_are_markdown_and_strict_json():
+  text = common.table(['a', 'b'], [['x', 0.5], ['y', math.nan]])
+  assert text.splitlines() == ['| a | b |', '|---|---|', '| x | 0.500 |',
+                               '| y | n/a |']
+  line = common.headline('e', {'v': math.nan, 'w': [1.0, math.nan]})
+  assert json.loads(line) == {'experiment': 'e', 'v': None, 'w': [1.0, None]}
+
+
+def test_buckets_split_by_length():
+  class Tree:  # only what `by_bucket` reads: the key is given
+    def __init__(self, n):
+      self.n = n
+  trees = [Tree(n) for n in (2, 8, 9, 16, 17, 32)]
+  buckets = common.by_bucket(trees, lambda t: t.n, common.RECORD_BUCKETS)
+  assert {k: [t.n for t in v] for k, v in buckets.items()} == {
+      '<=8': [2, 8], '9-16': [9, 16], '17-32': [17, 32]}
+
+
+def test_experiment_docs_say_their_command():
+  for name in EXPERIMENTS:
+    text = (CLAIMS / f'{name}.py').read_text()
+    assert f'python benchmarks/claims/{name}.py' in text
+    assert os.path.getsize(CLAIMS / f'{name}.py') < 12_000  # short modules

@@ -52,6 +52,7 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('claims')  # one worker, one shared workdir
 @pytest.mark.parametrize('name', EXPERIMENTS)
 def test_smoke_prints_a_table_and_a_json_line_and_draws(name, workdir):
   result = _command(name, '--smoke', '--seeds=0', f'--workdir={workdir}')

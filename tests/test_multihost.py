@@ -121,7 +121,6 @@ def two_processes(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group('two_processes')  # one worker builds the fixture
 def test_two_processes_train_as_one(two_processes, tmp_path):
   one = _run(tmp_path / 'one', 1)
   assert _metrics(two_processes) == _metrics(one)
@@ -162,7 +161,6 @@ def test_a_lost_process_stops_the_other(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group('two_processes')  # one worker builds the fixture
 def test_sigterm_saves_the_step_and_the_pair_resumes_exactly(two_processes,
                                                              tmp_path):
   workdir = tmp_path / 'preempted'

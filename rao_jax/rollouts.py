@@ -19,13 +19,12 @@ import numpy as np
 
 from rao_jax import config as config_lib
 from rao_jax import data as data_lib
-from rao_jax import policy_tokenizer
 from rao_jax import run_log as run_log_lib
+from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import gemma
-from rao_jax.model import tokenizer as tokenizer_lib
 from rao_jax.rl import metrics as metrics_lib
 from rao_jax.sampler import sampling
 from rao_jax.sampler import slots as slots_lib
@@ -47,11 +46,14 @@ class Rollouts:
   """Runs call trees for one run: scripted demos, sampled trees, evals."""
 
   def __init__(self, config: config_lib.RunConfig, task: registry.Task,
-               tokenizer: tokenizer_lib.Tokenizer, model: gemma.Transformer,
+               chat: chat_lib.ChatFormat, model: gemma.Transformer,
                mesh: jax.sharding.Mesh, rules: Sequence[Any]):
+    """`chat`: every node's turns in the run's chat format (over the
+    run's tokenizer), every step ended by its stop rule."""
     self.config = config
     self.task = task
-    self.tokenizer = tokenizer
+    self.chat = chat
+    self.tokenizer = chat.tokenizer
     sampler = config.sampler
     method = sampling.Temperature(sampler.temperature)
     if sampler.top_k:
@@ -63,9 +65,6 @@ class Rollouts:
         max_len=sampler.max_len, mesh=mesh, rules=rules)
     self.sampler = make(method)
     self.greedy = make(sampling.Greedy())
-    # Every node's turns in the run's chat format, every step ended by its
-    # tokenizer's stop rule.
-    self.chat = policy_tokenizer.chat_format(config.tokenizer, tokenizer)
 
   def set_params(self, params: nnx.State) -> None:
     """The policy both samplers decode with from now on."""

@@ -44,6 +44,7 @@ from rao_jax import rollouts as rollouts_lib
 from rao_jax import run_log as run_log_lib
 from rao_jax import train_state as train_state_lib
 from rao_jax import workdir as workdir_lib
+from rao_jax.agent import chat as chat_lib
 from rao_jax.model import params as params_lib
 from rao_jax.model import sharding
 from rao_jax.model import tokenizer as tokenizer_lib
@@ -70,6 +71,7 @@ class Setup:
   mesh: jax.sharding.Mesh
   rules: tuple
   tokenizer: tokenizer_lib.Tokenizer
+  chat: chat_lib.ChatFormat  # over `tokenizer`, checked against the model
   task: registry.Task | None  # None in generate mode
 
 
@@ -78,7 +80,7 @@ def setup(config: config_lib.RunConfig) -> Setup:
   mesh = sharding.make_mesh(config.mesh.sizes())
   params_lib.check_shardable(config.model, mesh, config.sharding_rules)
   tokenizer = policy_tokenizer.build(config.tokenizer, config.model.vocab_size)
-  policy_tokenizer.check_run(tokenizer, config)  # before any weight is read
+  chat = policy_tokenizer.check_run(tokenizer, config)  # before any weight
   task = None if config.mode == 'generate' else config.tasks.resolve()
   data_parallel = mesh.shape['data'] * mesh.shape['fsdp']
   for field, value in (('sampler.num_slots', config.sampler.num_slots),
@@ -89,7 +91,7 @@ def setup(config: config_lib.RunConfig) -> Setup:
                        f'fsdp mesh axes ({data_parallel})')
   logging.info('mesh %s, model %.2fM parameters', dict(mesh.shape),
                config.model.num_params() / 1e6)
-  return Setup(mesh, config.sharding_rules, tokenizer, task)
+  return Setup(mesh, config.sharding_rules, tokenizer, chat, task)
 
 
 # ---------------------------------------------------------------------------
@@ -226,7 +228,7 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   # ---- Input: one iterator per phase, positions restored.
   data_dir = _data_dir(config, workdir)
   iterators = train_iterators(config, s.task, phases, data_dir, record)
-  rollouts = rollouts_lib.Rollouts(config, s.task, s.tokenizer,
+  rollouts = rollouts_lib.Rollouts(config, s.task, s.chat,
                                    nnx.merge(graphdef, state)[0], s.mesh,
                                    s.rules)
 

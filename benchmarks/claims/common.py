@@ -235,7 +235,7 @@ def policy(config: config_lib.RunConfig, workdir: pathlib.Path
   if not step:
     raise FileNotFoundError(f'{workdir}: no checkpoint to evaluate')
   model = nnx.merge(graphdef, state)[0]
-  return step, rollouts_lib.Rollouts(config, s.task, s.tokenizer, model,
+  return step, rollouts_lib.Rollouts(config, s.task, s.chat, model,
                                      s.mesh, s.rules)
 
 

@@ -407,6 +407,13 @@ class FrontierScheduler:
       return False
     return True
 
+  def _inject_turn(self, run: _NodeRun, injected: str) -> bool:
+    """Injects the user turn `injected` after the node's last step, in the
+    run's chat format; False if the node ended (`_inject`)."""
+    ids = self.chat.injection_ids(run.conversation, injected)
+    run.conversation.append({'role': chat_lib.USER, 'content': injected})
+    return self._inject(run, ids)
+
   def _abort(self, tree_run: _TreeRun) -> None:
     tree_run.tree.status = tree_lib.ABORTED
     self._tree_finished(tree_run)
@@ -450,9 +457,7 @@ class FrontierScheduler:
     injected = protocol.results([protocol.strip_tags(a) for a in answers])
     parent.observations.append(injected[len(protocol.OBS):
                                         -len(protocol.OBS_END)])
-    ids = self.chat.injection_ids(parent.conversation, injected)
-    parent.conversation.append({'role': chat_lib.USER, 'content': injected})
-    if self._inject(parent, ids):
+    if self._inject_turn(parent, injected):
       parent.node.status = tree_lib.RUNNING
       self._make_ready(parent)
 
@@ -520,10 +525,7 @@ class FrontierScheduler:
     """Injects an observation; the node goes on in its slot."""
     text = protocol.strip_tags(text)
     run.observations.append(text)
-    injected = protocol.observation(text)
-    ids = self.chat.injection_ids(run.conversation, injected)
-    run.conversation.append({'role': chat_lib.USER, 'content': injected})
-    if self._inject(run, ids):
+    if self._inject_turn(run, protocol.observation(text)):
       self._continue_in_slot[run.slot] = run
 
   def _spawn(self, run: _NodeRun, spawn: protocol.Spawn) -> str | None:

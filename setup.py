@@ -30,6 +30,8 @@ setuptools.setup(
         'array-record',
         'grain>=0.2.18',
         'tokenizers>=0.23',
+        # Chat templates render as transformers renders them (agent/chat.py).
+        'jinja2>=3.1',
         'safetensors>=0.8.0',
         'tensorboardX>=2.6',
         'tqdm',

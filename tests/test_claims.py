@@ -30,7 +30,7 @@ EXPERIMENTS = ('efficiency', 'beyond_window', 'ablations', 'generalisation',
 # Keys each experiment's JSON line holds besides `experiment` and `plot`.
 HEADLINE_KEYS = {
     'efficiency': ('success', 'gain', 'recursive_gain_vs_single',
-                   'delegating_roots', 'sizes', 'seeds'),
+                   'delegating_roots', 'equal_budgets', 'sizes', 'seeds'),
     'beyond_window': ('success', 'recursive_vs_single', 'sizes', 'seeds'),
     'wall_clock': ('documents', 'crafting', 'sizes', 'seeds'),
     'ablations': ('arms', 'sizes', 'seeds'),
@@ -106,12 +106,45 @@ def test_sizes_and_run_names_follow_the_flags():
   assert not common.size_record(smoke)['reduced']
 
 
+def _write_rl_metrics(workdir: pathlib.Path, tokens_per_tree) -> None:
+  workdir.mkdir(parents=True)
+  rows = [{'phase': 'sft', 'step': 1, 'sampled_tokens_per_tree': 0.0,
+           'rollout_s': 0.0, 'update_s': 0.0}]
+  rows += [{'phase': 'rl', 'step': 2 + i, 'sampled_tokens_per_tree': t,
+            'rollout_s': 1.0, 'update_s': 0.5}
+           for i, t in enumerate(tokens_per_tree)]
+  (workdir / 'metrics.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def test_the_matched_single_agent_gets_the_recursive_agents_tokens(tmp_path):
+  sys.path.insert(0, str(CLAIMS))
+  import efficiency  # pylint: disable=g-import-not-at-top
+  flags = common.parse_flags('', ['--rl_steps=4', f'--workdir={tmp_path}'])
+  # Recursive trees sample 30-50 tokens, single ones 5-7: 160 against 24
+  # a tree over 4 steps, so 4 * 160 / 24 = 26.7 steps give as many tokens.
+  _write_rl_metrics(efficiency.arm_dir(flags, 'recursive', 0),
+                    [30, 40, 40, 50, 99])  # the 5th step is past the size
+  _write_rl_metrics(efficiency.arm_dir(flags, 'single_agent', 0),
+                    [5, 6, 6, 7, 1])
+  assert efficiency.matched_steps(flags, 0) == 27
+  cost = common.rl_cost(efficiency.arm_dir(flags, 'recursive', 0), 4, 8)
+  assert cost == {'seconds': 6.0, 'rollout_s': 4.0,
+                  'sampled_tokens': 160 * 8}
+  # Never fewer steps than the experiment's own.
+  _write_rl_metrics(efficiency.arm_dir(flags, 'recursive', 1), [1] * 4)
+  _write_rl_metrics(efficiency.arm_dir(flags, 'single_agent', 1), [5] * 4)
+  assert efficiency.matched_steps(flags, 1) == 4
+
+
 def test_a_difference_within_the_spread_is_no_difference():
   a = common.estimate([0.50, 0.60, 0.55])
   assert common.compare(a, common.estimate([0.62, 0.58, 0.66])) == (
       'no difference')  # 0.067 apart, ranges 0.10 and 0.08
   assert common.compare(a, common.estimate([0.80, 0.82, 0.78])) == 'higher'
   assert common.compare(a, common.estimate([0.2, 0.25, 0.22])) == 'lower'
+  # A bucket no task fell in has no value, not a lower one.
+  assert common.compare(a, common.estimate([math.nan])) == 'n/a'
   assert str(a) == '0.550 [0.500, 0.600]'
   assert a.to_json() == {'mean': 0.55, 'low': 0.5, 'high': 0.6, 'n': 3}
   with pytest.raises(ValueError, match='no values'):

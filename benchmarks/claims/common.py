@@ -212,6 +212,27 @@ def rl_cost(workdir: pathlib.Path, rl_steps: int, trees_per_step: int
                             for r in rows)}
 
 
+def token_matched_steps(run: pathlib.Path, peer: pathlib.Path,
+                        steps: int) -> int:
+  """RL steps after which `run` has sampled as many tokens as `peer` did in
+  its first `steps`, at `run`'s own rate over its first `steps` (never
+  fewer than `steps`)."""
+  tokens = [rl_cost(workdir, steps, 1)['sampled_tokens']
+            for workdir in (run, peer)]
+  return max(steps, math.ceil(tokens[1] * steps / max(tokens[0], 1)))
+
+
+def copy_run(source: pathlib.Path, copy: pathlib.Path) -> None:
+  """A copy of a run (unless there is one), to continue it apart: it
+  resumes exactly where the source stopped."""
+  if copy.exists():
+    return
+  partial = copy.with_name(copy.name + '.partial')
+  shutil.rmtree(partial, ignore_errors=True)  # a killed copy's remains
+  shutil.copytree(source, partial)
+  os.replace(partial, copy)
+
+
 # ---------------------------------------------------------------------------
 # Evaluation: greedy trees of a run's newest checkpoint.
 # ---------------------------------------------------------------------------
@@ -380,8 +401,11 @@ def estimate(values: Sequence[float]) -> Estimate:
 
 def compare(a: Estimate, b: Estimate) -> str:
   """'higher' or 'lower' (b against a) when the means differ by more than
-  the larger of the two ranges over seeds, else 'no difference'."""
+  the larger of the two ranges over seeds, else 'no difference'; 'n/a'
+  when either has no value (a length bucket without tasks)."""
   difference = b.mean - a.mean
+  if math.isnan(difference):
+    return 'n/a'
   if abs(difference) <= max(a.spread, b.spread):
     return 'no difference'
   return 'higher' if difference > 0 else 'lower'
@@ -553,7 +577,8 @@ def bucket_stats(trees: Trees) -> dict[str, Any]:
 def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
            every_step: Mapping[str, tuple[str, int, int]],
            at_ends: Mapping[str, tuple[str, int, int]] | None = None,
-           overrides: Mapping[str, Any] | None = None
+           overrides: Mapping[str, Any] | None = None,
+           eval_steps: Sequence[int] | None = None
            ) -> list[dict[str, Any]]:
   """RL from the study's SFT at depth budget `max_depth` (0: the single
   agent) with seed `seed`, in the run `<name>_seed<seed>`.
@@ -567,6 +592,8 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
       many held-out tasks of the level, at each evaluation step.
     at_ends: the same, at RL step 0 (the SFT policy) and the last only.
     overrides: RL fields on top of the study's (an ablation).
+    eval_steps: instead of `sizes(flags).eval_steps` (a run continued
+      past the experiment's size, `matched_arm`).
 
   Returns:
     Per evaluation step: `rl_step`, the RL `seconds` and `sampled_tokens`
@@ -577,7 +604,7 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
       'seed': seed, 'rollout.budgets.max_depth': max_depth,
       **(overrides or {})})
   run_config = typed(config)
-  steps = sizes(flags).eval_steps
+  steps = tuple(eval_steps or sizes(flags).eval_steps)
   at_ends = at_ends or {}
   tasks = {tag: examples(run_config, level, str(sft_dir / 'data'), num)
            for tag, (level, num, _) in {**every_step, **at_ends}.items()}
@@ -608,7 +635,8 @@ MIXTURE_ARMS = {'recursive': 8, 'single_agent': 0}
 
 def mixture_arm(flags: Flags, arm: str, seed: int,
                 levels: Mapping[str, int] | None = None, name: str = '',
-                overrides: Mapping[str, Any] | None = None
+                overrides: Mapping[str, Any] | None = None,
+                eval_steps: Sequence[int] | None = None
                 ) -> list[dict[str, Any]]:
   """`rl_arm` for a `MIXTURE_ARMS` agent (run `efficiency_<arm>` unless
   `name`) at its own depth budget: held-out `mixed` tasks (tag 'mixed')
@@ -619,7 +647,7 @@ def mixture_arm(flags: Flags, arm: str, seed: int,
       flags, MIXTURE, name or f'efficiency_{arm}', seed, depth,
       {'mixed': ('mixed', sizes(flags).num_eval, depth)},
       {level: (level, num, depth) for level, num in (levels or {}).items()},
-      overrides=overrides)
+      overrides=overrides, eval_steps=eval_steps)
 
 
 def over_seeds(points_by_seed: Mapping[int, Sequence[Mapping[str, Any]]],

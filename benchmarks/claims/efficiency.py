@@ -17,7 +17,11 @@ budget: root success overall and per length bucket (records <= 8, 9-16,
 17-32), the share of roots and of nodes that delegate, well-formed
 spawns (accepted over attempted), child success, children per
 delegating node, depth used; against RL steps, RL seconds and sampled
-tokens. `--smoke`: 3 SFT steps, 2 RL steps, 4 tasks.
+tokens. The arms take the same RL steps; a third, the single agent's
+run continued until it has sampled as many tokens as the recursive
+agent's, compares them at the same sampled-token budget, RL seconds
+reported beside. `--smoke`: 3 SFT steps, 2 RL steps (the third arm at
+most 4), 4 tasks.
 
 Prints the tables, then one JSON line; draws `<workdir>/efficiency.png`.
 """
@@ -32,6 +36,8 @@ import common
 EXPERIMENT = 'efficiency'
 ARMS = common.MIXTURE_ARMS
 TAG = 'mixed'
+# The single agent given the recursive agent's sampled-token budget.
+MATCHED = 'single_agent_matched'
 
 
 def run_arm(flags: common.Flags, arm: str, seed: int, **kwargs) -> list[dict]:
@@ -44,10 +50,36 @@ def run_arm(flags: common.Flags, arm: str, seed: int, **kwargs) -> list[dict]:
   return points
 
 
+def arm_dir(flags: common.Flags, arm: str, seed: int):
+  return flags.workdir / common.run_name(flags, f'{EXPERIMENT}_{arm}', seed)
+
+
+def matched_steps(flags: common.Flags, seed: int) -> int:
+  """`common.token_matched_steps` of the single agent against the
+  recursive one (`--smoke`: at most twice the experiment's steps)."""
+  steps = common.sizes(flags).eval_steps[-1]
+  matched = common.token_matched_steps(arm_dir(flags, 'single_agent', seed),
+                                       arm_dir(flags, 'recursive', seed),
+                                       steps)
+  return min(matched, 2 * steps) if flags.smoke else matched
+
+
+def matched_arm(flags: common.Flags, seed: int) -> list[dict]:
+  """The single agent's run continued, in a copy, to `matched_steps`: one
+  evaluation point, there."""
+  common.copy_run(arm_dir(flags, 'single_agent', seed),
+                  arm_dir(flags, MATCHED, seed))
+  return run_arm(flags, 'single_agent', seed, name=f'{EXPERIMENT}_{MATCHED}',
+                 eval_steps=(matched_steps(flags, seed),))
+
+
 def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:
-  """arm -> seed -> evaluation points (`run_arm`)."""
-  return {arm: {seed: run_arm(flags, arm, seed) for seed in flags.seeds}
-          for arm in ARMS}
+  """arm -> seed -> evaluation points (`run_arm`), for `ARMS` and, with
+  one point, `MATCHED`."""
+  results = {arm: {seed: run_arm(flags, arm, seed) for seed in flags.seeds}
+             for arm in ARMS}
+  results[MATCHED] = {seed: matched_arm(flags, seed) for seed in flags.seeds}
+  return results
 
 
 def metric(points_by_seed, index: int, key: str,
@@ -69,6 +101,8 @@ def gain(points_by_seed, key: str = 'root_success') -> common.Estimate:
 
 def report(flags: common.Flags, results) -> dict:
   """Prints the tables; returns the headline numbers."""
+  matched = results[MATCHED]
+  results = {arm: results[arm] for arm in ARMS}
   steps = common.sizes(flags).eval_steps
   last = len(steps) - 1
   rows = []
@@ -111,6 +145,7 @@ def report(flags: common.Flags, results) -> dict:
       ['agent', 'gain', 'gain per 1k sampled tokens'],
       [[arm, str(gains[arm]), str(per_token[arm])] for arm in results]))
   print(f'\nrecursive gain against the single agent\'s: {verdict}')
+  budgets = equal_budgets(results, matched, last)
   return {
       'rl_steps': steps[last], 'seeds': list(flags.seeds),
       'sizes': common.size_record(flags),
@@ -123,7 +158,41 @@ def report(flags: common.Flags, results) -> dict:
           b: {'sft': metric(by_seed, 0, 'delegating_roots', b).mean,
               'rl': metric(by_seed, last, 'delegating_roots', b).mean}
           for b in buckets()},
+      'equal_budgets': budgets,
   }
+
+
+def equal_budgets(results, matched, last: int) -> dict:
+  """Prints the recursive agent after RL against the single agent after as
+  many steps and after as many sampled tokens (`MATCHED`), overall and
+  per length bucket; returns the verdicts (recursive against each)."""
+  ends = {'recursive': (results['recursive'], last),
+          'single agent, same steps': (results['single_agent'], last),
+          'single agent, same sampled tokens': (matched, 0)}
+  rows = []
+  for label, (by_seed, i) in ends.items():
+    cost = [p[i] for p in by_seed.values()]
+    rows.append([label, ', '.join(str(c['rl_step']) for c in cost),
+                 *[str(metric(by_seed, i, 'root_success', b))
+                   for b in (None, *buckets())],
+                 f'{sum(c["sampled_tokens"] for c in cost) / len(cost):.0f}',
+                 f'{sum(c["seconds"] for c in cost) / len(cost):.0f}'])
+  print('\nEqual budgets: held-out root success after RL, mean [range] over '
+        'seeds (RL steps per seed)\n')
+  print(common.table(['agent', 'RL steps', 'all', *[f'records {b}' for b in
+                                                    buckets()],
+                      'sampled tokens', 'RL s'], rows))
+  recursive = results['recursive']
+  verdicts = {}
+  for label, (by_seed, i) in list(ends.items())[1:]:
+    verdicts[label] = {b or 'all': common.compare(
+        metric(by_seed, i, 'root_success', b),
+        metric(recursive, last, 'root_success', b))
+                       for b in (None, *buckets())}
+    print(f'recursive against {label}: {verdicts[label]}')
+  return {'matched_rl_steps': [p[0]['rl_step'] for p in matched.values()],
+          'matched_success': metric(matched, 0, 'root_success').to_json(),
+          'recursive_vs': verdicts}
 
 
 # What the RL steps logged (`metrics.jsonl`): sampled trees and the update.
@@ -158,6 +227,7 @@ def buckets() -> list[str]:
 
 
 def plot(flags: common.Flags, results) -> str:
+  results = {arm: results[arm] for arm in ARMS}
   steps = list(common.sizes(flags).eval_steps)
 
   def success(by_seed, key='root_success', bucket=None):

@@ -29,6 +29,8 @@ import json
 import random
 import re
 
+import tensorflow_datasets as tfds
+
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.tasks import builder as builder_lib
@@ -241,6 +243,11 @@ def _parse_info(text: str) -> list[tuple[int, str, bool]] | None:
   return [(int(p.group(1)), p.group(2), bool(p.group(3))) for p in parts]
 
 
+# Tokens a tool observation of this family can take (a recipe with
+# two-digit counts is ~45 characters), allowed for before a call.
+_OBSERVATION_TOKENS = 48
+
+
 class DirectSolver:
   """Looks up and crafts the whole recipe tree in one node (depth first).
 
@@ -285,8 +292,11 @@ class DirectSolver:
       return step
     seen = [context.observation_tokens(o, self.window)
             for o in view.observations]
+    # Room for the step, its observation and the answer after it. The next
+    # observation can be longer than any seen (longer names, two-digit
+    # counts): at least _OBSERVATION_TOKENS, the longest a recipe takes.
     needed = (context.step_tokens(step, self.window) +
-              max(seen, default=48) +
+              max([_OBSERVATION_TOKENS, *seen]) +
               context.step_tokens(protocol.answer('done'), self.window))
     used = context.context_tokens(view, TOOLS, self.window, self.plan)
     if used + needed > self.window.max_tokens:
@@ -332,9 +342,16 @@ class RecursiveSolver:
 class RaoCrafting(builder_lib.TaskBuilder):
   """Crafting worlds (after TextCraft-Synth); configs are crafting depths."""
 
+  # Enough worlds that training does not memorise their made-up names
+  # (with 64, SFT learnt the worlds and could not copy a new name), and
+  # held-out splits large enough for a stable success estimate.
   BUILDER_CONFIGS = builder_lib.level_configs(
       {'easy': (2, 3), 'medium': (4, 6), 'hard': (7, 9), 'extreme': (10, 12)},
-      'crafting depth')
+      'crafting depth', version='1.1.0', num_train=4096, num_validation=256,
+      num_test=256)
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '1.1.0': '4096 / 256 / 256 worlds a level.'}
 
   def make_example(self, rng: random.Random,
                    config: builder_lib.LevelConfig) -> dict[str, str]:

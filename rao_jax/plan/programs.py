@@ -255,7 +255,8 @@ def _prefill_rows(num_slots: int, max_len: int):
   return (i32(num_slots), i32(num_slots, max_len), i32(num_slots),
           i32(num_slots),
           jax.ShapeDtypeStruct((num_slots,) + _key_shape(), jnp.uint32),
-          i32(num_slots), i32(num_slots, 4, 8))
+          i32(num_slots), i32(num_slots, 4, 8),
+          jax.ShapeDtypeStruct((num_slots,), jnp.float32))
 
 
 def compile_prefill(model: model_config.ModelConfig, num_slots: int,

@@ -5,7 +5,7 @@ optimiser, `jax.eval_shape` the sampler's slot state, and the logical axis
 rules give every array its `PartitionSpec`. From these:
 
   exact      the per-device bytes of each persistent array (parameters,
-             optimiser state, the samplers' KV caches) from its shape,
+             optimiser state, the sampler's KV cache) from its shape,
              dtype and sharding;
   compiled   a program lowered with `ShapeDtypeStruct` inputs on a mesh of
              the target's devices and compiled ahead of time; its

@@ -159,9 +159,9 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
 
   Args:
     graphdef, method, window: static; `method` is a filter at temperature
-      1 (`sampling.static_part`), the temperature is `temperature_P`. `window` (>= every row's end) is how
-      many cache positions the chunk may attend to; shorter than `max_len`
-      it saves attention work.
+      1 (`sampling.static_part`), the temperature is `temperature_P`.
+      `window` (>= every row's end) is how many cache positions the chunk
+      may attend to; shorter than `max_len` it saves attention work.
     params: the model's parameters (an argument, so weights are not baked
       into the program and can be swapped without recompiling).
     state: the slot state (donated by the caller).

@@ -29,11 +29,11 @@ with libtpu on a larger machine for the compiled figures):
                                v4-32 (96 slots)   v4-8 (16 slots)
   parameters, fp32                   0.94              3.75
   Adam moments                       1.87              7.49
-  KV caches, 2 samplers              3.38              2.25
+  KV cache (one sampler)             1.69              1.13
   train step, 2048 tokens           11.23             11.67
   decode (window 2048)               1.89              0.02
   largest prefill                   15.94             10.48
-  peak (arrays + largest)           22.12             25.16
+  peak (arrays + largest)           20.44             24.04
 
 Both fit the budget of 28.8 (plan.headroom 0.9). On the v4-8 the fp32
 parameters and Adam moments alone take 11.2 GiB a chip; the slots are

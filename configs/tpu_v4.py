@@ -28,12 +28,12 @@ by libtpu 0.0.42.1 on a CPU, and estimated without it):
                             compiled  estimated  compiled  estimated
   parameters, fp32             0.23      0.23       0.93      0.93
   Adam moments                 0.47      0.47       1.86      1.86
-  KV caches, 2 samplers        3.25      3.25       3.25      3.25
+  KV cache (one sampler)       1.63      1.63       1.63      1.63
   train step, 1 row a chip    16.97     20.73      16.52     20.99
   decode (window 4096)         1.41      1.93       1.90      1.93
   largest prefill              8.00     11.63       6.64     11.63
   generated code               0.68         -       0.69         -
-  peak (arrays, train, code)  21.60     24.68      23.26     27.03
+  peak (arrays, train, code)  19.97     23.05      21.63     25.40
 
 Both fit the budget of 28.8 (plan.headroom 0.9). The train step is the
 largest program: no layer is rematerialised, so the backward pass keeps

@@ -1,8 +1,10 @@
 """The call trees of a run: demonstrations, sampled groups and evaluations.
 
-`Rollouts` holds the run's two slot samplers (temperature sampling for RL's
-groups, greedy for evaluation) and hands each kind of rollout to the
-frontier scheduler with the run's budgets and window. Every tree's seed
+`Rollouts` holds the run's slot sampler, one for every kind of rollout
+(RL's groups at `sampler.temperature`, evaluations greedy: the temperature
+is each request's data, so both share one KV cache and one set of compiled
+programs), and hands each rollout to the frontier scheduler with the run's
+budgets and window. Every tree's seed
 derives from (run seed, step, index), so a resumed run rolls out the same
 trees.
 """
@@ -58,20 +60,17 @@ class Rollouts:
     method = sampling.Temperature(sampler.temperature)
     if sampler.top_k:
       method = sampling.TopK(sampler.top_k, sampler.temperature)
-    # Two samplers, not one with a switch: greedy and temperature sampling
-    # are different programs, and each keeps its compiled ones warm.
-    make = lambda method: slots_lib.SlotSampler(
+    # One sampler: RL asks for `sampler.temperature`, evaluations for 0
+    # (greedy), per request; only the top-k filter is compiled in.
+    self.sampler = slots_lib.SlotSampler(
         model, method=method, num_slots=sampler.num_slots,
         max_len=sampler.max_len, mesh=mesh, rules=rules)
-    self.sampler = make(method)
-    self.greedy = make(sampling.Greedy())
 
   def set_params(self, params: nnx.State) -> None:
-    """The policy both samplers decode with from now on."""
+    """The policy the sampler decodes with from now on."""
     self.sampler.set_params(params)
-    self.greedy.set_params(params)
 
-  def _run(self, sampler: slots_lib.SlotSampler, envs, seeds, groups=None,
+  def _run(self, temperature: float, envs, seeds, groups=None,
            budgets: scheduler_lib.Budgets | None = None,
            version: int = 0) -> Trees:
     # A fresh engine (and scheduler) per rollout: its suspended-KV store
@@ -79,8 +78,9 @@ class Rollouts:
     # programs are reused.
     stops = self.chat.stops
     engine = model_engine.ModelEngine(
-        sampler, stops.device_ids,
-        decode_steps=self.config.sampler.decode_steps, find_stop=stops.host_find)
+        self.sampler, stops.device_ids,
+        decode_steps=self.config.sampler.decode_steps,
+        find_stop=stops.host_find, temperature=temperature)
     window = self.config.rollout.window
     scheduler = scheduler_lib.FrontierScheduler(
         engine, self.tokenizer, budgets or self.config.rollout.budgets,
@@ -117,7 +117,8 @@ class Rollouts:
         envs.append(self.task.make_env(example))
         seeds.append(seed_of(self.config.seed, step, i, g))
         groups.append(i)
-    return self._run(self.sampler, envs, seeds, groups, version=version)
+    return self._run(self.config.sampler.temperature, envs, seeds, groups,
+                     version=version)
 
   def evaluate(self, examples: Sequence[Mapping[str, str]], max_depth: int,
                seed: int) -> Trees:
@@ -125,7 +126,7 @@ class Rollouts:
     budgets = dataclasses.replace(self.config.rollout.budgets,
                                   max_depth=max_depth)
     envs = [self.task.make_env(ex) for ex in examples]
-    return self._run(self.greedy, envs,
+    return self._run(0.0, envs,
                      [seed_of(seed, i) for i in range(len(envs))],
                      budgets=budgets)
 

@@ -115,6 +115,33 @@ def test_a_spawning_node_resumes_with_its_kv(num_slots):
   assert kept == prefilled
 
 
+def test_a_rollout_and_an_evaluation_share_one_sampler_and_its_programs():
+  config = config_lib.tiny(vocab_size=TOK.vocab_size)
+  model = gemma.Transformer(config, rngs=nnx.Rngs(0))
+  # A max_len no other test uses: its programs are this sampler's own.
+  sampler = sampler_lib.SlotSampler(model, num_slots=2, max_len=320,
+                                    method=sampler_lib.Temperature(1.0))
+  budgets = scheduler_lib.Budgets(max_depth=1, max_children=2, max_steps=4,
+                                  max_new_tokens=48)
+
+  def rollout(temperature):
+    # Scripted steps: the same admissions and decodes at any temperature.
+    engine = _ForcedEngine(sampler, (), temperature=temperature)
+    scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets)
+    trees, _ = scheduler.run([agent_testing.SumEnv(d) for d in ('123', '45')],
+                             [1, 2])
+    return [p for t in trees for n in t.nodes
+            for p, m in zip(n.logprobs, n.loss_mask) if m]
+
+  assert all(p < 0 for p in rollout(1.0))  # RL's sampled trees
+  programs = sampler.num_compiles()
+  assert programs > 0
+  assert all(p == 0 for p in rollout(0.0))  # an evaluation: greedy
+  assert sampler.num_compiles() == programs  # two samplers compiled 2x
+  rollout(0.5)
+  assert sampler.num_compiles() == programs
+
+
 def _tag_loving_model(tokenizer, pieces):
   """A tiny random model whose tag pieces share one large embedding: with
   tied embeddings a piece's logit is high after a piece, so sampled steps

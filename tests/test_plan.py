@@ -127,7 +127,8 @@ def test_exact_figures_are_the_sharded_arrays():
       'optimiser state (adamw)'] < 2 * persistent['parameters'] + 64
   cache = (model.num_layers * 2 * config.sampler.num_slots *
            model.num_kv_heads * config.sampler.max_len * model.head_dim * 4)
-  assert persistent['KV caches, 2 samplers'] >= 2 * cache // 8
+  # One sampler's: greedy and sampled rollouts share its slots.
+  assert cache // 8 <= persistent['KV cache'] < 2 * cache // 8
   assert sum(g['device_bytes'] for g in p.groups) == persistent['parameters']
   assert p.mesh == shape and p.fits
 

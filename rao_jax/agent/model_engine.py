@@ -35,7 +35,7 @@ class ModelEngine:
                stop_ids: Sequence[int], decode_steps: int = 8,
                max_suspended: int | None = None,
                find_stop: Callable[[Sequence[int], int], int | None] | None
-               = None):
+               = None, temperature: float | None = None):
     """Wraps a sampler.
 
     Args:
@@ -48,12 +48,16 @@ class ModelEngine:
         of an aborted tree never comes back, so the store must be bounded.
       find_stop: the stop rule on a step's text (`StopRule.find`), applied
         after every chunk; None stops on `stop_ids` only.
+      temperature: every step's sampling temperature (0: greedy); None:
+        the sampler's method's. One sampler serves engines of any
+        temperature with the same compiled programs.
     """
     self.sampler = sampler
     self.num_slots = sampler.num_slots
     self.max_len = sampler.max_len
     self.stop_ids = tuple(stop_ids)
     self.find_stop = find_stop
+    self.temperature = temperature
     self.decode_steps = decode_steps
     self.extended_tokens = 0  # tokens prefilled by extend (KV reused)
     self.resumed_tokens = 0  # context tokens whose KV came back on resume
@@ -75,10 +79,11 @@ class ModelEngine:
             request: engine_lib.StepRequest) -> slots_lib.Request:
     """The sampler's request for a step: tokens to prefill (all of a new
     node's context, or what extends the slot's), its key (None: the
-    slot's) and the run's stop rule."""
+    slot's), the run's stop rule and the engine's temperature."""
     return slots_lib.Request(tokens=tokens, key=key,
                              max_new_tokens=request.max_new_tokens,
-                             stop=self.stop_ids, find_stop=self.find_stop)
+                             stop=self.stop_ids, find_stop=self.find_stop,
+                             temperature=self.temperature)
 
   def admit(self, requests: Mapping[int, engine_lib.StepRequest]) -> None:
     extend_slots, extend_requests = [], []

@@ -2,8 +2,8 @@
 that does not fit.
 
 Per device, a phase of the run holds its persistent arrays -- the
-parameters, the phase's optimiser state and the two samplers' slot states
-(KV caches) -- for its whole length, and on top of them one program at a
+parameters, the phase's optimiser state and the sampler's slot state (its
+KV cache) -- for its whole length, and on top of them one program at a
 time: the phase's train step, the sampler's decode loop or its largest
 prefill. The plan of a phase is the persistent arrays plus the largest
 program's own share (its temporaries, its non-donated inputs and outputs)
@@ -231,7 +231,7 @@ def plan(config: config_lib.RunConfig) -> Plan:
         Item(f'optimiser state ({phase.optim.optimizer})', state - params,
              EXACT, (f'{phase.optim_field}.optimizer', 'model.param_dtype',
                      *_MESH_FIELDS)),
-        Item('KV caches, 2 samplers', 2 * slot_state, EXACT, cache_fields))
+        Item('KV cache', slot_state, EXACT, cache_fields))
     step = _program(
         f'train step ({phase.rows} rows x {phase.length})',
         (f'{phase.name}.rows_per_batch', f'{phase.name}.pack_lengths',

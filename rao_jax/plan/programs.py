@@ -5,7 +5,7 @@ optimiser, `jax.eval_shape` the sampler's slot state, and the logical axis
 rules give every array its `PartitionSpec`. From these:
 
   exact      the per-device bytes of each persistent array (parameters,
-             optimiser state, the samplers' KV caches) from its shape,
+             optimiser state, the sampler's KV cache) from its shape,
              dtype and sharding;
   compiled   a program lowered with `ShapeDtypeStruct` inputs on a mesh of
              the target's devices and compiled ahead of time; its
@@ -255,7 +255,8 @@ def _prefill_rows(num_slots: int, max_len: int):
   return (i32(num_slots), i32(num_slots, max_len), i32(num_slots),
           i32(num_slots),
           jax.ShapeDtypeStruct((num_slots,) + _key_shape(), jnp.uint32),
-          i32(num_slots), i32(num_slots, 4, 8))
+          i32(num_slots), i32(num_slots, 4, 8),
+          jax.ShapeDtypeStruct((num_slots,), jnp.float32))
 
 
 def compile_prefill(model: model_config.ModelConfig, num_slots: int,

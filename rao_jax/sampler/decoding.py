@@ -10,7 +10,8 @@ samples the next, so every sampled token costs exactly one forward row.
 
 A sampled token at position p uses the key `fold_in(slot_key, p)`: the
 caller's per-sequence key and the position alone decide it, never the slot
-or the neighbours.
+or the neighbours. Each slot also holds its temperature (0: greedy), as
+data: greedy and sampled slots decode in one batch with one program.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SlotState:
   turn_new: jax.Array  # [B] int32, tokens sampled in the current turn
   budget: jax.Array  # [B] int32, per-turn new-token budget
   keys: jax.Array  # [B, 2] uint32, the caller's per-sequence key data
+  temperature: jax.Array  # [B] float32, the turn's temperature (0: greedy)
   stops: jax.Array  # [B, M, L] int32, stop sequences (right-aligned)
   recent: jax.Array  # [B, L] int32, the turn's last L sampled tokens
 
@@ -68,7 +70,7 @@ def constrain(state: SlotState) -> SlotState:
       name: sharding.shard(getattr(state, name), _slot_axes(
           getattr(state, name)))
       for name in ('pending', 'seq_len', 'active', 'reason', 'turn_new',
-                   'budget', 'keys', 'stops', 'recent')
+                   'budget', 'keys', 'temperature', 'stops', 'recent')
   }
   return SlotState(cache=cache, **rest)
 
@@ -94,6 +96,7 @@ def init_state(config, num_slots: int, max_len: int, max_stops: int,
       turn_new=zeros(jnp.int32),
       budget=zeros(jnp.int32),
       keys=zeros(jnp.uint32, *key_shape),
+      temperature=zeros(jnp.float32),
       stops=jnp.full((num_slots, max_stops, max_stop_len), STOP_PAD,
                      jnp.int32),
       recent=jnp.full((num_slots, max_stop_len), _NO_TOKEN, jnp.int32))
@@ -101,14 +104,28 @@ def init_state(config, num_slots: int, max_len: int, max_stops: int,
 
 
 def _sample(method: sampling_lib.SamplingMethod, logits_BV: jax.Array,
-            keys_BK: jax.Array, positions_B: jax.Array):
-  """Samples the token at `positions_B`; returns it and both log-probs."""
-  if isinstance(method, sampling_lib.Greedy):
-    keys_B = None  # argmax needs no key: skip B threefry hashes per step
-  else:
+            keys_BK: jax.Array, positions_B: jax.Array,
+            temperature_B: jax.Array, live_B: jax.Array):
+  """Samples the token at `positions_B`; returns it and both log-probs.
+
+  `method` is the static filter, `temperature_B` each row's temperature;
+  rows not `live_B` (padding, stopped slots) are computed and discarded.
+  """
+
+  def mixed():
     keys_B = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(keys_BK),
                                           positions_B)
-  tokens_B, sampler_logp_B = method.sample(logits_BV, keys_B)
+    return sampling_lib.sample_rows(method, logits_BV, keys_B, temperature_B)
+
+  def greedy():
+    tokens_B = sampling_lib.argmax(logits_BV)
+    return tokens_B, jnp.zeros(tokens_B.shape, jnp.float32)
+
+  # A batch of greedy rows only (an evaluation) skips the B threefry hashes
+  # and the [B, V] Gumbel noise per step; the branch is taken at run time,
+  # so greedy and sampled batches still share one program.
+  tokens_B, sampler_logp_B = jax.lax.cond(
+      jnp.any(live_B & (temperature_B > 0)), mixed, greedy)
   # log_softmax at one token: its logit minus logsumexp (no [B, V] output).
   logit_B = jnp.take_along_axis(logits_BV, tokens_B[:, None], axis=1)[:, 0]
   model_logp_B = logit_B - jax.nn.logsumexp(logits_BV, axis=-1)
@@ -134,16 +151,17 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
             window: int, params: nnx.State, state: SlotState,
             slots_P: jax.Array, tokens_PT: jax.Array, start_P: jax.Array,
             chunk_len_P: jax.Array, keys_PK: jax.Array, budget_P: jax.Array,
-            stops_PML: jax.Array):
+            stops_PML: jax.Array, temperature_P: jax.Array):
   """Writes a chunk into each of P slots and samples one token for each.
 
   A row whose slot index is `num_slots` is padding (P is bucketed): it is
   computed on a clipped copy and dropped on the way back.
 
   Args:
-    graphdef, method, window: static. `window` (>= every row's end) is how
-      many cache positions the chunk may attend to; shorter than `max_len`
-      it saves attention work.
+    graphdef, method, window: static; `method` is a filter at temperature
+      1 (`sampling.static_part`), the temperature is `temperature_P`.
+      `window` (>= every row's end) is how many cache positions the chunk
+      may attend to; shorter than `max_len` it saves attention work.
     params: the model's parameters (an argument, so weights are not baked
       into the program and can be swapped without recompiling).
     state: the slot state (donated by the caller).
@@ -151,8 +169,9 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
     tokens_PT: [P, T] chunk tokens, right-padded.
     start_P: [P] position of each chunk's first token (0 for a new prompt).
     chunk_len_P: [P] tokens in each chunk (>= 1; 0 for padding rows).
-    keys_PK, budget_P, stops_PML: the turn's key data, new-token budget and
-      stop sequences.
+    keys_PK, budget_P, stops_PML, temperature_P: the turn's key data,
+      new-token budget, stop sequences and temperature (float32, 0:
+      greedy; padding rows 0).
 
   Returns:
     The new state and, per row, (token, sampler log-prob, model log-prob,
@@ -176,8 +195,9 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
   h_P1D = jnp.take_along_axis(h_PTD, last_P[:, None, None], axis=1)
   logits_PV = model.logits(h_P1D)[:, 0]
   seq_len_P = start_P + chunk_len_P + 1
-  tokens_P, sampler_logp_P, model_logp_P = _sample(method, logits_PV, keys_PK,
-                                                   seq_len_P - 1)
+  tokens_P, sampler_logp_P, model_logp_P = _sample(
+      method, logits_PV, keys_PK, seq_len_P - 1, temperature_P,
+      chunk_len_P > 0)
   recent_PL = _push(jnp.full(stops_PML.shape[::2], _NO_TOKEN, jnp.int32),
                     tokens_P)
   turn_new_P = jnp.ones_like(seq_len_P)
@@ -201,6 +221,7 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
       turn_new=put(state.turn_new, turn_new_P),
       budget=put(state.budget, budget_P),
       keys=put(state.keys, keys_PK),
+      temperature=put(state.temperature, temperature_P),
       stops=put(state.stops, stops_PML),
       recent=put(state.recent, recent_PL))
   del num_slots
@@ -218,9 +239,9 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
   cache) and their state is carried through unchanged.
 
   Args:
-    graphdef, method, num_steps, window: static. Every position written here
-      is below `window`, so the loop attends to the cache's first `window`
-      positions only.
+    graphdef, method, num_steps, window: static (`method` as in
+      `prefill`). Every position written here is below `window`, so the
+      loop attends to the cache's first `window` positions only.
     params: the model's parameters.
     state: the slot state (donated by the caller).
     live_B: [B] bool, slots the host still holds (a released slot is not).
@@ -256,7 +277,7 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
     logits_B1V, cache = model(st.pending[:, None], (st.seq_len - 1)[:, None],
                               act_B[:, None].astype(jnp.int32), st.cache)
     tokens_B, sampler_logp_B, model_logp_B = _sample(
-        method, logits_B1V[:, 0], st.keys, st.seq_len)
+        method, logits_B1V[:, 0], st.keys, st.seq_len, st.temperature, act_B)
     seq_len_B = st.seq_len + act_B
     turn_new_B = st.turn_new + act_B
     recent_BL = jnp.where(act_B[:, None], _push(st.recent, tokens_B),

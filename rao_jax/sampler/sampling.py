@@ -1,11 +1,15 @@
 """Sampling methods: greedy, temperature, top-k, top-p (nucleus).
 
-Each method is a small frozen (hashable) dataclass, so it can be a static
-argument of a jitted function: one compiled program per method, never one per
-call. A method maps fp32 logits `[B, V]` and one PRNG key per row to the
-sampled tokens and the log-probability of each under the distribution it
-actually sampled from (after temperature, top-k, top-p). `log_probs` gives
-that whole distribution, for tests and for off-policy corrections.
+Each method is a small frozen (hashable) dataclass. A method maps fp32
+logits `[B, V]` and one PRNG key per row to the sampled tokens and the
+log-probability of each under the distribution it actually sampled from
+(after temperature, top-k, top-p). `log_probs` gives that whole
+distribution, for tests and for off-policy corrections.
+
+The slot sampler compiles a method's *filter* only (`static_part`: top-k
+or top-p and its k or p, at temperature 1) and takes the temperature as
+data, one per row (`sample_rows`): greedy rows (temperature 0) and rows
+sampled at any temperature share one program and one batch.
 
 Keys are per row and used only for that row (`vmap` over rows), so a row's
 sample never depends on its neighbours in the batch.
@@ -14,10 +18,12 @@ sample never depends on its neighbours in the batch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Finite stand-in for -inf on masked-out logits: keeps softmax and
 # `log_softmax` free of NaN (inf - inf) while giving exp() == 0.
@@ -158,3 +164,56 @@ class TopP:
     logp_sorted_BV, index_BV = self._sorted(logits_BV)
     choice_B = _categorical(keys_B, logp_sorted_BV)
     return _take(index_BV, choice_B), _take(logp_sorted_BV, choice_B)
+
+
+def static_part(method: SamplingMethod) -> SamplingMethod:
+  """What a compiled program depends on: `method`'s filter at temperature 1.
+
+  Greedy is plain temperature sampling here: its rows carry temperature 0
+  (see `sample_rows`). Methods that differ only by temperature map to the
+  same (equal, hashable) value, so they share compiled programs.
+  """
+  if isinstance(method, Greedy):
+    return Temperature(1.0)
+  return dataclasses.replace(method, temperature=1.0)
+
+
+def default_temperature(method: SamplingMethod) -> float:
+  """The temperature of `method`'s rows: 0 for `Greedy` (argmax)."""
+  return 0.0 if isinstance(method, Greedy) else float(method.temperature)
+
+
+def check_row_temperature(temperature, where: str) -> float:
+  """A row's temperature as a float: finite and >= 0 (0: greedy)."""
+  if (isinstance(temperature, bool) or
+      not isinstance(temperature, (int, float, np.integer, np.floating)) or
+      not math.isfinite(temperature) or temperature < 0):
+    raise ValueError(f'{where}: temperature={temperature!r} must be a finite '
+                     'number >= 0 (0: greedy)')
+  return float(temperature)
+
+
+def sample_rows(method: SamplingMethod, logits_BV: jax.Array,
+                keys_B: jax.Array,
+                temperature_B: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Samples each row at its own temperature, through `method`'s filter.
+
+  Args:
+    method: its filter (top-k / top-p) applies after the temperature; its
+      own temperature is ignored (`static_part`).
+    logits_BV: fp32 logits.
+    keys_B: one PRNG key per row (unused by greedy rows).
+    temperature_B: [B] float32; 0 takes the argmax with log-prob 0, as
+      `Greedy` does; t > 0 samples from softmax(logits / t), as `method`
+      at temperature t does.
+
+  Returns:
+    Tokens `[B]` int32 and their log-probs `[B]` float32.
+  """
+  greedy_B = temperature_B == 0
+  # Greedy rows divide by 1, not 0: their discarded sample stays finite.
+  # x / 1 is exact, so a row at t = 1 samples from the unscaled logits.
+  safe_B1 = jnp.where(greedy_B, 1.0, temperature_B)[:, None]
+  tokens_B, logp_B = static_part(method).sample(logits_BV / safe_B1, keys_B)
+  tokens_B = jnp.where(greedy_B, argmax(logits_BV), tokens_B)
+  return tokens_B, jnp.where(greedy_B, 0.0, logp_B).astype(jnp.float32)

@@ -6,7 +6,8 @@ one sharded KV cache. The agent scheduler drives it:
   sampler = SlotSampler(model, num_slots=64, max_len=1024,
                         method=sampling.TopP(0.95))
   slots = sampler.admit([Request(prompt_ids, key, max_new_tokens=128,
-                                 stop=[closing_tag_ids])])
+                                 stop=[closing_tag_ids]),
+                         Request(eval_ids, key, 128, temperature=0.0)])
   while sampler.num_running:
     for turn in sampler.decode(num_steps=32):   # turns that ended
       ...                                        # parse turn.tokens
@@ -24,6 +25,10 @@ end and rolls the slot back (`seq_len`, the pending token), so the turn
 ends exactly there. The KV cache index is the position and attention only
 sees positions up to the query's, so the dropped tokens' cache entries are
 never read and the next `extend` overwrites them.
+
+The temperature is each request's (`Request.temperature`, 0: greedy; the
+method's by default) and data, not part of a program: greedy and sampled
+turns share the slots, the KV cache and every compiled program.
 
 Programs are compiled for a few static shapes only: prefill per
 (rows bucket, chunk-length bucket, attention window), decode per
@@ -66,12 +71,17 @@ class Request:
       are already known to go on) -> how many it keeps (it ends after
       them) or None; e.g. `agent.stops.StopRule.find`. None: stop
       sequences only.
+    temperature: the turn's sampling temperature, >= 0: 0 takes the
+      argmax (sampler log-prob 0), t > 0 samples softmax(logits / t)
+      through the sampler's top-k / top-p. None: the sampler's method's
+      (0 for `Greedy`).
   """
   tokens: Sequence[int]
   key: jax.Array | None
   max_new_tokens: int
   stop: Sequence[int | Sequence[int]] = ()
   find_stop: Callable[[Sequence[int], int], int | None] | None = None
+  temperature: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +139,9 @@ class _Slot:
 
 
 # Shared by all samplers, so samplers of one shape (e.g. rebuilt each RL
-# step) reuse programs; the graph, sampling method, chunk size and attention
-# window are static. The state (and its KV cache) is donated to every call:
+# step) reuse programs; the graph, sampling filter (`sampling.static_part`:
+# not the temperature, which is data), chunk size and attention window are
+# static. The state (and its KV cache) is donated to every call:
 # prefill and decode update it in place instead of copying num_slots x max_len
 # x layers of K/V per call, which would double its memory and dominate a
 # decode chunk's time.
@@ -186,7 +197,10 @@ class SlotSampler:
       num_slots: sequences decoded together; divisible by the mesh's
         data x fsdp size.
       max_len: cache positions per slot (prompt + all turns).
-      method: a sampling method (static: a new one compiles new programs).
+      method: a sampling method: its filter (top-k / top-p) is static (a
+        new one compiles new programs), its temperature is the default of
+        requests that name none (data: any temperature, greedy included,
+        runs in the same programs).
       max_stop_sequences: stop sequences per turn, at most.
       max_stop_len: tokens per stop sequence, at most.
       min_bucket: smallest chunk-length / attention-window bucket.
@@ -200,6 +214,8 @@ class SlotSampler:
     self.num_slots = num_slots
     self.max_len = max_len
     self.method = method
+    self.temperature = sampling_lib.default_temperature(method)
+    self._filter = sampling_lib.static_part(method)
     self.max_stop_sequences = max_stop_sequences
     self.max_stop_len = max_stop_len
     self.min_bucket = min_bucket
@@ -288,7 +304,8 @@ class SlotSampler:
 
     Raises:
       ValueError: on an empty or too long prompt, a missing key, bad stop
-        sequences, busy or unknown slots, or more requests than free slots.
+        sequences or temperature, busy or unknown slots, or more requests
+        than free slots.
         Nothing is changed then.
     """
     requests = list(requests)
@@ -321,7 +338,8 @@ class SlotSampler:
         raise ValueError(f'{where}: a key is required')
       rows.append((slot, tokens, 0, self._key_data(req.key, where),
                    self._check_budget(req.max_new_tokens, where),
-                   self._stop_table(req.stop, where), req.find_stop))
+                   self._stop_table(req.stop, where),
+                   self._temperature(req, where), req.find_stop))
     self._run_prefill(rows)
     return slots
 
@@ -333,7 +351,8 @@ class SlotSampler:
 
     Raises:
       ValueError: on slots not held or still running, a slot that ended at
-        max_len, tokens that do not fit, or bad stop sequences / budgets.
+        max_len, tokens that do not fit, or bad stop sequences / budgets /
+        temperatures.
         Nothing is changed then.
     """
     slots = [int(s) for s in slots]
@@ -357,7 +376,8 @@ class SlotSampler:
       # The chunk starts with the last sampled token, which is not cached.
       rows.append((slot, [held.last_token] + tokens, held.seq_len - 1,
                    key_data, self._check_budget(req.max_new_tokens, where),
-                   self._stop_table(req.stop, where), req.find_stop))
+                   self._stop_table(req.stop, where),
+                   self._temperature(req, where), req.find_stop))
     self._run_prefill(rows)
 
   def decode(self, num_steps: int) -> list[Turn]:
@@ -379,9 +399,9 @@ class SlotSampler:
       live = np.zeros((self.num_slots,), bool)
       live[running] = True
       with self._mesh_context(), self._counting():
-        self._state, outputs = _decode(self._graphdef, self.method, num_steps,
-                                       window, self._params, self._state,
-                                       live)
+        self._state, outputs = _decode(self._graphdef, self._filter,
+                                       num_steps, window, self._params,
+                                       self._state, live)
       tokens, sampler_lp, model_lp, count, reason, seq_len = jax.device_get(
           outputs)
       for s in running:
@@ -478,6 +498,11 @@ class SlotSampler:
                        '>= 1')
     return int(budget)
 
+  def _temperature(self, request: Request, where: str) -> float:
+    if request.temperature is None:
+      return self.temperature
+    return sampling_lib.check_row_temperature(request.temperature, where)
+
   def _key_data(self, key, where: str) -> np.ndarray:
     key = jax.numpy.asarray(key) if not isinstance(key, jax.Array) else key
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -511,7 +536,8 @@ class SlotSampler:
     return table
 
   def _run_prefill(self, rows) -> None:
-    """One prefill call for rows of (slot, chunk, start, key, budget, stops).
+    """One prefill call for rows of (slot, chunk, start, key, budget, stops,
+    temperature, find_stop).
 
     Callers validate everything first: from here on nothing raises on bad
     input, so a rejected request never leaves a half-updated state.
@@ -533,16 +559,18 @@ class SlotSampler:
     budget = np.ones((p,), np.int32)
     stops = np.full((p, self.max_stop_sequences, self.max_stop_len),
                     decoding.STOP_PAD, np.int32)
-    for i, (slot, chunk, pos, key, bud, table, _) in enumerate(rows):
+    temperature = np.zeros((p,), np.float32)  # padding rows: greedy
+    for i, (slot, chunk, pos, key, bud, table, temp, _) in enumerate(rows):
       slots[i], start[i], chunk_len[i], keys[i] = slot, pos, len(chunk), key
       tokens[i, :len(chunk)] = chunk
-      budget[i], stops[i] = bud, table
+      budget[i], stops[i], temperature[i] = bud, table, temp
     with self._mesh_context(), self._counting():
-      self._state, outputs = _prefill(self._graphdef, self.method, window,
+      self._state, outputs = _prefill(self._graphdef, self._filter, window,
                                       self._params, self._state, slots, tokens,
-                                      start, chunk_len, keys, budget, stops)
+                                      start, chunk_len, keys, budget, stops,
+                                      temperature)
     first, sampler_lp, model_lp, reason = jax.device_get(outputs)
-    for i, (slot, chunk, pos, key, _, _, find_stop) in enumerate(rows):
+    for i, (slot, chunk, pos, key, *_, find_stop) in enumerate(rows):
       context = self._slots[slot].context if pos else []
       # An extension's chunk starts with the (already held) last token.
       context = context + chunk[1 if pos else 0:] + [int(first[i])]

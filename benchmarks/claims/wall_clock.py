@@ -58,8 +58,9 @@ def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
   config = rollouts.config
   stops = rollouts.chat.stops  # as `Rollouts` decodes: the run's stop rule
   engine = model_engine.ModelEngine(
-      rollouts.greedy, stops.device_ids,
-      decode_steps=config.sampler.decode_steps, find_stop=stops.find)
+      rollouts.sampler, stops.device_ids,
+      decode_steps=config.sampler.decode_steps, find_stop=stops.host_find,
+      temperature=0.0)
   window = config.rollout.window
   scheduler = scheduler_lib.FrontierScheduler(
       engine, rollouts.tokenizer, config.rollout.budgets,

@@ -34,14 +34,16 @@ ARMS = {
 def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:
   """arm -> seed -> [SFT point, last RL point] (`efficiency.run_arm`)."""
   results = {}
+  steps = common.sizes(flags).eval_steps
   for arm, overrides in ARMS.items():
     name = 'efficiency_recursive' if arm == 'reference' else (
         f'{EXPERIMENT}_{arm}')
+    # Evaluated before and after RL only: the reference's evaluations are
+    # efficiency's (read back), so `--rl_steps` at one of its evaluation
+    # steps reuses them.
     results[arm] = {seed: efficiency.run_arm(
-        flags, 'recursive', seed, name=name, overrides=overrides)
-                    for seed in flags.seeds}
-    for points in results[arm].values():
-      points[:] = [points[0], points[-1]]
+        flags, 'recursive', seed, name=name, overrides=overrides,
+        eval_steps=(steps[0], steps[-1])) for seed in flags.seeds}
   return results
 
 

@@ -9,9 +9,11 @@ a mixture of direct and recursive demonstrations (a coin per tree), then
 RL per seed for the recursive agent at the training depth budget (6) and
 for the single agent (depth budget 0). Both are evaluated greedily before
 and after RL on held-out easy, medium and hard recipes, the recursive
-agent at the larger evaluation budget (12): root success per level,
-nodes and depth used. `--smoke`: 3 SFT steps, 2 RL steps, 2 tasks a
-level.
+agent at the training budget and at the larger evaluation budget (12):
+root success per level, nodes and depth used. A node reads its budget in
+its prompt ('budget: depth 12, ...'), so the larger budget is also text
+the policy never saw in training. `--smoke`: 3 SFT steps, 2 RL steps, 2
+tasks a level.
 
 Prints the table, then one JSON line; draws `<workdir>/generalisation.png`.
 """
@@ -41,12 +43,24 @@ def run_arm(flags: common.Flags, arm: str, seed: int) -> list[dict]:
   num = 2 if flags.smoke else flags.num_eval or NUM_EVAL
   return common.rl_arm(
       flags, common.CRAFTING, f'{EXPERIMENT}_{arm}', seed, train_depth, {},
-      {level: (level, num, eval_depth) for level in LEVELS})
+      {**{level: (level, num, eval_depth) for level in LEVELS},
+       **{at_training_depth(level): (level, num, train_depth)
+          for level in LEVELS}})
+
+
+def at_training_depth(level: str) -> str:
+  """The tag of `level` evaluated at the training depth budget."""
+  return f'{level}_training_depth'
+
+
+# Evaluation tags: each level at the evaluation budget, then at training's
+# (the single agent's are the same trees: depth 0 either way).
+TAGS = LEVELS + tuple(at_training_depth(level) for level in LEVELS)
 
 
 def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:
   """arm -> seed -> `common.level_ends` of its evaluations."""
-  return {arm: {seed: common.level_ends(run_arm(flags, arm, seed), LEVELS)
+  return {arm: {seed: common.level_ends(run_arm(flags, arm, seed), TAGS)
                 for seed in flags.seeds} for arm in depths(flags)}
 
 
@@ -57,26 +71,29 @@ def report(flags: common.Flags, results) -> dict:
   rows = []
   for arm, by_seed in results.items():
     train_depth, eval_depth = arm_depths[arm]
-    for index, when in ((0, 'SFT'), (1, f'RL {rl_steps}')):
-      for level in LEVELS:
-        rows.append([arm, f'{train_depth} / {eval_depth}', when, level, *[
-            str(common.level_metric(by_seed, index, level, key))
-            for key in ('root_success', 'nodes', 'depth')]])
+    passes = [(train_depth, TAGS[len(LEVELS):]), (eval_depth, LEVELS)]
+    for depth, tags in passes[train_depth == eval_depth:]:
+      for index, when in ((0, 'SFT'), (1, f'RL {rl_steps}')):
+        for level, tag in zip(LEVELS, tags):
+          rows.append([arm, f'{train_depth} / {depth}', when, level, *[
+              str(common.level_metric(by_seed, index, tag, key))
+              for key in ('root_success', 'nodes', 'depth')]])
   print('\nCrafting, trained on medium: held-out root success, mean [range] '
         'over seeds\n')
-  print(common.table(['agent', 'depth train / eval', 'policy', 'level',
+  print(common.table(['agent', 'depth train / evaluated', 'policy', 'level',
                       'root success', 'nodes', 'depth'], rows))
   return {'seeds': list(flags.seeds), 'sizes': common.size_record(flags),
           'depths': {arm: list(d) for arm, d in arm_depths.items()},
-          'success': common.level_success(results, LEVELS),
-          'recursive_vs_single': common.level_verdicts(results, LEVELS)}
+          'success': common.level_success(results, TAGS),
+          'recursive_vs_single': common.level_verdicts(results, TAGS)}
 
 
 def plot(flags: common.Flags, results) -> str:
   return common.level_plot(
-      flags, EXPERIMENT, 'Crafting trained on medium recipes',
+      flags, EXPERIMENT, 'Crafting trained on medium recipes (at the '
+      'training depth budget)',
       'level (0 easy, 1 medium, 2 hard)', list(range(len(LEVELS))), results,
-      LEVELS)
+      TAGS[len(LEVELS):])
 
 
 def main(argv=None) -> dict:

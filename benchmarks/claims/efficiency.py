@@ -136,13 +136,13 @@ def report(flags: common.Flags, results) -> dict:
   gains = {arm: gain(by_seed) for arm, by_seed in results.items()}
   verdict = common.compare(gains['single_agent'], gains['recursive'])
   per_token = {arm: common.estimate([
-      1000 * (p[last]['stats']['all']['root_success'] -
+      100_000 * (p[last]['stats']['all']['root_success'] -
               p[0]['stats']['all']['root_success']) /
       max(p[last]['sampled_tokens'], 1) for p in by_seed.values()])
                for arm, by_seed in results.items()}
   print('\nRL gain in held-out root success (last evaluation minus SFT)\n')
   print(common.table(
-      ['agent', 'gain', 'gain per 1k sampled tokens'],
+      ['agent', 'gain', 'gain per 100k sampled tokens'],
       [[arm, str(gains[arm]), str(per_token[arm])] for arm in results]))
   print(f'\nrecursive gain against the single agent\'s: {verdict}')
   budgets = equal_budgets(results, matched, last)

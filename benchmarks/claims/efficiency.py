@@ -137,7 +137,7 @@ def report(flags: common.Flags, results) -> dict:
   verdict = common.compare(gains['single_agent'], gains['recursive'])
   per_token = {arm: common.estimate([
       100_000 * (p[last]['stats']['all']['root_success'] -
-              p[0]['stats']['all']['root_success']) /
+                 p[0]['stats']['all']['root_success']) /
       max(p[last]['sampled_tokens'], 1) for p in by_seed.values()])
                for arm, by_seed in results.items()}
   print('\nRL gain in held-out root success (last evaluation minus SFT)\n')

@@ -650,6 +650,33 @@ def mixture_arm(flags: Flags, arm: str, seed: int,
       overrides=overrides, eval_steps=eval_steps)
 
 
+# What the RL steps logged (`metrics.jsonl`): sampled trees and the update.
+SIGNAL = ('root_success', 'nodes_per_tree', 'success/depth0',
+          'success/depth1', 'advantage_std', 'grad_norm', 'entropy')
+
+
+def training_signal(flags: Flags, experiment: str,
+                    results: Mapping[str, Any]) -> None:
+  """Prints, per arm of `results` (runs `<experiment>_<arm>_seed<s>`) and
+  RL step, the mean over seeds of what RL saw."""
+  rows = []
+  for arm in results:
+    by_step: dict[int, list[dict]] = {}
+    for seed in flags.seeds:
+      name = run_name(flags, f'{experiment}_{arm}', seed)
+      records = [r for r in read_metrics(flags.workdir / name)
+                 if r.get('phase') == 'rl']
+      first = min((r['step'] for r in records), default=0)
+      for record in records:
+        by_step.setdefault(record['step'] - first + 1, []).append(record)
+    for step, records in sorted(by_step.items()):
+      rows.append([arm, step, *[
+          sum(r.get(key, math.nan) for r in records) / len(records)
+          for key in SIGNAL]])
+  print('\nWhat RL saw: sampled trees and updates, mean over seeds\n')
+  print(table(['agent', 'RL step', *SIGNAL], rows))
+
+
 def over_seeds(points_by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
                index: int, value: Callable[[Mapping[str, Any]], float]
                ) -> Estimate:

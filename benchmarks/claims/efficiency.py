@@ -132,7 +132,7 @@ def report(flags: common.Flags, results) -> dict:
   print(common.table(['statistic', 'RL step', *[f'records {b}' for b in
                                                 buckets()], 'all'], rows))
 
-  training_signal(flags, results)
+  common.training_signal(flags, EXPERIMENT, results)
   gains = {arm: gain(by_seed) for arm, by_seed in results.items()}
   verdict = common.compare(gains['single_agent'], gains['recursive'])
   per_token = {arm: common.estimate([
@@ -195,31 +195,6 @@ def equal_budgets(results, matched, last: int) -> dict:
           'recursive_vs': verdicts}
 
 
-# What the RL steps logged (`metrics.jsonl`): sampled trees and the update.
-SIGNAL = ('root_success', 'nodes_per_tree', 'success/depth0',
-          'success/depth1', 'advantage_std', 'grad_norm', 'entropy')
-
-
-def training_signal(flags: common.Flags, results) -> None:
-  """Prints, per arm and RL step, the mean over seeds of what RL saw."""
-  rows = []
-  for arm in results:
-    by_step: dict[int, list[dict]] = {}
-    for seed in flags.seeds:
-      name = common.run_name(flags, f'{EXPERIMENT}_{arm}', seed)
-      records = [r for r in common.read_metrics(flags.workdir / name)
-                 if r.get('phase') == 'rl']
-      first = min((r['step'] for r in records), default=0)
-      for record in records:
-        by_step.setdefault(record['step'] - first + 1, []).append(record)
-    for step, records in sorted(by_step.items()):
-      rows.append([arm, step, *[
-          sum(r.get(key, math.nan) for r in records) / len(records)
-          for key in SIGNAL]])
-  print('\nWhat RL saw: sampled trees and updates, mean over seeds\n')
-  print(common.table(['agent', 'RL step', *SIGNAL], rows))
-
-
 def buckets() -> list[str]:
   edges = common.RECORD_BUCKETS
   return [f'<={edges[0]}'] + [f'{lo + 1}-{hi}'
@@ -227,24 +202,37 @@ def buckets() -> list[str]:
 
 
 def plot(flags: common.Flags, results) -> str:
+  matched = results[MATCHED]
   results = {arm: results[arm] for arm in ARMS}
   steps = list(common.sizes(flags).eval_steps)
 
   def success(by_seed, key='root_success', bucket=None):
     return [[metric({0: points}, i, key, bucket).mean
-             for i in range(len(steps))] for points in by_seed.values()]
+             for i in range(len(points))] for points in by_seed.values()]
 
-  seconds = {arm: [sum(p[i]['seconds'] for p in s.values()) / len(s)
-                   for i in range(len(steps))] for arm, s in results.items()}
+  def mean_cost(by_seed, key):
+    points = list(by_seed.values())
+    return [sum(p[i][key] for p in points) / len(points)
+            for i in range(len(points[0]))]
+
+  # The single agent's steps up to the recursive agent's tokens: its run's
+  # points, then the matched one.
+  single = {seed: [*results['single_agent'][seed], *matched[seed]]
+            for seed in matched}
+  budget_arms = {'recursive': results['recursive'],
+                 'single_agent (to the same tokens)': single}
   return common.plot_panels(
       flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
       'Recursive vs single agent: RL from one mixture SFT', [
           ('RL step', 'held-out root success',
            [common.Curve(arm, steps, success(s))
             for arm, s in results.items()]),
+          ('sampled tokens (mean over seeds)', 'held-out root success',
+           [common.Curve(arm, mean_cost(s, 'sampled_tokens'), success(s))
+            for arm, s in budget_arms.items()]),
           ('RL seconds (mean over seeds)', 'held-out root success',
-           [common.Curve(arm, seconds[arm], success(s))
-            for arm, s in results.items()]),
+           [common.Curve(arm, mean_cost(s, 'seconds'), success(s))
+            for arm, s in budget_arms.items()]),
           ('RL step', 'recursive: roots that delegate',
            [common.Curve(f'records {b}', steps,
                          success(results['recursive'], 'delegating_roots', b))

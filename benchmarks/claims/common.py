@@ -214,9 +214,10 @@ def rl_cost(workdir: pathlib.Path, rl_steps: int, trees_per_step: int
 
 def token_matched_steps(run: pathlib.Path, peer: pathlib.Path,
                         steps: int) -> int:
-  """RL steps after which `run` has sampled as many tokens as `peer` did in
-  its first `steps`, at `run`'s own rate over its first `steps` (never
-  fewer than `steps`)."""
+  """RL steps after which `run` would have sampled as many tokens as
+  `peer` did in its first `steps`, at `run`'s own rate over its first
+  `steps` (never fewer than `steps`). An estimate: a policy whose answers
+  shorten with training samples fewer."""
   tokens = [rl_cost(workdir, steps, 1)['sampled_tokens']
             for workdir in (run, peer)]
   return max(steps, math.ceil(tokens[1] * steps / max(tokens[0], 1)))

@@ -18,10 +18,10 @@ budget: root success overall and per length bucket (records <= 8, 9-16,
 spawns (accepted over attempted), child success, children per
 delegating node, depth used; against RL steps, RL seconds and sampled
 tokens. The arms take the same RL steps; a third, the single agent's
-run continued until it has sampled as many tokens as the recursive
-agent's, compares them at the same sampled-token budget, RL seconds
-reported beside. `--smoke`: 3 SFT steps, 2 RL steps (the third arm at
-most 4), 4 tasks.
+run continued for the steps that, at its rate over the first ones, sample
+as many tokens as the recursive agent's, compares them at a larger
+budget: the tokens and RL seconds it actually spent are reported beside.
+`--smoke`: 3 SFT steps, 2 RL steps (the third arm at most 4), 4 tasks.
 
 Prints the tables, then one JSON line; draws `<workdir>/efficiency.png`.
 """

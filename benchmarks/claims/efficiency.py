@@ -168,7 +168,7 @@ def equal_budgets(results, matched, last: int) -> dict:
   per length bucket; returns the verdicts (recursive against each)."""
   ends = {'recursive': (results['recursive'], last),
           'single agent, same steps': (results['single_agent'], last),
-          'single agent, same sampled tokens': (matched, 0)}
+          'single agent, continued to the token estimate': (matched, 0)}
   rows = []
   for label, (by_seed, i) in ends.items():
     cost = [p[i] for p in by_seed.values()]
@@ -220,7 +220,7 @@ def plot(flags: common.Flags, results) -> str:
   single = {seed: [*results['single_agent'][seed], *matched[seed]]
             for seed in matched}
   budget_arms = {'recursive': results['recursive'],
-                 'single_agent (to the same tokens)': single}
+                 'single_agent (continued)': single}
   return common.plot_panels(
       flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
       'Recursive vs single agent: RL from one mixture SFT', [

@@ -36,7 +36,8 @@ import common
 EXPERIMENT = 'efficiency'
 ARMS = common.MIXTURE_ARMS
 TAG = 'mixed'
-# The single agent given the recursive agent's sampled-token budget.
+# The single agent continued to (an estimate of) the recursive agent's
+# sampled-token budget.
 MATCHED = 'single_agent_matched'
 
 
@@ -164,7 +165,7 @@ def report(flags: common.Flags, results) -> dict:
 
 def equal_budgets(results, matched, last: int) -> dict:
   """Prints the recursive agent after RL against the single agent after as
-  many steps and after as many sampled tokens (`MATCHED`), overall and
+  many steps and continued to the token estimate (`MATCHED`), overall and
   per length bucket; returns the verdicts (recursive against each)."""
   ends = {'recursive': (results['recursive'], last),
           'single agent, same steps': (results['single_agent'], last),

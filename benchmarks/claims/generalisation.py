@@ -40,12 +40,17 @@ def depths(flags: common.Flags) -> dict[str, tuple[int, int]]:
 def run_arm(flags: common.Flags, arm: str, seed: int) -> list[dict]:
   """One arm's RL run and its evaluations (`common.rl_arm`)."""
   train_depth, eval_depth = depths(flags)[arm]
-  num = 2 if flags.smoke else flags.num_eval or NUM_EVAL
+  num = num_eval(flags)
   return common.rl_arm(
       flags, common.CRAFTING, f'{EXPERIMENT}_{arm}', seed, train_depth, {},
       {**{level: (level, num, eval_depth) for level in LEVELS},
        **{at_training_depth(level): (level, num, train_depth)
           for level in LEVELS}})
+
+
+def num_eval(flags: common.Flags) -> int:
+  """Held-out recipes a level."""
+  return 2 if flags.smoke else flags.num_eval or NUM_EVAL
 
 
 def at_training_depth(level: str) -> str:
@@ -82,7 +87,8 @@ def report(flags: common.Flags, results) -> dict:
         'over seeds\n')
   print(common.table(['agent', 'depth train / evaluated', 'policy', 'level',
                       'root success', 'nodes', 'depth'], rows))
-  return {'seeds': list(flags.seeds), 'sizes': common.size_record(flags),
+  sizes = {**common.size_record(flags), 'num_eval': num_eval(flags)}
+  return {'seeds': list(flags.seeds), 'sizes': sizes,
           'depths': {arm: list(d) for arm, d in arm_depths.items()},
           'success': common.level_success(results, TAGS),
           'recursive_vs_single': common.level_verdicts(results, TAGS)}

@@ -44,8 +44,8 @@ def run_arm(flags: common.Flags, arm: str, seed: int) -> list[dict]:
   return common.rl_arm(
       flags, common.CRAFTING, f'{EXPERIMENT}_{arm}', seed, train_depth, {},
       {**{level: (level, num, eval_depth) for level in LEVELS},
-       **{at_training_depth(level): (level, num, train_depth)
-          for level in LEVELS}})
+       **{tag: (level, num, train_depth)
+          for level, tag in zip(LEVELS, TRAINING_DEPTH_TAGS)}})
 
 
 def num_eval(flags: common.Flags) -> int:
@@ -58,9 +58,10 @@ def at_training_depth(level: str) -> str:
   return f'{level}_training_depth'
 
 
-# Evaluation tags: each level at the evaluation budget, then at training's
-# (the single agent's are the same trees: depth 0 either way).
-TAGS = LEVELS + tuple(at_training_depth(level) for level in LEVELS)
+# Evaluation tags: the levels at the evaluation budget, then each level at
+# the training budget (the single agent's are the same trees: depth 0).
+TRAINING_DEPTH_TAGS = tuple(at_training_depth(level) for level in LEVELS)
+TAGS = LEVELS + TRAINING_DEPTH_TAGS
 
 
 def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:
@@ -76,7 +77,7 @@ def report(flags: common.Flags, results) -> dict:
   rows = []
   for arm, by_seed in results.items():
     train_depth, eval_depth = arm_depths[arm]
-    passes = [(train_depth, TAGS[len(LEVELS):]), (eval_depth, LEVELS)]
+    passes = [(train_depth, TRAINING_DEPTH_TAGS), (eval_depth, LEVELS)]
     for depth, tags in passes[train_depth == eval_depth:]:
       for index, when in ((0, 'SFT'), (1, f'RL {rl_steps}')):
         for level, tag in zip(LEVELS, tags):
@@ -99,7 +100,7 @@ def plot(flags: common.Flags, results) -> str:
       flags, EXPERIMENT, 'Crafting trained on medium recipes (at the '
       'training depth budget)',
       'level (0 easy, 1 medium, 2 hard)', list(range(len(LEVELS))), results,
-      TAGS[len(LEVELS):])
+      TRAINING_DEPTH_TAGS)
 
 
 def main(argv=None) -> dict:

@@ -118,8 +118,7 @@ def _sample(method: sampling_lib.SamplingMethod, logits_BV: jax.Array,
     return sampling_lib.sample_rows(method, logits_BV, keys_B, temperature_B)
 
   def greedy():
-    tokens_B = sampling_lib.argmax(logits_BV)
-    return tokens_B, jnp.zeros(tokens_B.shape, jnp.float32)
+    return sampling_lib.Greedy().sample(logits_BV, None)
 
   # A batch of greedy rows only (an evaluation) skips the B threefry hashes
   # and the [B, V] Gumbel noise per step; the branch is taken at run time,

@@ -36,7 +36,7 @@ setuptools.setup(
         'tensorboardX>=2.6',
         'tqdm',
         'numpy',
-        # rao_jax.plots draws the run's PNGs on the Agg canvas.
+        # rao_jax.viewer.plots draws the run's PNGs on the Agg canvas.
         'matplotlib>=3.11',
     ],
     extras_require={

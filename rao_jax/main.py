@@ -6,28 +6,51 @@ r"""rao_jax entry point.
 
 The config file is ml_collections code (`get_config()`); any field can be
 overridden with `--config.<path>=<value>`. The ConfigDict becomes a typed,
-validated `rao_jax.config.RunConfig` here, once. Rerunning a command on its
-workdir resumes it; a workdir that holds another run is refused unless
-`--start_over` moves that run aside. Kept short on purpose: the work
-happens in `rao_jax/train.py`.
+validated `rao_jax.config.RunConfig` here, once, and `config.mode` picks
+its module from `MODES`. Rerunning a command on its workdir resumes it; a
+workdir that holds another run is refused unless `--start_over` moves that
+run aside. Kept short on purpose: the work happens in the modes' modules.
 """
 
-from rao_jax import host_memory
+from rao_jax.runtime import host_memory
 
 if __name__ == '__main__':
   # glibc reads its malloc tunables at start-up: settle them before jax loads.
   host_memory.reexec_with_huge_pages()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from collections.abc import Callable
+import functools
+from typing import Any
+
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from rao_jax import config as config_lib
-from rao_jax import multihost
+from rao_jax import evaluate
+from rao_jax import export
+from rao_jax import generate
+from rao_jax import plan
 from rao_jax import train
+from rao_jax.runtime import multihost
+from rao_jax.training import phases
 # pylint: enable=g-import-not-at-top,wrong-import-position
+
+# `config.mode` -> what runs it: f(config, workdir, start_over=...) -> the
+# run's summary. `config.MODES` lists the same names for validation.
+MODES: dict[str, Callable[..., dict[str, Any]]] = {
+    'train': functools.partial(train.run, phase_names=(phases.SFT,
+                                                       phases.RL)),
+    'sft': functools.partial(train.run, phase_names=(phases.SFT,)),
+    'rl': functools.partial(train.run, phase_names=(phases.RL,)),
+    'eval': evaluate.run,
+    'generate': generate.run,
+    'export': export.run,
+    # Shapes only, on the target slice's devices: no workdir is touched.
+    'plan': lambda config, workdir, start_over: plan.run(config),
+}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
@@ -54,6 +77,14 @@ _SHUTDOWN_S = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def run(config: config_lib.RunConfig, workdir: str, *,
+        start_over: bool = False) -> dict[str, Any]:
+  """Runs `config.mode` in `workdir` (what the command runs, in this
+  process: the notebook and the claims harness call it); returns the
+  mode's summary."""
+  return MODES[config.mode](config, workdir, start_over=start_over)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -69,7 +100,7 @@ def main(argv: list[str]) -> None:
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
         heartbeat_timeout_s=_HEARTBEAT_S.value,
         shutdown_timeout_s=_SHUTDOWN_S.value)
-  train.run(config, _WORKDIR.value, start_over=_START_OVER.value)
+  run(config, _WORKDIR.value, start_over=_START_OVER.value)
 
 
 if __name__ == '__main__':

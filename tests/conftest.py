@@ -11,7 +11,7 @@ os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' ' + xla_env.xla_flags(8)).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-from rao_jax import host_memory  # pylint: disable=g-import-not-at-top
+from rao_jax.runtime import host_memory  # pylint: disable=g-import-not-at-top
 
 # pytest-xdist's workers and the entry points tests start are new processes:
 # they start with the malloc tunable `rao_jax.main` re-executes itself with.

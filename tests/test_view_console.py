@@ -1,4 +1,4 @@
-"""The console view and `python -m rao_jax.view`: a workdir's file listing,
+"""The console view and `python -m rao_jax.viewer`: a workdir's file listing,
 a tree as text, a node's turns, and bad input."""
 
 import io
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from rao_jax import view
+from rao_jax.viewer import cli as view
 from rao_jax.agent import tree as tree_lib
 from rao_jax.viewer import console
 from rao_jax.viewer import run_files
@@ -166,7 +166,7 @@ def test_a_bad_path_or_file_gets_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='no trees/ folder'):
     run_files.list_tree_files(str(tmp_path))
   result = subprocess.run(
-      [sys.executable, '-m', 'rao_jax.view', str(tmp_path / 'missing')],
+      [sys.executable, '-m', 'rao_jax.viewer', str(tmp_path / 'missing')],
       cwd=_ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
   assert 'error:' in result.stderr and 'missing' in result.stderr

@@ -1,4 +1,4 @@
-"""`python -m rao_jax.view` on a real run: the smoke config's workdir, made
+"""`python -m rao_jax.viewer` on a real run: the smoke config's workdir, made
 once for the module by `python -m rao_jax.main` (about a minute), its trees
 saved at every step and without stored turns (decoded with the byte
 tokenizer its config names)."""
@@ -35,7 +35,7 @@ def smoke(tmp_path_factory):
           f'--workdir={workdir}', '--config.log.trees_every_steps=1',
           '--config.log.progress_bar=False')
   page = os.path.join(workdir, 'run.html')
-  output = _python('-m', 'rao_jax.view', workdir, '--html', page).stdout
+  output = _python('-m', 'rao_jax.viewer', workdir, '--html', page).stdout
   return workdir, output, page
 
 

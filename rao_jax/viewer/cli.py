@@ -1,9 +1,9 @@
-"""Shows a run's call trees: `python -m rao_jax.view PATH`.
+"""Shows a run's call trees: `python -m rao_jax.viewer PATH`.
 
-  python -m rao_jax.view runs/tiny                  # list files, one tree
-  python -m rao_jax.view runs/tiny/trees/rl_000010.jsonl --tree 3
-  python -m rao_jax.view runs/tiny/trees/rl_000010.jsonl --tree 3 --node 0
-  python -m rao_jax.view runs/tiny --html /tmp/tiny.html
+  python -m rao_jax.viewer runs/tiny                  # list files, one tree
+  python -m rao_jax.viewer runs/tiny/trees/rl_000010.jsonl --tree 3
+  python -m rao_jax.viewer runs/tiny/trees/rl_000010.jsonl --tree 3 --node 0
+  python -m rao_jax.viewer runs/tiny --html /tmp/tiny.html
 
 Given a workdir it lists the saved tree files (phase, step, trees, nodes,
 root success) and prints the newest RL file's first tree; given a tree
@@ -27,7 +27,7 @@ from rao_jax.viewer import run_files
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='python -m rao_jax.view',
+      prog='python -m rao_jax.viewer',
       description='Show the call trees a rao_jax run saved.')
   parser.add_argument('path', help='a workdir, or one of its trees/*.jsonl')
   parser.add_argument('--tree', type=int, default=None,

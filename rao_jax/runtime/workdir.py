@@ -23,7 +23,7 @@ from absl import logging
 from etils import epath
 
 from rao_jax import config as config_lib
-from rao_jax import multihost
+from rao_jax.runtime import multihost
 
 CONFIG_FILE = 'config.json'
 # The files of a run (the datasets in data/ are deterministic and kept).
@@ -83,13 +83,14 @@ def resolve(path: str | os.PathLike) -> epath.Path:
 
 
 def prepare(workdir: str | os.PathLike, config: config_lib.RunConfig, *,
-            start_over: bool = False) -> epath.Path:
+            start_over: bool = False, refuse_other_runs: bool = True
+            ) -> epath.Path:
   """Makes the workdir ready for `config`'s run; returns its path.
 
   With `start_over` a previous run is moved aside first; then a workdir
-  holding another run is refused (`check`; `generate` reads no checkpoint
-  and is never refused), and a new run's config is recorded. Only the
-  primary process writes; every process checks.
+  holding another run is refused (`check`; a mode that reads no
+  checkpoint passes `refuse_other_runs=False`), and a new run's config is
+  recorded. Only the primary process writes; every process checks.
   """
   workdir = resolve(workdir)
   if multihost.is_primary():
@@ -97,7 +98,7 @@ def prepare(workdir: str | os.PathLike, config: config_lib.RunConfig, *,
     if start_over and (moved := move_aside(workdir)):
       logging.warning('moved the previous run aside to %s', moved)
   multihost.barrier('workdir ready')
-  if config.mode != 'generate':
+  if refuse_other_runs:
     check(workdir, config)
   multihost.barrier('workdir checked')  # before the record may change
   record(workdir, config, restored=False)

@@ -48,7 +48,8 @@ def setup(config: config_lib.RunConfig, *, with_task: bool = True) -> Setup:
   mesh = sharding.make_mesh(config.mesh.sizes())
   params_lib.check_shardable(config.model, mesh, config.sharding_rules)
   tokenizer = policy_tokenizer.build(config.tokenizer, config.model.vocab_size)
-  chat = policy_tokenizer.check_run(tokenizer, config)  # before any weight
+  chat = policy_tokenizer.check_run(  # before any weight is read
+      tokenizer, config.tokenizer, config.model, config.init_from_hf)
   task = config.tasks.resolve() if with_task else None
   data_parallel = mesh.shape['data'] * mesh.shape['fsdp']
   for field, value in (('sampler.num_slots', config.sampler.num_slots),

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from rao_jax import config as config_lib
-from rao_jax.runtime import checkpoint as checkpoint_lib
 from rao_jax.runtime import run_log as run_log_lib
 from rao_jax.runtime import workdir as workdir_lib
 from rao_jax.training import data as data_lib
@@ -25,11 +24,7 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   """Evaluates the newest checkpoint in `workdir`; returns the summary."""
   s = setup_lib.setup(config)
   workdir = workdir_lib.prepare(workdir, config, start_over=start_over)
-  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
-                                     max_to_keep=config.checkpoint.max_to_keep)
-  state, record = setup_lib.restore_state(config, s, ckpt, phases=())
-  ckpt.close()
-  workdir_lib.record(workdir, config, restored=state.step > 0)
+  state, record = setup_lib.newest_state(config, s, workdir)
   log = run_log_lib.RunLog(workdir, state.step, s.tokenizer)
   evals: dict[str, float] = dict(record.get('evals', {}))
   data_dir = setup_lib.data_dir(config.tasks, workdir)

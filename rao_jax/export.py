@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from rao_jax import config as config_lib
-from rao_jax.runtime import checkpoint as checkpoint_lib
 from rao_jax.runtime import hf_export
 from rao_jax.runtime import workdir as workdir_lib
 from rao_jax.training import setup as setup_lib
@@ -18,11 +17,7 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   there is none); returns the step and the directory."""
   s = setup_lib.setup(config)
   workdir = workdir_lib.prepare(workdir, config, start_over=start_over)
-  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
-                                     max_to_keep=config.checkpoint.max_to_keep)
-  state, _ = setup_lib.restore_state(config, s, ckpt, phases=())
-  ckpt.close()
-  workdir_lib.record(workdir, config, restored=state.step > 0)
+  state, _ = setup_lib.newest_state(config, s, workdir)
   out = hf_export.export(state.model, s.tokenizer, config.tokenizer,
                          workdir / 'hf')
   return {'mode': config.mode, 'step': state.step, 'export': str(out)}

@@ -4,8 +4,8 @@
 and chat format, and the task, checking everything that can be checked
 before a weight loads or a program compiles (the model shards over the
 mesh, the tokenizer fits the model, batch sizes divide over the data
-axes). `restore_state` and `rollouts` build the train state and the
-rollouts of a run from the config sections they read.
+axes). `restore_state`, `newest_state` and `rollouts` build the train
+state and the rollouts of a run from the config sections they read.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rao_jax.model import params as params_lib
 from rao_jax.model import sharding
 from rao_jax.model import tokenizer as tokenizer_lib
 from rao_jax.runtime import checkpoint as checkpoint_lib
+from rao_jax.runtime import workdir as workdir_lib
 from rao_jax.tasks import registry
 from rao_jax.training import phases as phases_lib
 from rao_jax.training import policy_tokenizer
@@ -91,6 +92,22 @@ def restore_state(config: config_lib.RunConfig, s: Setup,
       ckpt, initial, optims={phases_lib.SFT: config.sft.optim,
                              phases_lib.RL: config.optim},
       phases=phases, mesh=s.mesh, rules=s.rules)
+
+
+def newest_state(config: config_lib.RunConfig, s: Setup, workdir
+                 ) -> tuple[train_state_lib.TrainState, dict[str, Any]]:
+  """The train state and record of `workdir`'s newest good checkpoint
+  (the initial model's state when there is none), for a mode that reads a
+  run and trains nothing; the run's config is recorded as `workdir`
+  rules."""
+  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
+                                     max_to_keep=config.checkpoint.max_to_keep)
+  try:
+    state, record = restore_state(config, s, ckpt, phases=())
+  finally:
+    ckpt.close()
+  workdir_lib.record(workdir, config, restored=state.step > 0)
+  return state, record
 
 
 def rollouts(config: config_lib.RunConfig, s: Setup,

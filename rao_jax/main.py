@@ -10,6 +10,10 @@ validated `rao_jax.config.RunConfig` here, once, and `config.mode` picks
 its module from `MODES`. Rerunning a command on its workdir resumes it; a
 workdir that holds another run is refused unless `--start_over` moves that
 run aside. Kept short on purpose: the work happens in the modes' modules.
+
+A refusal (`rao_jax.errors`: a bad field, a missing input, a workdir that
+holds another run or is in use) is one line on stderr and exit status 2;
+`--verbosity=1` or `RAO_TRACEBACK=1` adds the traceback.
 """
 
 from rao_jax.runtime import host_memory
@@ -19,9 +23,11 @@ if __name__ == '__main__':
   host_memory.reexec_with_huge_pages()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import functools
-from typing import Any
+import os
+import sys
+from typing import Any, NoReturn
 
 from absl import app
 from absl import flags
@@ -29,6 +35,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from rao_jax import config as config_lib
+from rao_jax import errors
 from rao_jax import evaluate
 from rao_jax import export
 from rao_jax import generate
@@ -82,7 +89,40 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   """Runs `config.mode` in `workdir` (what the command runs, in this
   process: the notebook and the claims harness call it); returns the
   mode's summary."""
+  config_lib.check_inputs(config)  # before the workdir records the run
   return MODES[config.mode](config, workdir, start_over=start_over)
+
+
+def _wants_traceback() -> bool:
+  """A refusal's traceback is shown at --verbosity=1 and above, or with
+  RAO_TRACEBACK=1."""
+  verbosity = flags.FLAGS['verbosity']
+  return (os.environ.get(errors.TRACEBACK_ENV, '') not in ('', '0') or
+          (verbosity.present and verbosity.value >= 1))
+
+
+def _refuse(message: str, exit_status: int = errors.EXIT_STATUS
+            ) -> NoReturn:
+  """Ends the process with `message` as one line on stderr."""
+  print(f'error: {errors.one_line(message)}', file=sys.stderr, flush=True)
+  sys.exit(exit_status)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, with a bad `--config.<field>` refused in one
+  line naming the flag (ml_collections raises AttributeError or KeyError
+  for an unknown field, and absl prints a usage screen for a bad value)."""
+  try:
+    return flags.FLAGS(list(argv))
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    if os.environ.get(errors.TRACEBACK_ENV, '') not in ('', '0'):
+      raise
+    name = str(e).strip('"\'')
+    named = [a for a in argv[1:] if a.startswith('--config.') and
+             name and name in a.split('=', 1)[0].split('.')]
+    if named and isinstance(e, (AttributeError, KeyError)):
+      _refuse(f'{named[0]}: the config has no field {name!r}')
+    _refuse(f'{type(e).__name__}: {e}')
 
 
 def main(argv: list[str]) -> None:
@@ -91,6 +131,18 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     # Orbax logs every file it writes at INFO; keep the console readable.
     logging.set_verbosity(logging.WARNING)
+  try:
+    _main()
+  except errors.Refusal as e:
+    if _wants_traceback():
+      raise
+    _refuse(e.one_line())
+  except errors.Stopped as e:
+    _refuse(str(e), e.exit_status)
+
+
+def _main() -> None:
+  """The command: config, processes, then the mode."""
   config = config_lib.from_config_dict(_CONFIG.value)
   if config.distributed:
     # Multi-host: every host runs this same command; the processes find each
@@ -104,4 +156,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

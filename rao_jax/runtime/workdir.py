@@ -23,6 +23,7 @@ from absl import logging
 from etils import epath
 
 from rao_jax import config as config_lib
+from rao_jax import errors
 from rao_jax.runtime import multihost
 
 CONFIG_FILE = 'config.json'
@@ -40,7 +41,7 @@ FREE_FIELDS = ('mode', 'rl.steps', 'tasks.eval_levels', 'tasks.eval_split',
 _SAME_STEPS = {'train': 'sft_then_rl', 'sft': 'sft_then_rl', 'rl': 'rl'}
 
 
-class WorkdirMismatch(ValueError):
+class WorkdirMismatch(errors.Refusal, ValueError):
   """The workdir holds another run."""
 
 

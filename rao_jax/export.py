@@ -24,5 +24,5 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   ckpt.close()
   workdir_lib.record(workdir, config, restored=state.step > 0)
   out = hf_export.export(state.model, s.tokenizer, config.tokenizer,
-                         workdir / 'hf')
+                         workdir / 'hf', step=state.step)
   return {'mode': config.mode, 'step': state.step, 'export': str(out)}

@@ -22,7 +22,7 @@ from typing import Any
 
 import ml_collections
 
-from rao_jax import errors
+from rao_jax.runtime import errors
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.model import config as model_config
 from rao_jax.model import sharding

@@ -11,7 +11,7 @@ its module from `MODES`. Rerunning a command on its workdir resumes it; a
 workdir that holds another run is refused unless `--start_over` moves that
 run aside. Kept short on purpose: the work happens in the modes' modules.
 
-A refusal (`rao_jax.errors`: a bad field, a missing input, a workdir that
+A refusal (`rao_jax.runtime.errors`: a bad field, a missing input, a workdir that
 holds another run or is in use) is one line on stderr and exit status 2;
 `--verbosity=1` or `RAO_TRACEBACK=1` adds the traceback.
 """
@@ -24,8 +24,10 @@ if __name__ == '__main__':
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from collections.abc import Callable, Sequence
+import faulthandler
 import functools
 import os
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -35,13 +37,14 @@ from absl import logging
 from ml_collections import config_flags
 
 from rao_jax import config as config_lib
-from rao_jax import errors
+from rao_jax.runtime import errors
 from rao_jax import evaluate
 from rao_jax import export
 from rao_jax import generate
 from rao_jax import plan
 from rao_jax import train
 from rao_jax.runtime import multihost
+from rao_jax.runtime import workdir as workdir_lib
 from rao_jax.training import phases
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -90,7 +93,10 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   process: the notebook and the claims harness call it); returns the
   mode's summary."""
   config_lib.check_inputs(config)  # before the workdir records the run
-  return MODES[config.mode](config, workdir, start_over=start_over)
+  if config.mode == 'plan':  # touches no workdir
+    return MODES[config.mode](config, workdir, start_over=start_over)
+  with workdir_lib.lock(workdir):  # one run a workdir
+    return MODES[config.mode](config, workdir, start_over=start_over)
 
 
 def _wants_traceback() -> bool:
@@ -131,6 +137,9 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     # Orbax logs every file it writes at INFO; keep the console readable.
     logging.set_verbosity(logging.WARNING)
+  # Until the training loop takes SIGTERM over (and after it), SIGTERM
+  # stops the run with one line instead of killing it silently.
+  signal.signal(signal.SIGTERM, _stop_on_sigterm)
   try:
     _main()
   except errors.Refusal as e:
@@ -139,12 +148,36 @@ def main(argv: list[str]) -> None:
     _refuse(e.one_line())
   except errors.Stopped as e:
     _refuse(str(e), e.exit_status)
+  except FloatingPointError as e:
+    # Training diverged: what happened and what was kept, in one line.
+    if _wants_traceback():
+      raise
+    _refuse(str(e), 1)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> NoReturn:
+  """SIGTERM outside the training loop (which saves and stops at the end
+  of its step instead: `multihost.Preemption`)."""
+  del frame
+  raise errors.Stopped(
+      'SIGTERM outside the training loop: stopped; the checkpoints saved so '
+      'far are kept (a save cut short is removed on resume): rerun the '
+      'command to resume', 128 + signum)
 
 
 def _main() -> None:
   """The command: config, processes, then the mode."""
   config = config_lib.from_config_dict(_CONFIG.value)
   if config.distributed:
+    # Several processes leave SIGTERM to JAX's preemption service, which
+    # agrees on a step to save at.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if not _wants_traceback():
+      # A lost peer ends the others by abort() from JAX's coordination
+      # service, after its own message naming the lost process; absl's
+      # faulthandler would then bury that line under a traceback of every
+      # thread (~90 of them).
+      faulthandler.disable()
     # Multi-host: every host runs this same command; the processes find each
     # other and share one global mesh.
     multihost.initialize(

@@ -34,9 +34,11 @@ class WorkdirInUse(Refusal):
   """Another process holds the workdir's lock."""
 
 
-class Stopped(Exception):
-  """The run was stopped from outside (a signal, a lost peer): said in
-  one line too, with its own exit status."""
+class Stopped(BaseException):
+  """The run was stopped from outside (a signal): said in one line too,
+  with its own exit status. A BaseException, as KeyboardInterrupt is, so
+  no `except Exception` on the way (a checkpoint restore's) takes it for
+  an error of its own."""
 
   def __init__(self, message: str, exit_status: int):
     super().__init__(message)

@@ -19,7 +19,7 @@ from absl import logging
 import jax
 
 from rao_jax import config as config_lib
-from rao_jax import errors
+from rao_jax.runtime import errors
 from rao_jax.agent import chat as chat_lib
 from rao_jax.model import gemma
 from rao_jax.model import params as params_lib

@@ -107,7 +107,8 @@ def run(argv: Sequence[str], out=sys.stdout) -> None:
     page = html.render_page(title, files, contents, chosen.name,
                             run_page=is_run)
     html.write_page(args.html, page)
-    print(f'wrote {console.printable(args.html)} ({len(page.encode()) // 1024} KB, '
+    print(f'wrote {console.printable(args.html)} '
+          f'({len(page.encode()) // 1024} KB, '
           f'{sum(len(c) for c in contents.values())} trees)', file=out)
 
 

@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from rao_jax import config as config_lib
@@ -153,6 +154,24 @@ def main(argv: list[str]) -> None:
     if _wants_traceback():
       raise
     _refuse(str(e), 1)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1 or _wants_traceback():
+      raise
+    _lost_peer(e)
+
+
+def _lost_peer(error: Exception) -> NoReturn:
+  """A collective failed in a multi-process run: on CPU (gloo) that is how
+  a lost peer shows first. One line, then exit at once: JAX's shutdown
+  would wait on the lost process and then abort with every thread's
+  stack. (On TPU the coordination service's heartbeat check aborts the
+  process itself, with its own message naming the lost process.)"""
+  first = str(error).strip().splitlines()[0][:300] if str(error) else ''
+  print(f'error: process {jax.process_index()}: a collective across the '
+        f'run\'s processes failed, most likely a lost peer ({first}); '
+        'rerun the command on every host to resume from the last '
+        'checkpoint', file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> NoReturn:

@@ -5,7 +5,10 @@ XLA_FLAGS must be set before jax is imported anywhere.
 
 import os
 
+import fuzz_testing  # pylint: disable=g-import-not-at-top
 import xla_env  # pylint: disable=g-import-not-at-top
+
+fuzz_testing.load()  # hypothesis: fixed examples unless asked otherwise
 
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' ' + xla_env.xla_flags(8)).strip()

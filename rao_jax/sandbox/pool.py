@@ -172,7 +172,8 @@ class WorkerPool:
     results = self._results.setdefault(key, [])
     results.extend(new_results)
     worker = self._route.get(key)
-    lost = worker is not None and key not in worker.nodes
+    # A replaced worker took its namespaces with it.
+    lost = worker is not None and worker not in self._workers
     if worker is None or lost:
       worker = min(self._workers, key=lambda w: len(w.nodes))
       self._route[key] = worker
@@ -204,7 +205,7 @@ class WorkerPool:
     """Forgets a finished node (its worker frees its namespace)."""
     worker = self._route.pop(key, None)
     self._results.pop(key, None)
-    if worker is not None and key in worker.nodes:
+    if worker is not None and worker in self._workers:
       worker.nodes.discard(key)
       try:
         worker.send({'op': 'drop', 'node': key})

@@ -14,7 +14,8 @@ _PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'rao_jax'
 _ALLOWED = {
     'model': set(),
     'sampler': {'model'},
-    'agent': {'model', 'sampler'},
+    'sandbox': set(),
+    'agent': {'model', 'sampler', 'sandbox'},
     'tasks': {'agent', 'model'},
     'rl': {'agent', 'model'},
 }

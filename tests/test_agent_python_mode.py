@@ -91,7 +91,7 @@ def test_spawn_from_code_builds_a_valid_call_tree(runtime):
   assert 'context: 8 chars' in prompt and '3\n4' not in prompt
   # The parent's injection: its block's output, then the results.
   kinds = [t['kind'] for t in tree_lib.turns(tree.root, TOKENIZER)]
-  assert kinds == ['prompt', 'policy', 'observation', 'policy']
+  assert kinds == ['prompt', 'policy', 'results', 'policy']
   assert tree_lib.turns(tree.root, TOKENIZER)[2]['text'] == (
       '<obs>2<result>7</result><result>11</result></obs>')
 

@@ -23,6 +23,7 @@ from rao_jax import config as config_lib
 from rao_jax import data as data_lib
 from rao_jax import run_log as run_log_lib
 from rao_jax.agent import chat as chat_lib
+from rao_jax.agent import code_runtime
 from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
@@ -54,7 +55,11 @@ class Rollouts:
     run's tokenizer), every step ended by its stop rule."""
     self.config = config
     self.task = task
-    self.chat = chat
+    # The python mode: its stop rule and preamble, and one warm sandbox
+    # for every rollout of the run.
+    self.chat = chat.for_actions(config.rollout.actions)
+    self.code = (code_runtime.CodeRuntime(config.rollout.sandbox)
+                 if config.rollout.actions == 'python' else None)
     self.tokenizer = chat.tokenizer
     sampler = config.sampler
     method = sampling.Temperature(sampler.temperature)
@@ -85,7 +90,7 @@ class Rollouts:
     scheduler = scheduler_lib.FrontierScheduler(
         engine, self.tokenizer, budgets or self.config.rollout.budgets,
         policy_version=version, inline_chars=window.inline_chars,
-        head_chars=window.head_chars, chat=self.chat)
+        head_chars=window.head_chars, chat=self.chat, code=self.code)
     return scheduler.run(envs, seeds, groups)
 
   def demonstrations(self, examples: Sequence[Mapping[str, str]],
@@ -104,7 +109,7 @@ class Rollouts:
         seeds=[seed_of(config.seed, step, i) for i in range(n)],
         tokenizer=self.tokenizer, chat=self.chat,
         num_slots=config.sampler.num_slots,
-        decode_steps=config.sampler.decode_steps)
+        decode_steps=config.sampler.decode_steps, code=self.code)
 
   def sample_groups(self, examples: Sequence[Mapping[str, str]], step: int,
                     version: int) -> Trees:

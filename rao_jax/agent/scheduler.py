@@ -111,6 +111,8 @@ class RolloutStats:
       until the tree finished (one token of every slot a step).
     tree_wall_s: per tree, seconds from the rollout's start until it
       finished.
+    code_blocks: blocks run in the sandbox (the python mode).
+    code_s: their round trips to the sandbox, in seconds.
   """
 
   decode_calls: int = 0
@@ -125,6 +127,8 @@ class RolloutStats:
   parallel_spawns: int = 0
   tree_decode_steps: list[int] = dataclasses.field(default_factory=list)
   tree_wall_s: list[float] = dataclasses.field(default_factory=list)
+  code_blocks: int = 0
+  code_s: float = 0.0
 
   def plus(self, other: RolloutStats) -> RolloutStats:
     """The statistics of two rollouts together: counts and seconds add,
@@ -567,6 +571,8 @@ class FrontierScheduler:
       return
     result = self.code.run(run.key, action.code, run.node.spec.data,
                            run.new_results)
+    self._stats.code_blocks += 1
+    self._stats.code_s += result.seconds
     run.new_results = []
     if result.answer is not None:
       self._finish(run, tree_lib.DONE, result.answer)

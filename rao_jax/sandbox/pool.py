@@ -14,6 +14,7 @@ were lost. Frames are JSON (`wire`): nothing a worker sends is executed.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -148,6 +149,9 @@ class WorkerPool:
     self.blocks = 0
     self.seconds = 0.0  # round trips, summed
     self.replaced = 0  # workers killed or dead, and started again
+    # Workers exit when their pipe closes; this also removes their
+    # private directories when the trainer exits without closing.
+    atexit.register(self.close)
 
   @property
   def layers(self) -> dict[str, str]:
@@ -229,9 +233,11 @@ class WorkerPool:
     self.replaced += 1
 
   def close(self) -> None:
+    """Stops every worker (again: nothing)."""
     for worker in self._workers:
       worker.stop()
     self._workers = []
+    atexit.unregister(self.close)
 
   def __enter__(self) -> WorkerPool:
     return self

@@ -47,8 +47,14 @@ def test_sft_rl_and_eval_run_in_the_python_mode(python_run):
   assert 'after_rl/easy/recursive/root_success' in summary['evals']
 
 
+def _first_sft_trees(workdir):
+  (name, *_) = sorted(f for f in os.listdir(workdir / 'trees')
+                      if f.startswith('sft_'))
+  return str(workdir / 'trees' / name)
+
+
 def test_demonstration_trees_are_valid_call_trees_of_code(python_run):
-  trees = tree_lib.load(str(python_run / 'trees' / 'sft_1.jsonl'))
+  trees = tree_lib.load(_first_sft_trees(python_run))
   assert trees and all(t.root.success == 1.0 for t in trees)
   for tree in trees:
     assert len(tree.nodes) > 1
@@ -62,7 +68,7 @@ def test_demonstration_trees_are_valid_call_trees_of_code(python_run):
 
 
 def test_the_viewer_shows_code_output_and_children(python_run):
-  path = str(python_run / 'trees' / 'sft_1.jsonl')
+  path = _first_sft_trees(python_run)
   (record, *_) = run_files.read_trees(
       path, run_files.run_tokenizer(str(python_run)))
   root = record['nodes'][0]

@@ -23,7 +23,9 @@ IMPORT = "import json\nreal_import = json.__builtins__['__import__']\n"
 @pytest.fixture(scope='module')
 def pool():
   with sandbox.WorkerPool(sandbox.Limits(
-      num_workers=2, block_cpu_s=1.0, block_wall_s=3.0,
+      # Wall-clock time well past the CPU time: on a loaded machine a
+      # CPU second takes several.
+      num_workers=2, block_cpu_s=0.5, block_wall_s=10.0,
       memory_mb=512, file_mb=1, output_chars=200)) as p:
     yield p
 

@@ -76,13 +76,16 @@ class _Worker:
         worker_cpu_s=limits.worker_cpu_s, block_cpu_s=limits.block_cpu_s,
         output_chars=limits.output_chars, answer_chars=limits.answer_chars,
         recursion_limit=limits.recursion_limit)
-    # A fresh interpreter (`-I`: no PYTHONPATH, no user site), never a
-    # fork of the trainer, whose threads and device state must not leak.
+    # A fresh interpreter, never a fork of the trainer, whose threads and
+    # device state must not leak: no user site (`-s`) and an environment
+    # of one variable (no PYTHONPATH). A fixed hash seed, so that what a
+    # block prints (a set's order) is the same on every host of a run,
+    # whose processes must make the same rollouts.
     self.process = subprocess.Popen(
-        [sys.executable, '-I', _WORKER, json.dumps(settings)],
+        [sys.executable, '-s', _WORKER, json.dumps(settings)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, close_fds=True, env={},
-        cwd=self.workdir)
+        stderr=subprocess.DEVNULL, close_fds=True,
+        env={'PYTHONHASHSEED': '0'}, cwd=self.workdir)
     self.nodes: set[str] = set()
     hello = self.read(time.monotonic() + START_TIMEOUT_S, 1 << 16)
     self.layers: dict[str, str] = hello.get('layers', {})

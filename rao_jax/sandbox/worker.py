@@ -1,6 +1,6 @@
 """A sandbox worker: one process that runs model code, many nodes' blocks.
 
-Started by `pool.WorkerPool` as `python -I worker.py SETTINGS_JSON` with
+Started by `pool.WorkerPool` as `python -s worker.py SETTINGS_JSON` with
 pipes for standard input and output. It keeps the pipes on private file
 descriptors and points 0, 1 and 2 at /dev/null, loads the allow-listed
 modules, confines itself (`confine`), says hello with the layers it
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import signal
 import sys
@@ -136,6 +137,9 @@ def main() -> None:
   for fd in (0, 1, 2):
     os.dup2(null, fd)
   modules = _load_modules(settings['modules'])
+  # Every worker draws the same numbers for the same blocks (the hosts of
+  # a run replay the same rollouts); the hash seed is fixed by the pool.
+  random.seed(0)
   signal.signal(signal.SIGPROF, _on_timer)
   sys.setrecursionlimit(settings['recursion_limit'])
   layers = confine.confine(

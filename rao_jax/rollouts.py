@@ -159,7 +159,7 @@ def evaluate_levels(rollouts: Rollouts, data_dir: str,
       trees, _ = rollouts.evaluate(examples, depth, seed=config.seed + 1)
       tree_metrics = metrics_lib.tree_metrics(trees)
       prefix = f'{tag}/{level}/{name}'
-      for key in ('root_success', 'nodes_per_tree'):
+      for key in ('root_success', 'root_exact', 'nodes_per_tree'):
         results[f'{prefix}/{key}'] = tree_metrics[key]
       for key, value in tree_metrics.items():
         if key.startswith('success/depth'):

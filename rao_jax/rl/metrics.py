@@ -24,6 +24,10 @@ def tree_metrics(trees: Sequence[tree_lib.Tree],
       'root_success': float(np.mean([
           (r.success or 0.0) if r.status == tree_lib.DONE else 0.0
           for r in roots])),
+      # Exact match: a full score (partial credit, e.g. a number off by
+      # one, counts 0 here).
+      'root_exact': float(np.mean([
+          r.status == tree_lib.DONE and r.success == 1.0 for r in roots])),
       'nodes_per_tree': float(np.mean([len(t.nodes) for t in trees])),
       'max_depth_per_tree': float(np.mean([
           max(n.depth for n in t.nodes) for t in trees])),

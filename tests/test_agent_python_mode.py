@@ -158,3 +158,13 @@ def test_modes_cannot_be_mixed(runtime):
     scheduler_lib.FrontierScheduler(
         engine, TOKENIZER, scheduler_lib.Budgets(),
         chat=chat_lib.ChatFormat(TOKENIZER), code=runtime)
+
+
+def test_the_same_trees_come_out_whatever_the_slot_count(runtime):
+  data = ''.join(f'{n}\n' for n in range(11))
+  envs = [_SumEnv(data), _SumEnv('4\n5\n')]
+  one, _ = _run(_splitter, envs, runtime, num_slots=1)
+  many, _ = _run(_splitter, envs, runtime, num_slots=6)
+  for a, b in zip(one, many):
+    assert [n.tokens for n in a.nodes] == [n.tokens for n in b.nodes]
+    assert [n.children for n in a.nodes] == [n.children for n in b.nodes]

@@ -54,3 +54,12 @@ def test_same_blocks_print_the_same_in_another_pool():
 def test_a_round_trip_is_milliseconds(pool):
   seconds = sorted(pool.run('t', 'pass', '').seconds for _ in range(200))
   assert seconds[100] < 0.01  # median under 10 ms even on a loaded CPU
+
+
+def test_odd_text_is_an_error_never_a_crash(pool):
+  for code in ('x = "\ud800"\nprint(x)', 'a\x00b', '\udcff = 1',
+               'print("\u00e9\u4e2d")'):
+    result = pool.run('odd', code, 'c\ud800')
+    assert isinstance(result.output, str)
+  assert pool.run('odd', 'print("\u00e9\u4e2d")', '').output == (
+      '\u00e9\u4e2d\n')

@@ -23,7 +23,9 @@ class WireError(Exception):
 
 def write_frame(fd: int, message: dict[str, Any]) -> None:
   """Writes one message to a file descriptor, whole."""
-  body = json.dumps(message, ensure_ascii=False).encode('utf-8')
+  # ASCII escapes: a lone surrogate in model text encodes too (as \udXXX)
+  # instead of failing to encode as UTF-8.
+  body = json.dumps(message, ensure_ascii=True).encode('ascii')
   data = _HEADER.pack(len(body)) + body
   while data:
     written = os.write(fd, data)

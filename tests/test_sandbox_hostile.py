@@ -26,7 +26,8 @@ def pool():
       # Wall-clock time well past the CPU time: on a loaded machine a
       # CPU second takes several.
       num_workers=2, block_cpu_s=0.5, block_wall_s=10.0,
-      memory_mb=512, file_mb=1, output_chars=200)) as p:
+      memory_mb=512, file_mb=1, dir_mb=4, dir_files=50,
+      output_chars=200)) as p:
     yield p
 
 
@@ -82,6 +83,18 @@ def test_private_directory_is_writable_up_to_the_file_limit(pool):
   assert big.error and 'File too large' in big.error, big
   size = _run(pool, OS + "print(os.stat('big').st_size)")
   assert size.output == f'{1 << 20}\n', size
+
+
+@pytest.mark.parametrize('files,size', [(10, 1000000), (80, 10)])
+def test_filling_the_directory_replaces_the_worker(pool, files, size):
+  before = pool.replaced
+  code = OS + (f'for i in range({files}):\n'
+               "  fd = os.open(f'f{i}', os.O_CREAT | os.O_WRONLY)\n"
+               f"  os.write(fd, b'x' * {size})\n  os.close(fd)")
+  result = _run(pool, code, key='disk')
+  assert 'in its directory' in result.error, result
+  assert pool.replaced == before + 1
+  _healthy(pool, 'disk')
 
 
 def test_open_and_builtins_are_gone(pool):

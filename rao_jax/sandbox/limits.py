@@ -26,6 +26,9 @@ class Limits:
       backstop; the worker is replaced when it dies of it).
     memory_mb: address space of a worker (RLIMIT_AS).
     file_mb: largest file a worker may write (RLIMIT_FSIZE).
+    dir_mb, dir_files: what a worker's private directory may hold after
+      a block (the kernel bounds one file, not how many: the trainer
+      counts them and replaces a worker past either).
     output_chars: characters of a block's output kept; the rest is
       counted and the observation says how many were cut.
     answer_chars: characters of an answer kept.
@@ -41,6 +44,8 @@ class Limits:
   worker_cpu_s: int = 600
   memory_mb: int = 512
   file_mb: int = 8
+  dir_mb: int = 64
+  dir_files: int = 1000
   output_chars: int = 2000
   answer_chars: int = 2000
   max_frame_bytes: int = 1 << 24

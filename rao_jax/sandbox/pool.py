@@ -203,6 +203,13 @@ class WorkerPool:
     except WorkerFailure as e:
       self._replace(worker)
       reply, error = {}, f'{e}; it was replaced (variables lost)'
+    else:
+      full = _directory_full(worker.workdir, self.limits)
+      if full:
+        self._replace(worker)
+        error = (f'{error}\n' if error else '') + (
+            f'the block left {full} in its directory; its interpreter was '
+            'killed and replaced (variables lost)')
     seconds = time.perf_counter() - start
     self.blocks += 1
     self.seconds += seconds
@@ -247,6 +254,24 @@ class WorkerPool:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _directory_full(path: str, limits: limits_lib.Limits) -> str | None:
+  """What a worker's directory holds past its limits, or None. The walk
+  stops at the file limit, so counting costs at most that many entries."""
+  files, size = 0, 0
+  for root, dirs, names in os.walk(path):
+    files += len(names) + len(dirs)
+    if files > limits.dir_files:
+      return f'more than {limits.dir_files} files'
+    for name in names:
+      try:
+        size += os.lstat(os.path.join(root, name)).st_size
+      except FileNotFoundError:
+        continue  # removed by the worker while the walk ran: not there
+  if size > limits.dir_mb << 20:
+    return f'{size >> 20} MB (limit {limits.dir_mb} MB)'
+  return None
 
 
 def _result(reply: dict, error: str | None, lost: bool,

@@ -29,6 +29,7 @@ from rao_jax.model import sharding
 from rao_jax.rl import credit as credit_lib
 from rao_jax.rl import losses
 from rao_jax.rl import update
+from rao_jax.sandbox import limits as limits_lib
 from rao_jax.tasks import context as context_lib
 from rao_jax.tasks import registry
 
@@ -39,6 +40,7 @@ TOKENIZERS = ('byte', 'hf')
 CHAT_TEMPLATES = ('none', 'checkpoint', 'gemma', 'qwen')
 SOLVERS = ('recursive', 'direct', 'mixture')
 MAX_SEED = 2**31 - 1
+ACTIONS = ('tags', 'python')  # `agent.chat.ACTIONS`
 
 
 # Written `not value > 0` rather than `value <= 0`: NaN fails every
@@ -193,14 +195,22 @@ class RolloutConfig:
     window: what a node's prompt shows (its `max_tokens` is
       `sampler.max_len`).
     eval_max_depth: the depth budget of the second, deeper evaluation.
+    actions: how nodes act: 'tags' (the tag protocol) or 'python' (code
+      blocks in a sandbox, `agent.code_protocol`).
+    sandbox: the python mode's sandbox limits (`sandbox.Limits`).
   """
 
   budgets: scheduler_lib.Budgets
   window: context_lib.Window
   eval_max_depth: int
+  actions: str = 'tags'
+  sandbox: limits_lib.Limits = limits_lib.Limits()
 
   def __post_init__(self):
     _check_non_negative('rollout', eval_max_depth=self.eval_max_depth)
+    if self.actions not in ACTIONS:
+      raise ValueError(f'rollout.actions={self.actions!r}: one of '
+                       f'{ACTIONS}')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -425,7 +435,12 @@ class RunConfig:
       raise ValueError('tokenizer.path must name a directory with '
                        'tokenizer.json when tokenizer.kind="hf"')
     if self.mode != 'generate':
-      self.tasks.resolve()
+      task = self.tasks.resolve()
+      if (self.rollout.actions == 'python' and
+          task.code_recursive_solver is None):
+        raise ValueError(
+            f'rollout.actions="python": task {task.name!r} has no python-'
+            'mode solvers (its environment tools are not offered to code)')
     if self.rl.loss.temperature != self.sampler.temperature:
       raise ValueError(
           f'rl.loss.temperature={self.rl.loss.temperature} differs from '
@@ -461,6 +476,11 @@ class RunConfig:
     plain = dataclasses.asdict(self)
     plain['rollout']['window'].pop('max_tokens')  # sampler.max_len
     plain['rollout']['window'].pop('chat')  # bound by the rollout
+    if self.rollout.actions == 'tags':
+      # The python mode's fields are recorded for its runs only, so the
+      # workdirs of tag runs from before it compare equal.
+      plain['rollout'].pop('actions')
+      plain['rollout'].pop('sandbox')
     # Where a plan is made for changes nothing a run does or records.
     plain.pop('plan')
     return json.loads(json.dumps(plain))
@@ -537,7 +557,10 @@ def _from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
                        _pop(rollout, 'rollout', 'budgets')),
       window=_section(context_lib.Window, 'rollout.window',
                       _pop(rollout, 'rollout', 'window'),
-                      max_tokens=sampler.max_len, chat=None))
+                      max_tokens=sampler.max_len, chat=None),
+      # Optional: without it, the default limits.
+      sandbox=_section(limits_lib.Limits, 'rollout.sandbox',
+                       dict(rollout.pop('sandbox', {}))))
   sft = _pop(raw, 'config', 'sft')
   sft = _section(SFTConfig, 'sft', sft, optim=_section(
       update.OptimConfig, 'sft.optim', _pop(sft, 'sft', 'optim')))

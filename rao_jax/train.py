@@ -102,6 +102,7 @@ def train_step(phase: phases_lib.Phase, step: int, examples,
   metrics.update(phase=phase.name, rollout_s=rollout_s,
                  update_s=time.perf_counter() - started - rollout_s,
                  slot_utilization=stats.slot_utilization,
+                 sandbox_s=stats.code_s,
                  nonfinite_skipped=update.nonfinite_counts(
                      state.optimizer)[0])
   if metrics['nonfinite_skipped'] >= phase.optim.max_consecutive_nonfinite:

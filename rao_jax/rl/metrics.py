@@ -28,6 +28,11 @@ def tree_metrics(trees: Sequence[tree_lib.Tree],
   """
   out: dict[str, float] = {
       'root_success': float(np.mean(root_scores(trees))),
+      # Exact match: a full score (partial credit, e.g. a number off by
+      # one, counts 0 here).
+      'root_exact': float(np.mean([
+          t.root.status == tree_lib.DONE and t.root.success == 1.0
+          for t in trees])),
       'nodes_per_tree': float(np.mean([len(t.nodes) for t in trees])),
       'max_depth_per_tree': float(np.mean([
           max(n.depth for n in t.nodes) for t in trees])),

@@ -50,6 +50,17 @@ SPEAKERS = ('ana', 'bob', 'kim', 'zoe')
 LABELS = ('red', 'tan', 'blu')
 MAX_READ_CHARS = 2048  # a read longer than any window is refused
 _RECORD_RE = re.compile(rf'(\S+) (\S+) ({numbers.DIGITS}+)')
+# The same fact in other words (`documents_prose`): a record of speaker S,
+# label L and value V may read as any of these. Each one's fields are
+# named, so the parser below reads them all; the first is the plain one.
+PHRASINGS = ('{s} {l} {v}', '{s}: {l}, {v}', '{v} for {s} ({l})',
+             '{l} by {s}, worth {v}', '{s} logged a {l} {v}',
+             '{s} - {v} - {l}')
+_PHRASING_RES = tuple(
+    re.compile(re.escape(p).replace(r'\{s\}', r'(?P<s>[a-z]+)')
+               .replace(r'\{l\}', r'(?P<l>[a-z]+)')
+               .replace(r'\{v\}', rf'(?P<v>{numbers.DIGITS}{{1,6}})'))
+    for p in PHRASINGS[1:])
 _WORD = r'[a-z]{1,12}'
 _TASK_RE = re.compile(rf'(count|sum|tally|most|more)((?: {_WORD})+)')
 FORMATS = {'count': 'an integer', 'sum': 'an integer',
@@ -69,13 +80,28 @@ def parse_task(task: str) -> tuple[str, tuple[str, ...]] | None:
   return (kind, args) if arity_ok else None
 
 
+def _record(line: str) -> tuple[str, str, int] | None:
+  """A line's record, in any of the `PHRASINGS`, or None."""
+  # The other phrasings first: the plain pattern's \S+ would also take
+  # 'kim: blu, 9' with its punctuation.
+  for pattern in _PHRASING_RES:
+    match = pattern.fullmatch(line)
+    if match is not None:
+      return match.group('s'), match.group('l'), int(match.group('v'))
+  match = _RECORD_RE.fullmatch(line)
+  if match is None or len(match.group(3)) > 6:
+    return None
+  return match.group(1), match.group(2), int(match.group(3))
+
+
 def records(text: str) -> list[tuple[str, str, int]]:
-  """The well-formed records of text; other lines are skipped."""
+  """The well-formed records of text, in any phrasing; other lines are
+  skipped."""
   found = []
   for line in text.split('\n'):
-    match = _RECORD_RE.fullmatch(line.strip())
-    if match is not None and len(match.group(3)) <= 6:
-      found.append((match.group(1), match.group(2), int(match.group(3))))
+    record = _record(line.strip())
+    if record is not None:
+      found.append(record)
   return found
 
 
@@ -254,8 +280,11 @@ class DirectSolver:
 
   ANSWER_RESERVE = 40  # tokens kept free for the answer step
 
-  def __init__(self, window: context.Window):
+  def __init__(self, window: context.Window, fixed_width: bool = True):
+    """`fixed_width`: records have the width of the first line (plain
+    documents); else reads end anywhere and a cut last line is skipped."""
     self.window = window
+    self.fixed_width = fixed_width
 
   def __call__(self, view: env_lib.StepView) -> str:
     parsed = parse_task(view.spec.task)
@@ -266,7 +295,8 @@ class DirectSolver:
       return protocol.answer(solve(*parsed, data))
     if view.step == 0:
       length = len(view.spec.data)  # the handle shows it
-      width = _record_chars(context.visible_head(view, self.window)) or 1
+      width = (_record_chars(context.visible_head(view, self.window)) or 1
+               if self.fixed_width else 1)
       budget = (self.window.max_tokens -
                 context.prompt_tokens(view, TOOLS, self.window) -
                 self.ANSWER_RESERVE)
@@ -284,8 +314,11 @@ class DirectSolver:
         end -= width
       return protocol.tool_call('read', f'0 {end}')
     seen = view.observations[0]
-    return protocol.answer(solve(*parsed, '' if seen.startswith('error:')
-                                 else seen))
+    if seen.startswith('error:'):
+      seen = ''
+    elif not self.fixed_width and len(seen) < len(view.spec.data):
+      seen = seen[:seen.rfind('\n') + 1]  # a cut last line is not read
+    return protocol.answer(solve(*parsed, seen))
 
 
 class RecursiveSolver:
@@ -296,13 +329,17 @@ class RecursiveSolver:
   tool, whose result it copies into its answer, label counts itself."""
 
   def __init__(self, window: context.Window, leaf_records: int = 2,
-               fanout: int = 2):
+               fanout: int = 2, leaf_chars: int | None = None):
+    """`leaf_chars`: for records of no fixed width (`documents_prose`),
+    split by length alone: a node whose data has at most this many
+    characters (its prompt shows the length) reads it itself."""
     if leaf_records < 1 or fanout < 2:
       raise ValueError('need leaf_records >= 1 and fanout >= 2')
     self.window = window
     self.leaf_records = leaf_records
     self.fanout = fanout
-    self.direct = DirectSolver(window)
+    self.leaf_chars = leaf_chars
+    self.direct = DirectSolver(window, fixed_width=leaf_chars is None)
 
   def __call__(self, view: env_lib.StepView) -> str:
     parsed = parse_task(view.spec.task)
@@ -312,8 +349,11 @@ class RecursiveSolver:
     data = context.visible_data(view, self.window)
     width = _record_chars(context.visible_head(view, self.window))
     length = len(view.spec.data)
-    is_leaf = data is not None and (
-        width is None or length // width <= self.leaf_records)
+    if self.leaf_chars is not None:  # by length alone
+      is_leaf, width = length <= self.leaf_chars, 1
+    else:
+      is_leaf = data is not None and (
+          width is None or length // width <= self.leaf_records)
     if is_leaf or width is None or view.budgets.get('depth', 0) <= 0:
       return self.direct(view)
     if view.step == 0:
@@ -349,9 +389,16 @@ WINDOW_LEVELS = {f'window{n}': (n * DIRECT_RECORDS - 3, n * DIRECT_RECORDS)
                  for n in (1, 4, 16)}
 
 
-def make_document(rng: random.Random, num_records: int) -> str:
-  return ''.join(f'{rng.choice(SPEAKERS)} {rng.choice(LABELS)} '
-                 f'{rng.randrange(10)}\n' for _ in range(num_records))
+def make_document(rng: random.Random, num_records: int,
+                  prose: bool = False) -> str:
+  """Records one a line; `prose`: each in a phrasing drawn at random."""
+  lines = []
+  for _ in range(num_records):
+    speaker, label = rng.choice(SPEAKERS), rng.choice(LABELS)
+    value = rng.randrange(10)
+    phrasing = rng.choice(PHRASINGS) if prose else PHRASINGS[0]
+    lines.append(phrasing.format(s=speaker, l=label, v=value) + '\n')
+  return ''.join(lines)
 
 
 def make_question(rng: random.Random, document: str
@@ -407,9 +454,23 @@ class RaoDocuments(builder_lib.TaskBuilder):
             'world': json.dumps({'records': len(document) // 10})}
 
 
+def _code_recursive_solver(window: context.Window):
+  # Imported here: documents_code builds on this module.
+  from rao_jax.tasks import documents_code  # pylint: disable=g-import-not-at-top
+  # Two plain records are 20 characters: leaves as the tag solver's.
+  return documents_code.CodeRecursiveSolver(window, leaf_chars=20)
+
+
+def _code_direct_solver(window: context.Window):
+  from rao_jax.tasks import documents_code  # pylint: disable=g-import-not-at-top
+  return documents_code.CodeDirectSolver(window)
+
+
 TASK = registry.register(registry.Task(
     name='documents', tfds_name='rao_documents', builder=RaoDocuments,
     make_env=make_env, recursive_solver=RecursiveSolver,
     direct_solver=DirectSolver,
+    code_recursive_solver=_code_recursive_solver,
+    code_direct_solver=_code_direct_solver,
     levels=('easy', 'moderate', 'medium', 'hard', 'extreme', 'mixed') +
     tuple(WINDOW_LEVELS)))

@@ -107,8 +107,9 @@ def update_on_sequences(graphdef: nnx.GraphDef, state: nnx.State,
     return state, dict(shares, loss=0.0, minibatches=0, updates=0,
                        learning_rate=learning_rate)
   # 1.0 exactly when nothing is skipped.
-  scale = (losses.denominator_of_counts(loss_tokens, settings.loss) /
-           losses.denominator_of_counts(loss_tokens[keep], settings.loss))
+  scale = float(
+      losses.denominator_of_counts(loss_tokens, settings.loss) /
+      losses.denominator_of_counts(loss_tokens[keep], settings.loss))
   batches, stats = packing.pack(trained, buckets=settings.pack_lengths,
                                 rows_per_batch=settings.rows_per_batch,
                                 rng=rng)

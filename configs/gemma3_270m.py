@@ -12,8 +12,9 @@ config.json; about 40 s):
       --config.tokenizer.path=/tmp/gemma3-270m
 
 `:smoke` runs every phase (SFT, eval, RL, eval, export) for a step or two
-of short rows on `easy` documents on one CPU device: a few minutes of
-compile and about a minute a step on 2 cores, under 8 GB. `:h100` is one
+of short rows on `easy` documents on one CPU device, under 8 GB (its
+first SFT step, one tree of ~2,900 tokens in 1 x 768 rows, took 11 minutes
+with compilation on a shared 2-core VM at load ~20). `:h100` is one
 GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the paper's protocol
 (configs/tpu_v4.py's `paper_config`). Plan a variant before paying for it,
 on any machine (shapes only):
@@ -28,13 +29,21 @@ model's 268M parameters 168M are the 262,144-row embedding, which is also
 the output head: the log-probs are computed 128 tokens at a time so no
 step holds `[rows, length, vocab]` logits (benchmarks/train_memory.py).
 
-Memory plan, GiB (`--config.mode=plan --config.plan.compile=False`,
-estimated; the smoke figures compiled on the CPU):
+Memory plan, GiB a device (`--config.mode=plan --config.plan.compile=False`,
+estimated; the RL phase; smoke's budget is its plan.hbm_gib of 8):
 
-                          smoke (CPU)   h100 (1 GPU)   v4-8 (a chip)
-  parameters, fp32           1.00          1.00           0.25
-  Adam moments               2.00          2.00           0.50
-  train step                 see the plan's own table (docs/plan.md)
+                            smoke (CPU)   h100 (1 GPU)   v4-8 (a chip)
+  parameters, fp32             1.00          1.00           0.25
+  Adam moments                 2.00          2.00           0.50
+  KV cache                     0.11          6.75           2.25
+  train step                   2.81         34.81          17.60
+                               (1 x 768)    (4 x 4096)     (8 x 4096)
+  largest prefill              0.21         55.23          18.91
+  peak                         5.91         64.97          21.91
+                               of 7.2        of 72.0        of 28.8
+
+With `--config.lora.rank=8` the Adam moments are the adapters' (0.02 GiB
+on the h100). The smoke run measured 7.5 GB resident at its SFT step.
 """
 
 import dataclasses
@@ -78,7 +87,7 @@ def get_config(arg: str | None = None):
   return config
 
 def _smoke():
-  """The real model through every phase on one CPU device in minutes."""
+  """The real model through every phase on one CPU device."""
   config = tpu_v4.paper_config(
       'v4-8', model_config.gemma3_270m(dtype='float32',
                                        param_dtype='float32'),

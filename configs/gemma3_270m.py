@@ -12,9 +12,10 @@ config.json; about 40 s):
       --config.tokenizer.path=/tmp/gemma3-270m
 
 `:smoke` runs every phase (SFT, eval, RL, eval, export) for a step or two
-of short rows on `easy` documents on one CPU device, under 8 GB (its
-first SFT step, one tree of ~2,900 tokens in 1 x 768 rows, took 11 minutes
-with compilation on a shared 2-core VM at load ~20). `:h100` is one
+of short rows on `easy` documents on one CPU device. Measured on a shared
+2-core VM at load ~20: the first SFT step (one tree, ~2,900 tokens in
+1 x 768 rows) took 11 minutes with compilation, and the process peaked at
+8.2 GB resident during the SFT steps. `:h100` is one
 GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the paper's protocol
 (configs/tpu_v4.py's `paper_config`). Plan a variant before paying for it,
 on any machine (shapes only):
@@ -43,7 +44,7 @@ estimated; the RL phase; smoke's budget is its plan.hbm_gib of 8):
                                of 7.2        of 72.0        of 28.8
 
 With `--config.lora.rank=8` the Adam moments are the adapters' (0.02 GiB
-on the h100). The smoke run measured 7.5 GB resident at its SFT step.
+on the h100).
 """
 
 import dataclasses

@@ -93,3 +93,51 @@ def test_config_is_validated():
     lora.LoraConfig(rank=2, targets=('qkv',))
   with pytest.raises(ValueError, match='lora.rank'):
     lora.LoraConfig(rank=-1)
+
+
+@pytest.mark.slow
+def test_the_entry_point_trains_adapters_only_and_exports_them_merged(
+    tmp_path):
+  # SFT and RL through `python -m rao_jax.main` with rank-4 adapters: the
+  # final checkpoint's base weights are the initial model's bit for bit,
+  # its adapters moved, and the export is the merged model.
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import xla_env  # pylint: disable=g-import-not-at-top
+  from configs import cpu_tiny  # pylint: disable=g-import-not-at-top
+  from rao_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from rao_jax.model import params as params_lib  # pylint: disable=g-import-not-at-top
+  from rao_jax.model import sharding  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-m', 'rao_jax.main',
+       '--config=configs/cpu_tiny.py:smoke', f'--workdir={tmp_path}',
+       '--config.lora.rank=4', '--config.log.progress_bar=False'],
+      cwd=root, env=xla_env.env(8), capture_output=True, text=True,
+      timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  steps = [int(d) for d in os.listdir(tmp_path / 'checkpoints')
+           if d.isdigit()]
+
+  saved = ocp.StandardCheckpointer().restore(
+      tmp_path / 'checkpoints' / str(max(steps)) / 'state')
+  config = config_lib.from_config_dict(cpu_tiny.get_config('smoke'))
+  initial = params_lib.create_model(
+      config.model, sharding.make_mesh(config.mesh.sizes()),
+      config.sharding_rules, seed=config.seed)
+  model_saved = saved['0']  # (model, optimiser): the model's arrays
+  moved = 0
+  for path, variable in nnx.state(initial, nnx.Param).flat_state():
+    node = model_saved
+    for key in path:
+      node = node[str(key)]
+    np.testing.assert_array_equal(np.asarray(node['value']),
+                                  np.asarray(variable[...]), err_msg=path)
+  for path, value in jax.tree_util.tree_leaves_with_path(model_saved):
+    if 'lora_b' in jax.tree_util.keystr(path):  # zeros when fresh
+      moved += int(np.any(np.asarray(value) != 0))
+  assert moved, 'no adapter moved'
+  exported = hf_io.load_hf(str(tmp_path / 'hf'))
+  assert not lora.num_adapter_params(exported)

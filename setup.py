@@ -36,7 +36,7 @@ setuptools.setup(
         'tensorboardX>=2.6',
         'tqdm',
         'numpy',
-        # rao_jax.plots draws the run's PNGs on the Agg canvas.
+        # rao_jax.viewer.plots draws the run's PNGs on the Agg canvas.
         'matplotlib>=3.11',
         # The sandbox of the python action mode (rao_jax/sandbox/confine.py):
         # seccomp through libseccomp, and landlock's file-system rules.

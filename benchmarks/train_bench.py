@@ -27,7 +27,7 @@ work of each step (packing or padding, host-to-device copies) included.
 
 Each system runs in its own process (peak RSS is that process's, imports
 included; on an accelerator the device peak is reported too), both with
-the malloc tunable `rao_jax.main` starts with (`rao_jax/host_memory.py`).
+the malloc tunable `rao_jax.main` starts with (`rao_jax/runtime/host_memory.py`).
 torch runs $BENCH_TORCH_THREADS threads (default 1, its fastest on a loaded
 2-core CPU); XLA uses its default thread pool. On a GPU
 machine jax uses its default backend and torch uses CUDA. Before any
@@ -338,7 +338,7 @@ def main():
   # The driver only writes weights; on a GPU it must not preallocate most of
   # the memory the workers (which get the environment as it was) will use.
   # Both workers start with the malloc tunable `rao_jax.main` runs with.
-  from rao_jax import host_memory  # pylint: disable=g-import-not-at-top
+  from rao_jax.runtime import host_memory  # pylint: disable=g-import-not-at-top
   worker_env = (host_memory.environment_with_tunable(os.environ) or
                 dict(os.environ))
   os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'

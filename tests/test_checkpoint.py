@@ -6,7 +6,7 @@ from flax import nnx
 import jax
 import numpy as np
 
-from rao_jax import checkpoint
+from rao_jax.runtime import checkpoint
 from rao_jax.model import config as config_lib
 from rao_jax.model import params as params_lib
 from rao_jax.model import sharding

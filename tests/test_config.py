@@ -10,7 +10,7 @@ import config_testing
 from configs import cpu_tiny
 from configs import tpu_v4
 from rao_jax import config as config_lib
-from rao_jax import phases as phases_lib
+from rao_jax.training import phases as phases_lib
 from rao_jax.rl import credit
 from rao_jax.rl import losses
 
@@ -86,7 +86,7 @@ def test_registries_list_their_variants():
 
 def test_phases_are_one_record_each():
   run = _typed(None)
-  sft, rl = phases_lib.phases(run)
+  sft, rl = phases_lib.phases(run, ('sft', 'rl'))
   assert (sft.name, sft.first_step, sft.last_step) == ('sft', 1, 150)
   assert (rl.name, rl.first_step, rl.last_step) == ('rl', 151, 160)
   assert sft.update.loss.estimator == 'sft'
@@ -100,10 +100,11 @@ def test_phases_are_one_record_each():
   assert rl.learning_rate(151) == run.optim.learning_rate
   assert phases_lib.phase_at((sft, rl), 150) is sft
   assert phases_lib.phase_at((sft, rl), 151) is rl
-  assert [p.name for p in phases_lib.phases(_typed(None, mode='rl'))] == [
-      'rl']
-  assert phases_lib.phases(_typed(None, mode='rl'))[0].first_step == 1
-  assert phases_lib.phases(_typed(None, mode='eval')) == ()
+  assert [p.name for p in phases_lib.phases(run, ('rl',))] == ['rl']
+  assert phases_lib.phases(run, ('rl',))[0].first_step == 1
+  assert phases_lib.phases(run, ()) == ()
+  with pytest.raises(ValueError, match='unknown phases'):
+    phases_lib.phases(run, ('eval',))
 
 
 def test_shipped_tpu_config_needs_its_tokenizer_path():

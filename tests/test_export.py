@@ -5,7 +5,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 import transformers
 
-from rao_jax import export
+from rao_jax.runtime import hf_export as export
 from rao_jax.agent import protocol
 from rao_jax.model import tokenizer as tokenizer_lib
 

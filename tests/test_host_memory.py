@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rao_jax import host_memory
+from rao_jax.runtime import host_memory
 
 
 def test_tunable_is_added_to_what_is_there():
@@ -30,7 +30,7 @@ def test_a_tunable_already_set_is_kept(tunables):
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='glibc only')
 def test_reexec_starts_the_same_command_with_the_tunable():
   env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
-  code = ('import os, sys; from rao_jax import host_memory; '
+  code = ('import os, sys; from rao_jax.runtime import host_memory; '
           'print("run", sys.argv[1:], os.getpid()); '
           'host_memory.reexec_with_huge_pages(); '
           'print(os.environ["GLIBC_TUNABLES"])')

@@ -11,6 +11,9 @@ import pytest
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'rao_jax'
 
 # package -> rao_jax packages and modules it may import (besides itself).
+# Library packages first: they never see the runtime, the training layer or
+# a mode; `runtime` (checkpoints, workdir, logs, processes) serves
+# `training`, which serves the modes (the top-level modules).
 _ALLOWED = {
     'model': set(),
     'sampler': {'model'},
@@ -18,7 +21,16 @@ _ALLOWED = {
     'agent': {'model', 'sampler', 'sandbox'},
     'tasks': {'agent', 'model'},
     'rl': {'agent', 'model'},
+    'viewer': {'agent', 'model'},
+    'plan': {'config', 'model', 'rl', 'sampler'},
+    'runtime': {'config', 'agent', 'model', 'viewer'},
+    'training': {'config', 'runtime', 'agent', 'model', 'rl', 'sampler',
+                 'tasks'},
 }
+_LIBRARY = ('model', 'sampler', 'sandbox', 'agent', 'tasks', 'rl', 'viewer',
+            'plan')
+# The entry point and the modes it dispatches to.
+_MODES = ('main', 'train', 'evaluate', 'export', 'generate')
 # Only the config boundary and the entry point see ml_collections.
 _CONFIG_DICT_USERS = {'config.py', 'main.py'}
 
@@ -50,6 +62,48 @@ def test_packages_import_one_way(package):
       parts = name.split('.')
       if parts[0] == 'rao_jax' and len(parts) > 1:
         assert parts[1] in allowed, f'{relative} imports {name}'
+
+
+def test_library_packages_never_import_the_runtime_or_a_mode():
+  forbidden = {'runtime', 'training', *_MODES}
+  for relative, path in _sources():
+    if relative.parts[0] not in _LIBRARY:
+      continue
+    for name in _imports(path):
+      parts = name.split('.')
+      if parts[0] == 'rao_jax' and len(parts) > 1:
+        assert parts[1] not in forbidden, f'{relative} imports {name}'
+
+
+def test_every_module_is_in_a_package_but_a_few():
+  top = sorted(p.name for p in _PACKAGE.glob('*.py'))
+  assert len(top) <= 8, top
+  packages = {p.name for p in _PACKAGE.iterdir()
+              if (p / '__init__.py').exists()}
+  assert packages == set(_ALLOWED), packages
+
+
+def test_no_function_is_longer_than_80_lines():
+  for relative, path in _sources():
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        lines = node.end_lineno - node.lineno + 1
+        assert lines <= 80, f'{relative}:{node.lineno} {node.name}: {lines}'
+
+
+def test_the_training_loop_names_no_other_mode():
+  # Modes are modules reached through `main.MODES`; the loop trains the
+  # phases it is given.
+  source = (_PACKAGE / 'train.py').read_text()
+  for mode in ('eval', 'export', 'generate', 'plan'):
+    assert f"'{mode}'" not in source and f'"{mode}"' not in source, mode
+  assert 'config.mode ==' not in source and 'config.mode in' not in source
+
+
+def test_the_mode_table_covers_every_mode():
+  from rao_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from rao_jax import main  # pylint: disable=g-import-not-at-top
+  assert tuple(main.MODES) == tuple(config_lib.MODES)
 
 
 def test_ml_collections_stops_at_the_config_boundary():

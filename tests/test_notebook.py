@@ -13,7 +13,7 @@ from PIL import Image
 import papermill
 import pytest
 
-from rao_jax import plots
+from rao_jax.viewer import plots
 from rao_jax.viewer import run_files
 
 import view_testing

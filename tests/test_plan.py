@@ -13,7 +13,7 @@ from configs import qwen3_4b_tpu_v4
 from configs import tpu_v4
 from rao_jax import config as config_lib
 from rao_jax import plan as plan_lib
-from rao_jax import train
+from rao_jax import main as main_lib
 from rao_jax.plan import liveness
 from rao_jax.plan import programs
 from rao_jax.plan import targets
@@ -197,10 +197,10 @@ def test_plan_config_is_checked():
     plan_lib.plan(config)
 
 
-def test_the_trainer_dispatches_plan_mode_without_a_workdir(tmp_path):
+def test_plan_mode_is_dispatched_without_a_workdir(tmp_path):
   config = config_testing.run_config(None, mode='plan',
                                      **{'plan.compile': False})
-  summary = train.run(config, str(tmp_path / 'unused'))
+  summary = main_lib.run(config, str(tmp_path / 'unused'))
   assert summary['fits'] and summary['target'] == 'this machine'
   assert set(summary['phases']) == {'sft', 'rl'}
   assert not (tmp_path / 'unused').exists()

@@ -1,4 +1,4 @@
-"""rao_jax.plots: records become the series plotted, PNGs of the stated size
+"""rao_jax.viewer.plots: records become the series plotted, PNGs of the stated size
 are written, and the run's summary draws them."""
 
 import json
@@ -13,8 +13,8 @@ import pytest
 
 from configs import cpu_tiny
 from rao_jax import config as config_lib
-from rao_jax import plots
-from rao_jax import run_log as run_log_lib
+from rao_jax.viewer import plots
+from rao_jax.runtime import run_log as run_log_lib
 from rao_jax.agent import protocol
 from rao_jax.model import tokenizer as tokenizer_lib
 
@@ -227,7 +227,8 @@ def test_run_summary_draws_the_plots(tmp_path):
     log.write(record['step'], metrics)
     if 'phase' not in record:
       evals.update(metrics)
-  summary = log.summary(config, evals, SFT_STEPS + RL_STEPS)
+  summary = log.summary(config.mode, config.tasks, evals,
+                        SFT_STEPS + RL_STEPS)
   log.close()
   assert summary['plots'] == [str(tmp_path / 'plots' / name)
                               for name in plots.PLOTS]
@@ -238,9 +239,9 @@ def test_run_summary_draws_the_plots(tmp_path):
 
 
 def test_importing_plots_leaves_the_backend_alone():
-  # A notebook's inline backend must survive `import rao_jax.plots`.
+  # A notebook's inline backend must survive `import rao_jax.viewer.plots`.
   result = subprocess.run(
-      [sys.executable, '-c', 'import sys, rao_jax.plots; '
+      [sys.executable, '-c', 'import sys, rao_jax.viewer.plots; '
        "print('matplotlib.pyplot' in sys.modules)"],
       cwd=_ROOT, capture_output=True, text=True, timeout=120,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))

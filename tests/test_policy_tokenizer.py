@@ -11,7 +11,7 @@ import pytest
 import tokenizers
 
 from rao_jax import config as config_lib
-from rao_jax import policy_tokenizer
+from rao_jax.training import policy_tokenizer
 from rao_jax.agent import chat as chat_lib
 from rao_jax.model import config as model_config
 from rao_jax.model import tokenizer as tokenizer_lib

@@ -9,9 +9,9 @@ import pytest
 
 from configs import cpu_tiny
 from rao_jax import config as config_lib
-from rao_jax import phases as phases_lib
-from rao_jax import train
-from rao_jax import train_state
+from rao_jax.training import phases as phases_lib
+from rao_jax.training import setup as setup_lib
+from rao_jax.training import train_state
 from rao_jax.model import params as params_lib
 from rao_jax.rl import packing
 from rao_jax.rl import sequence_update
@@ -48,8 +48,8 @@ def test_skipping_zero_advantages_keeps_the_update(aggregation):
   config.rl.loss.aggregation = aggregation
   config.optim.optimizer = 'sgd'
   run_config = config_lib.from_config_dict(config)
-  s = train.setup(run_config)
-  rl_phase = phases_lib.phases(run_config)[-1]
+  s = setup_lib.setup(run_config)
+  rl_phase = phases_lib.phases(run_config, ('sft', 'rl'))[-1]
   sequences = _sequences(
       run_config.model.vocab_size,
       lambda i, rng: 0.0 if i % 2 else float(rng.normal()))
@@ -57,8 +57,8 @@ def test_skipping_zero_advantages_keeps_the_update(aggregation):
   def updated(skip, sequences=sequences):
     settings = dataclasses.replace(rl_phase.update, skip_zero_advantage=skip)
     model = params_lib.create_model(run_config.model, s.mesh, s.rules, seed=0)
-    graphdef, state = train_state.fresh(model, rl_phase.optim, s.mesh,
-                                         s.rules)
+    fresh = train_state.fresh(model, rl_phase.optim, s.mesh, s.rules)
+    graphdef, state = fresh.graphdef, fresh.arrays
     before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
     state, metrics = sequence_update.update_on_sequences(
         graphdef, state, sequences, settings, 0.5, mesh=s.mesh,
@@ -95,7 +95,7 @@ def test_skipping_zero_advantages_keeps_the_update(aggregation):
 
 def test_trained_mask_keeps_everything_unless_skipping_rl():
   run_config = config_lib.from_config_dict(_rl_phase(skip_zero_advantage=True))
-  sft, rl = phases_lib.phases(run_config)
+  sft, rl = phases_lib.phases(run_config, ('sft', 'rl'))
   sequences = _sequences(run_config.model.vocab_size,
                          lambda i, rng: float(i % 3 == 0))
   assert sequence_update.trained_mask(sequences, sft.update).all()
@@ -111,12 +111,13 @@ def test_trained_mask_keeps_everything_unless_skipping_rl():
 def test_passes_repeat_every_update():
   run_config = config_lib.from_config_dict(_rl_phase(num_iterations=3,
                                                      rows_per_batch=8))
-  s = train.setup(run_config)
-  rl = phases_lib.phases(run_config)[-1]
+  s = setup_lib.setup(run_config)
+  rl = phases_lib.phases(run_config, ('sft', 'rl'))[-1]
   sequences = _sequences(run_config.model.vocab_size,
                          lambda i, rng: float(rng.normal()))
   model = params_lib.create_model(run_config.model, s.mesh, s.rules, seed=0)
-  graphdef, state = train_state.fresh(model, rl.optim, s.mesh, s.rules)
+  fresh = train_state.fresh(model, rl.optim, s.mesh, s.rules)
+  graphdef, state = fresh.graphdef, fresh.arrays
   _, metrics = sequence_update.update_on_sequences(
       graphdef, state, sequences, rl.update, 1e-3, mesh=s.mesh,
       rules=s.rules, rng=np.random.default_rng(0))

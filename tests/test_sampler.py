@@ -75,11 +75,10 @@ def _run(sampler, num_steps=4):
 
 
 def _check_against_forward(model, prompt, turn, method):
-  """Tokens in order, model and sampler log-probs equal the full forward's."""
+  """Tokens in order, sampler log-probs equal the full forward's under
+  `method`."""
   logp = _log_softmax_at(model, list(prompt) + turn.tokens.tolist())
   steps = np.arange(len(prompt) - 1, len(prompt) - 1 + len(turn.tokens))
-  model_lp = logp[steps, turn.tokens]
-  np.testing.assert_allclose(turn.model_logprobs, model_lp, atol=2e-4)
   # log_softmax is shift-invariant: log-probs serve as logits.
   dist = np.asarray(method.log_probs(jnp.asarray(logp[steps])))
   np.testing.assert_allclose(turn.sampler_logprobs,
@@ -374,6 +373,5 @@ def test_sharded_equals_unsharded(model):
   assert len(k_cache.sharding.device_set) == 8
   for a, b in zip(plain, sharded):
     np.testing.assert_array_equal(a.tokens, b.tokens)
-    np.testing.assert_allclose(a.model_logprobs, b.model_logprobs, atol=1e-4)
     np.testing.assert_allclose(a.sampler_logprobs, b.sampler_logprobs,
                                atol=1e-4)

@@ -163,7 +163,7 @@ def test_jsonl_loader(tmp_path):
 
 
 def test_task_kinds_filter_training_and_eval_examples(data_dir):
-  from rao_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+  from rao_jax.training import data as data_lib  # pylint: disable=import-outside-toplevel
   task = tasks.get('documents')
   kinds = ('count', 'sum')
   iterator = data_lib.train_iterator(task, 'easy', data_dir, seed=0,

@@ -15,7 +15,7 @@ import xla_env
 
 from configs import cpu_tiny
 from rao_jax import config as config_lib
-from rao_jax import train
+from rao_jax.training import setup as setup_lib
 from rao_jax.rl import update
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +37,7 @@ def _metrics(workdir):
 
 
 def _final_params(workdir):
-  from rao_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  from rao_jax.runtime import checkpoint  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   directory = os.path.join(workdir, 'checkpoints')
   step = max(int(d) for d in os.listdir(directory) if d.isdigit())
@@ -47,13 +47,7 @@ def _final_params(workdir):
   return step, restored
 
 
-@pytest.fixture(scope='module')
-def smoke_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('smoke')
-  result = subprocess.run(_command(workdir), cwd=_ROOT, env=_ENV,
-                          capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stderr[-4000:]
-  return workdir, result
+# `smoke_run` (tests/conftest.py): the suite's one `cpu_tiny:smoke` run.
 
 
 def test_smoke_run_trains_evaluates_and_logs(smoke_run):
@@ -161,7 +155,7 @@ def test_bad_config_is_refused_naming_the_field(field, value, message):
     section = section[name]
   section[last] = value
   with pytest.raises(ValueError, match=message.replace('.', r'\.')):
-    train.setup(config_lib.from_config_dict(config))
+    setup_lib.setup(config_lib.from_config_dict(config))
 
 
 def test_trainer_temperature_must_be_the_samplers():

@@ -6,22 +6,30 @@ import numpy as np
 
 import config_testing
 
-from rao_jax import checkpoint as checkpoint_lib
-from rao_jax import phases as phases_lib
-from rao_jax import train
-from rao_jax import train_state
+from rao_jax.runtime import checkpoint as checkpoint_lib
+from rao_jax.training import phases as phases_lib
+from rao_jax.training import setup as setup_lib
+from rao_jax.training import train_state
 
 
 def _saved_sft_step(tmp_path, config):
   """An SFT-phase (AdamW) state saved at step 2, as the trainer saves it."""
-  s = train.setup(config)
-  sft = phases_lib.phases(config)[0]
-  model = train_state.initial_model(config, s.mesh, s.rules)
-  graphdef, state = train_state.fresh(model, sft.optim, s.mesh, s.rules)
+  s = setup_lib.setup(config)
+  sft = phases_lib.phases(config, ('sft', 'rl'))[0]
+  state = train_state.fresh(_model(config, s), sft.optim, s.mesh, s.rules)
   ckpt = checkpoint_lib.Checkpointer(tmp_path / 'checkpoints')
-  ckpt.save(2, state, {'step': 2, 'phase': sft.name})
+  ckpt.save(2, state.arrays, {'step': 2, 'phase': sft.name})
   ckpt.close()
-  return s, graphdef, state
+  return s, state.graphdef, state.arrays
+
+
+def _model(config, s):
+  return train_state.initial_model(config.model, config.init_from_hf,
+                                   config.seed, s.mesh, s.rules)
+
+
+def _optims(config):
+  return {'sft': config.sft.optim, 'rl': config.optim}
 
 
 def test_an_evaluation_restores_an_sft_step_with_sfts_optimiser(tmp_path):
@@ -31,17 +39,17 @@ def test_an_evaluation_restores_an_sft_step_with_sfts_optimiser(tmp_path):
   s, sft_graphdef, sft_state = _saved_sft_step(tmp_path, training)
   evaluating = config_testing.run_config(
       **{'optim.optimizer': 'sgd', 'mode': 'eval'})
-  model = train_state.initial_model(evaluating, s.mesh, s.rules)
-  graphdef, state = train_state.fresh(model, evaluating.optim, s.mesh,
-                                      s.rules)
-  assert (jax.tree.structure(state) !=
+  initial = train_state.fresh(_model(evaluating, s), evaluating.optim, s.mesh,
+                              s.rules)
+  assert (jax.tree.structure(initial.arrays) !=
           jax.tree.structure(sft_state))  # the layouts differ
   ckpt = checkpoint_lib.Checkpointer(tmp_path / 'checkpoints')
-  step, graphdef, state, record = train_state.restore(
-      ckpt, evaluating, phases_lib.phases(evaluating), graphdef, state,
-      s.mesh, s.rules)
+  restored, record = train_state.restore(
+      ckpt, initial, optims=_optims(evaluating), phases=(), mesh=s.mesh,
+      rules=s.rules)
   ckpt.close()
-  assert step == 2 and record['phase'] == 'sft'
+  graphdef, state = restored.graphdef, restored.arrays
+  assert restored.step == 2 and record['phase'] == 'sft'
   assert jax.tree.structure(state) == jax.tree.structure(sft_state)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(sft_state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -56,14 +64,14 @@ def test_an_evaluation_restores_an_sft_step_with_sfts_optimiser(tmp_path):
 
 def test_nothing_to_restore_keeps_the_fresh_state(tmp_path):
   config = config_testing.run_config()
-  s = train.setup(config)
-  phases = phases_lib.phases(config)
-  model = train_state.initial_model(config, s.mesh, s.rules)
-  graphdef, state = train_state.fresh(model, phases[0].optim, s.mesh,
-                                      s.rules)
+  s = setup_lib.setup(config)
+  phases = phases_lib.phases(config, ('sft', 'rl'))
+  initial = train_state.fresh(_model(config, s), phases[0].optim, s.mesh,
+                              s.rules)
   ckpt = checkpoint_lib.Checkpointer(tmp_path / 'checkpoints')
-  step, restored_graphdef, restored_state, record = train_state.restore(
-      ckpt, config, phases, graphdef, state, s.mesh, s.rules)
+  restored, record = train_state.restore(
+      ckpt, initial, optims=_optims(config), phases=phases, mesh=s.mesh,
+      rules=s.rules)
   ckpt.close()
-  assert (step, record) == (0, {})
-  assert restored_graphdef is graphdef and restored_state is state
+  assert (restored.step, record) == (0, {})
+  assert restored is initial

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from rao_jax import view
+from rao_jax.viewer import cli as view
 from rao_jax.agent import tree as tree_lib
 from rao_jax.viewer import run_files
 

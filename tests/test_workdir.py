@@ -7,7 +7,7 @@ import pytest
 
 import config_testing
 
-from rao_jax import workdir as workdir_lib
+from rao_jax.runtime import workdir as workdir_lib
 
 _run_config = config_testing.run_config
 

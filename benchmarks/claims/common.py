@@ -4,7 +4,7 @@ Every experiment in this folder is one command,
 
   python benchmarks/claims/<name>.py [--smoke] [--seeds=0,1,2] [--workdir=DIR]
 
-that trains with the real trainer (`rao_jax.train.run`, in this process, on
+that trains with the real trainer (`rao_jax.main.run`, in this process, on
 `configs/cpu_tiny.py` variants), evaluates the checkpoints it wrote, prints
 a markdown table and, last, one JSON line of headline numbers, and draws
 its curves into `<workdir>/<name>.png`.
@@ -42,31 +42,31 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from rao_jax import host_memory
+from rao_jax.runtime import host_memory
 
 if sys.argv and pathlib.Path(sys.argv[0]).resolve().parent == HERE:
   # An experiment's command, as the entry point does: glibc reads its
   # malloc tunables at start-up, so settle them before jax loads.
   host_memory.reexec_with_huge_pages()
 
-from flax import nnx
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 import ml_collections
 import numpy as np
 
 from configs import cpu_tiny
-from rao_jax import checkpoint as checkpoint_lib
 from rao_jax import config as config_lib
-from rao_jax import data as data_lib
-from rao_jax import phases as phases_lib
-from rao_jax import plots
-from rao_jax import rollouts as rollouts_lib
-from rao_jax import train
-from rao_jax import train_state as train_state_lib
+from rao_jax import main as main_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import tree as tree_lib
+from rao_jax.rl import metrics as metrics_lib
+from rao_jax.runtime import checkpoint as checkpoint_lib
 from rao_jax.tasks import context
+from rao_jax.training import data as data_lib
+from rao_jax.training import rollouts as rollouts_lib
+from rao_jax.training import setup as setup_lib
+from rao_jax.viewer import plots
+from rao_jax.viewer import run_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 Trees = list[tree_lib.Tree]
@@ -158,7 +158,7 @@ def sft(flags: Flags, name: str, config: ml_collections.ConfigDict
   workdir = flags.workdir / name
   config = ml_collections.ConfigDict(config)
   config.mode = 'sft'
-  train.run(typed(config), str(workdir))
+  main_lib.run(typed(config), str(workdir))
   return workdir
 
 
@@ -185,18 +185,14 @@ def rl_curve(flags: Flags, name: str, config: ml_collections.ConfigDict,
         'mode': 'train', 'rl.steps': rl_steps,
         'tasks.data_dir': str(sft_dir / 'data')})
     if rl_steps:
-      train.run(typed(stop), str(workdir))
+      main_lib.run(typed(stop), str(workdir))
     results.append(evaluate_at(rl_steps, workdir))
   return results
 
 
 def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
   """The records of a run's `metrics.jsonl` (none before it ran)."""
-  path = workdir / 'metrics.jsonl'
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines()
-          if line.strip()]
+  return run_files.read_metrics(str(workdir))
 
 
 def rl_cost(workdir: pathlib.Path, rl_steps: int, trees_per_step: int
@@ -242,23 +238,15 @@ def copy_run(source: pathlib.Path, copy: pathlib.Path) -> None:
 def policy(config: config_lib.RunConfig, workdir: pathlib.Path
            ) -> tuple[int, rollouts_lib.Rollouts]:
   """(step, rollouts) of the newest checkpoint in `workdir`."""
-  s = train.setup(config)
-  model = train_state_lib.initial_model(config, s.mesh, s.rules)
-  run_phases = phases_lib.phases(config)
-  graphdef, state = train_state_lib.fresh(
-      model, run_phases[0].optim if run_phases else config.optim, s.mesh,
-      s.rules)
+  s = setup_lib.setup(config)
   ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints')
   try:
-    step, graphdef, state, _ = train_state_lib.restore(
-        ckpt, config, run_phases, graphdef, state, s.mesh, s.rules)
+    state, _ = setup_lib.restore_state(config, s, ckpt, phases=())
   finally:
     ckpt.close()
-  if not step:
+  if not state.step:
     raise FileNotFoundError(f'{workdir}: no checkpoint to evaluate')
-  model = nnx.merge(graphdef, state)[0]
-  return step, rollouts_lib.Rollouts(config, s.task, s.chat, model,
-                                     s.mesh, s.rules)
+  return state.step, setup_lib.rollouts(config, s, state.model)
 
 
 def examples(config: config_lib.RunConfig, level: str, data_dir: str,
@@ -326,9 +314,7 @@ def tree_stats(trees: Trees) -> dict[str, float]:
   children = [n.success for n in nodes
               if n.depth > 0 and n.success is not None]
   return {
-      'root_success': float(np.mean([
-          (t.root.success or 0.0) if t.root.status == tree_lib.DONE else 0.0
-          for t in trees])),
+      'root_success': float(np.mean(metrics_lib.root_scores(trees))),
       'nodes': len(nodes) / len(trees),
       'depth': float(np.mean([max(n.depth for n in t.nodes) for t in trees])),
       'delegating_roots': float(np.mean([any(t.root.children)

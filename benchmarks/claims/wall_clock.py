@@ -29,7 +29,7 @@ import numpy as np
 
 import common
 import generalisation
-from rao_jax import rollouts as rollouts_lib
+from rao_jax.training import rollouts as rollouts_lib
 from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 

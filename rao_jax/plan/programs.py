@@ -245,18 +245,21 @@ def compile_decode(model: model_config.ModelConfig, num_slots: int,
   live = jax.ShapeDtypeStruct((num_slots,), jnp.bool_)
   with sharding.use_mesh(mesh, rules):
     return _compiled(slots_lib._decode.lower(  # pylint: disable=protected-access
-        graphdef, sampling.Temperature(1.0), decode_steps, max_len, params,
-        state, live))
+        graphdef=graphdef, method=sampling.Temperature(1.0),
+        num_steps=decode_steps, window=max_len, params=params, state=state,
+        live_B=live))
 
 
-def _prefill_rows(num_slots: int, max_len: int):
-  """The largest prefill's row inputs: every slot, a `max_len` chunk."""
+def _prefill_rows(num_slots: int, max_len: int) -> dict[str, Any]:
+  """The largest prefill's row inputs by name: every slot, a `max_len`
+  chunk."""
   i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
-  return (i32(num_slots), i32(num_slots, max_len), i32(num_slots),
-          i32(num_slots),
-          jax.ShapeDtypeStruct((num_slots,) + _key_shape(), jnp.uint32),
-          i32(num_slots), i32(num_slots, 4, 8),
-          jax.ShapeDtypeStruct((num_slots,), jnp.float32))
+  return dict(
+      slots_P=i32(num_slots), tokens_PT=i32(num_slots, max_len),
+      start_P=i32(num_slots), chunk_len_P=i32(num_slots),
+      keys_PK=jax.ShapeDtypeStruct((num_slots,) + _key_shape(), jnp.uint32),
+      budget_P=i32(num_slots), stops_PML=i32(num_slots, 4, 8),
+      temperature_P=jax.ShapeDtypeStruct((num_slots,), jnp.float32))
 
 
 def compile_prefill(model: model_config.ModelConfig, num_slots: int,
@@ -266,8 +269,8 @@ def compile_prefill(model: model_config.ModelConfig, num_slots: int,
                                             rules)
   with sharding.use_mesh(mesh, rules):
     return _compiled(slots_lib._prefill.lower(  # pylint: disable=protected-access
-        graphdef, sampling.Temperature(1.0), max_len, params, state,
-        *_prefill_rows(num_slots, max_len)))
+        graphdef=graphdef, method=sampling.Temperature(1.0), window=max_len,
+        params=params, state=state, **_prefill_rows(num_slots, max_len)))
 
 
 # ------------------------------------------------------------ estimated
@@ -396,11 +399,13 @@ def estimate_decode(model: model_config.ModelConfig, num_slots: int,
 def estimate_prefill(model: model_config.ModelConfig, num_slots: int,
                      max_len: int, mesh_shape, rules) -> Figures:
   """The largest prefill's figures (as `compile_prefill`), estimated."""
+  names = tuple(_prefill_rows(1, 1))
   program = lambda graphdef, params, state, *rows: decoding.prefill(
-      graphdef, sampling.Temperature(1.0), max_len, params, state, *rows)
-  return _estimate_sampler(model, num_slots, max_len, mesh_shape, rules,
-                           program,
-                           lambda slots: _prefill_rows(slots, max_len))
+      graphdef, sampling.Temperature(1.0), max_len, params, state,
+      **dict(zip(names, rows)))
+  return _estimate_sampler(
+      model, num_slots, max_len, mesh_shape, rules, program,
+      lambda slots: tuple(_prefill_rows(slots, max_len).values()))
 
 
 def suspended_node_bytes(model: model_config.ModelConfig, max_len: int,

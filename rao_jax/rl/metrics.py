@@ -11,6 +11,13 @@ from rao_jax.agent import tree as tree_lib
 from rao_jax.rl import credit as credit_lib
 
 
+def root_scores(trees: Sequence[tree_lib.Tree]) -> list[float]:
+  """Each tree's root success: its score when the root finished, else 0
+  (an aborted or unfinished root answered nothing)."""
+  return [(t.root.success or 0.0) if t.root.status == tree_lib.DONE else 0.0
+          for t in trees]
+
+
 def tree_metrics(trees: Sequence[tree_lib.Tree],
                  node_credit: credit_lib.NodeCredit | None = None
                  ) -> dict[str, float]:
@@ -19,15 +26,13 @@ def tree_metrics(trees: Sequence[tree_lib.Tree],
   Per-depth success is the per-call (per-node) success that, compounded,
   gives root success; report it beside the root's.
   """
-  roots = [t.root for t in trees]
   out: dict[str, float] = {
-      'root_success': float(np.mean([
-          (r.success or 0.0) if r.status == tree_lib.DONE else 0.0
-          for r in roots])),
+      'root_success': float(np.mean(root_scores(trees))),
       # Exact match: a full score (partial credit, e.g. a number off by
       # one, counts 0 here).
       'root_exact': float(np.mean([
-          r.status == tree_lib.DONE and r.success == 1.0 for r in roots])),
+          t.root.status == tree_lib.DONE and t.root.success == 1.0
+          for t in trees])),
       'nodes_per_tree': float(np.mean([len(t.nodes) for t in trees])),
       'max_depth_per_tree': float(np.mean([
           max(n.depth for n in t.nodes) for t in trees])),

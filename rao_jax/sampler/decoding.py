@@ -106,10 +106,14 @@ def init_state(config, num_slots: int, max_len: int, max_stops: int,
 def _sample(method: sampling_lib.SamplingMethod, logits_BV: jax.Array,
             keys_BK: jax.Array, positions_B: jax.Array,
             temperature_B: jax.Array, live_B: jax.Array):
-  """Samples the token at `positions_B`; returns it and both log-probs.
+  """Samples the token at `positions_B`; returns it and its log-prob
+  under the distribution sampled from (0 for a greedy row).
 
   `method` is the static filter, `temperature_B` each row's temperature;
   rows not `live_B` (padding, stopped slots) are computed and discarded.
+  Only the sampler's log-prob is computed: it is what the trainer's ratio
+  needs, and a second log-sum-exp over the vocabulary at every decode step
+  would cost a [B, V] pass for nothing.
   """
 
   def mixed():
@@ -123,12 +127,7 @@ def _sample(method: sampling_lib.SamplingMethod, logits_BV: jax.Array,
   # A batch of greedy rows only (an evaluation) skips the B threefry hashes
   # and the [B, V] Gumbel noise per step; the branch is taken at run time,
   # so greedy and sampled batches still share one program.
-  tokens_B, sampler_logp_B = jax.lax.cond(
-      jnp.any(live_B & (temperature_B > 0)), mixed, greedy)
-  # log_softmax at one token: its logit minus logsumexp (no [B, V] output).
-  logit_B = jnp.take_along_axis(logits_BV, tokens_B[:, None], axis=1)[:, 0]
-  model_logp_B = logit_B - jax.nn.logsumexp(logits_BV, axis=-1)
-  return tokens_B, sampler_logp_B, model_logp_B
+  return jax.lax.cond(jnp.any(live_B & (temperature_B > 0)), mixed, greedy)
 
 
 def _stop_reason(recent_BL, stops_BML, turn_new_B, budget_B, seq_len_B,
@@ -173,8 +172,7 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
       greedy; padding rows 0).
 
   Returns:
-    The new state and, per row, (token, sampler log-prob, model log-prob,
-    stop reason).
+    The new state and, per row, (token, sampler log-prob, stop reason).
   """
   model = nnx.merge(graphdef, params)
   num_slots, _, max_len, _ = state.cache[0].k.shape
@@ -194,7 +192,7 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
   h_P1D = jnp.take_along_axis(h_PTD, last_P[:, None, None], axis=1)
   logits_PV = model.logits(h_P1D)[:, 0]
   seq_len_P = start_P + chunk_len_P + 1
-  tokens_P, sampler_logp_P, model_logp_P = _sample(
+  tokens_P, sampler_logp_P = _sample(
       method, logits_PV, keys_PK, seq_len_P - 1, temperature_P,
       chunk_len_P > 0)
   recent_PL = _push(jnp.full(stops_PML.shape[::2], _NO_TOKEN, jnp.int32),
@@ -224,8 +222,7 @@ def prefill(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
       stops=put(state.stops, stops_PML),
       recent=put(state.recent, recent_PL))
   del num_slots
-  return constrain(state), for_host(
-      (tokens_P, sampler_logp_P, model_logp_P, reason_P))
+  return constrain(state), for_host((tokens_P, sampler_logp_P, reason_P))
 
 
 def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
@@ -246,24 +243,21 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
     live_B: [B] bool, slots the host still holds (a released slot is not).
 
   Returns:
-    The new state and the chunk's outputs: tokens, sampler log-probs and
-    model log-probs `[B, num_steps]` (valid up to each row's count), the
-    count `[B]` of tokens each slot sampled here, and each slot's stop
-    reason and sequence length `[B]`.
+    The new state and the chunk's outputs: tokens and sampler log-probs
+    `[B, num_steps]` (valid up to each row's count), the count `[B]` of
+    tokens each slot sampled here, and each slot's stop reason and
+    sequence length `[B]`.
   """
   model = nnx.merge(graphdef, params)
   b = state.pending.shape[0]
   max_len = state.cache[0].k.shape[2]
   full_cache = state.cache
-  if window < max_len:
-    cache = tuple(gemma.LayerCache(k=c.k[:, :, :window], v=c.v[:, :, :window])
-                  for c in full_cache)
-  else:
-    cache = full_cache
+  cache = full_cache if window >= max_len else tuple(
+      gemma.LayerCache(k=c.k[:, :, :window], v=c.v[:, :, :window])
+      for c in full_cache)
   state = state.replace(cache=cache, active=state.active & live_B)
   out_tokens = jnp.zeros((b, num_steps), jnp.int32)
   out_sampler = jnp.zeros((b, num_steps), jnp.float32)
-  out_model = jnp.zeros((b, num_steps), jnp.float32)
   count_B = jnp.zeros((b,), jnp.int32)
 
   def cond(carry):
@@ -271,11 +265,11 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
     return (step < num_steps) & jnp.any(st.active)
 
   def body(carry):
-    step, st, out_tokens, out_sampler, out_model, count_B = carry
+    step, st, out_tokens, out_sampler, count_B = carry
     act_B = st.active
     logits_B1V, cache = model(st.pending[:, None], (st.seq_len - 1)[:, None],
                               act_B[:, None].astype(jnp.int32), st.cache)
-    tokens_B, sampler_logp_B, model_logp_B = _sample(
+    tokens_B, sampler_logp_B = _sample(
         method, logits_B1V[:, 0], st.keys, st.seq_len, st.temperature, act_B)
     seq_len_B = st.seq_len + act_B
     turn_new_B = st.turn_new + act_B
@@ -297,11 +291,10 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
     column = lambda buf, x: jax.lax.dynamic_update_slice(
         buf, jnp.where(act_B, x, 0).astype(buf.dtype)[:, None], (0, step))
     return (step + 1, st, column(out_tokens, tokens_B),
-            column(out_sampler, sampler_logp_B),
-            column(out_model, model_logp_B), count_B + act_B)
+            column(out_sampler, sampler_logp_B), count_B + act_B)
 
-  carry = (jnp.int32(0), state, out_tokens, out_sampler, out_model, count_B)
-  _, state, out_tokens, out_sampler, out_model, count_B = jax.lax.while_loop(
+  carry = (jnp.int32(0), state, out_tokens, out_sampler, count_B)
+  _, state, out_tokens, out_sampler, count_B = jax.lax.while_loop(
       cond, body, carry)
   if window < max_len:
     cache = tuple(
@@ -310,8 +303,7 @@ def decode(graphdef: nnx.GraphDef, method: sampling_lib.SamplingMethod,
         for f, c in zip(full_cache, state.cache))
     state = state.replace(cache=cache)
   return constrain(state), for_host(
-      (out_tokens, out_sampler, out_model, count_B, state.reason,
-       state.seq_len))
+      (out_tokens, out_sampler, count_B, state.reason, state.seq_len))
 
 
 def save_rows(window: int, state: SlotState, slot: jax.Array) -> gemma.Cache:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 import contextlib
 import dataclasses
 import functools
+from typing import NamedTuple
 
 from flax import nnx
 import jax
@@ -93,14 +94,12 @@ class Turn:
     tokens: [n] int32, the sampled tokens.
     sampler_logprobs: [n] float32, log-probs under the distribution sampled
       from (after temperature/top-k/top-p; 0 for greedy).
-    model_logprobs: [n] float32, log-probs under the plain model softmax.
     stop_reason: 'stop' (a stop sequence), 'budget' (max_new_tokens) or
       'max_len' (the slot is full; it cannot be extended).
   """
   slot: int
   tokens: np.ndarray
   sampler_logprobs: np.ndarray
-  model_logprobs: np.ndarray
   stop_reason: str
 
 
@@ -133,9 +132,21 @@ class _Slot:
   running: bool = True
   tokens: list = dataclasses.field(default_factory=list)
   sampler_logprobs: list = dataclasses.field(default_factory=list)
-  model_logprobs: list = dataclasses.field(default_factory=list)
   find_stop: Callable[[Sequence[int], int], int | None] | None = None
   checked: int = 0  # tokens of the turn find_stop has let go on
+
+
+class _PrefillRow(NamedTuple):
+  """One checked request of a prefill call, as the host holds it."""
+
+  slot: int
+  chunk: list[int]  # tokens to write, from position `start`
+  start: int  # the position of the chunk's first token (0: a new prompt)
+  key_data: np.ndarray
+  budget: int  # new tokens the turn may sample
+  stops: np.ndarray  # [max_stop_sequences, max_stop_len], STOP_PAD-padded
+  temperature: float  # 0: greedy
+  find_stop: Callable[[Sequence[int], int], int | None] | None
 
 
 # Shared by all samplers, so samplers of one shape (e.g. rebuilt each RL
@@ -145,14 +156,19 @@ class _Slot:
 # prefill and decode update it in place instead of copying num_slots x max_len
 # x layers of K/V per call, which would double its memory and dominate a
 # decode chunk's time.
-_prefill = jax.jit(decoding.prefill, static_argnums=(0, 1, 2),
-                   donate_argnums=(4,))
-_decode = jax.jit(decoding.decode, static_argnums=(0, 1, 2, 3),
-                  donate_argnums=(5,))
+# Both are called with keyword arguments only: names, not positions, say
+# which arguments are static and which buffer is donated.
+_prefill = jax.jit(decoding.prefill,
+                   static_argnames=('graphdef', 'method', 'window'),
+                   donate_argnames=('state',))
+_decode = jax.jit(decoding.decode,
+                  static_argnames=('graphdef', 'method', 'num_steps',
+                                   'window'),
+                  donate_argnames=('state',))
 # Suspend copies a slot's rows out (the state is only read); resume writes
 # them back in place (the state is donated). One program per window bucket.
-_save_rows = jax.jit(decoding.save_rows, static_argnums=(0,))
-_restore_rows = jax.jit(decoding.restore_rows, donate_argnums=(0,))
+_save_rows = jax.jit(decoding.save_rows, static_argnames=('window',))
+_restore_rows = jax.jit(decoding.restore_rows, donate_argnames=('state',))
 
 
 def _bucket(n: int, minimum: int, maximum: int) -> int:
@@ -336,10 +352,12 @@ class SlotSampler:
                          'least one new token)')
       if req.key is None:
         raise ValueError(f'{where}: a key is required')
-      rows.append((slot, tokens, 0, self._key_data(req.key, where),
-                   self._check_budget(req.max_new_tokens, where),
-                   self._stop_table(req.stop, where),
-                   self._temperature(req, where), req.find_stop))
+      rows.append(_PrefillRow(
+          slot=slot, chunk=tokens, start=0,
+          key_data=self._key_data(req.key, where),
+          budget=self._check_budget(req.max_new_tokens, where),
+          stops=self._stop_table(req.stop, where),
+          temperature=self._temperature(req, where), find_stop=req.find_stop))
     self._run_prefill(rows)
     return slots
 
@@ -374,10 +392,12 @@ class SlotSampler:
       key_data = (held.key_data if req.key is None else
                   self._key_data(req.key, where))
       # The chunk starts with the last sampled token, which is not cached.
-      rows.append((slot, [held.last_token] + tokens, held.seq_len - 1,
-                   key_data, self._check_budget(req.max_new_tokens, where),
-                   self._stop_table(req.stop, where),
-                   self._temperature(req, where), req.find_stop))
+      rows.append(_PrefillRow(
+          slot=slot, chunk=[held.last_token] + tokens,
+          start=held.seq_len - 1, key_data=key_data,
+          budget=self._check_budget(req.max_new_tokens, where),
+          stops=self._stop_table(req.stop, where),
+          temperature=self._temperature(req, where), find_stop=req.find_stop))
     self._run_prefill(rows)
 
   def decode(self, num_steps: int) -> list[Turn]:
@@ -399,17 +419,16 @@ class SlotSampler:
       live = np.zeros((self.num_slots,), bool)
       live[running] = True
       with self._mesh_context(), self._counting():
-        self._state, outputs = _decode(self._graphdef, self._filter,
-                                       num_steps, window, self._params,
-                                       self._state, live)
-      tokens, sampler_lp, model_lp, count, reason, seq_len = jax.device_get(
-          outputs)
+        self._state, outputs = _decode(
+            graphdef=self._graphdef, method=self._filter, num_steps=num_steps,
+            window=window, params=self._params, state=self._state,
+            live_B=live)
+      tokens, sampler_lp, count, reason, seq_len = jax.device_get(outputs)
       for s in running:
         held, n = self._slots[s], int(count[s])
         held.tokens.extend(tokens[s, :n].tolist())
         held.context.extend(tokens[s, :n].tolist())
         held.sampler_logprobs.extend(sampler_lp[s, :n].tolist())
-        held.model_logprobs.extend(model_lp[s, :n].tolist())
         held.seq_len = int(seq_len[s])
         if n:
           held.last_token = int(tokens[s, n - 1])
@@ -443,7 +462,7 @@ class SlotSampler:
       raise ValueError(f'suspend: slot {slot} is still running')
     window = _bucket(max(held.seq_len - 1, 1), self.min_bucket, self.max_len)
     with self._mesh_context(), self._counting():
-      rows = _save_rows(window, self._state, np.int32(slot))
+      rows = _save_rows(window=window, state=self._state, slot=np.int32(slot))
     suspended = Suspended(tuple(held.context), held.seq_len, held.last_token,
                           held.key_data, rows)
     self.release(slot)
@@ -458,8 +477,8 @@ class SlotSampler:
     if not 0 <= slot < self.num_slots or slot in self._slots:
       raise ValueError(f'resume: slot {slot} is not a free slot')
     with self._mesh_context(), self._counting():
-      self._state = _restore_rows(self._state, suspended.cache,
-                                  np.int32(slot))
+      self._state = _restore_rows(state=self._state, rows=suspended.cache,
+                                  slot=np.int32(slot))
     self._slots[slot] = _Slot(
         key_data=suspended.key_data, seq_len=suspended.seq_len,
         last_token=suspended.last_token, context=list(suspended.context),
@@ -535,9 +554,8 @@ class SlotSampler:
       table[i, self.max_stop_len - len(seq):] = seq
     return table
 
-  def _run_prefill(self, rows) -> None:
-    """One prefill call for rows of (slot, chunk, start, key, budget, stops,
-    temperature, find_stop).
+  def _run_prefill(self, rows: Sequence[_PrefillRow]) -> None:
+    """One prefill call for `rows`.
 
     Callers validate everything first: from here on nothing raises on bad
     input, so a rejected request never leaves a half-updated state.
@@ -547,9 +565,9 @@ class SlotSampler:
       return
     p = _bucket(n, self._row_parts, self.num_slots)
     p = max(p, self._row_parts)
-    t = _chunk_bucket(max(len(r[1]) for r in rows), self.min_bucket,
+    t = _chunk_bucket(max(len(r.chunk) for r in rows), self.min_bucket,
                       self.max_len)
-    end = max(r[2] + len(r[1]) for r in rows)
+    end = max(r.start + len(r.chunk) for r in rows)
     window = max(t, _bucket(end, self.min_bucket, self.max_len))
     slots = np.full((p,), self.num_slots, np.int32)  # padding rows: dropped
     tokens = np.zeros((p, t), np.int32)
@@ -560,27 +578,29 @@ class SlotSampler:
     stops = np.full((p, self.max_stop_sequences, self.max_stop_len),
                     decoding.STOP_PAD, np.int32)
     temperature = np.zeros((p,), np.float32)  # padding rows: greedy
-    for i, (slot, chunk, pos, key, bud, table, temp, _) in enumerate(rows):
-      slots[i], start[i], chunk_len[i], keys[i] = slot, pos, len(chunk), key
-      tokens[i, :len(chunk)] = chunk
-      budget[i], stops[i], temperature[i] = bud, table, temp
+    for i, row in enumerate(rows):
+      slots[i], start[i], chunk_len[i] = row.slot, row.start, len(row.chunk)
+      tokens[i, :len(row.chunk)] = row.chunk
+      keys[i], budget[i] = row.key_data, row.budget
+      stops[i], temperature[i] = row.stops, row.temperature
     with self._mesh_context(), self._counting():
-      self._state, outputs = _prefill(self._graphdef, self._filter, window,
-                                      self._params, self._state, slots, tokens,
-                                      start, chunk_len, keys, budget, stops,
-                                      temperature)
-    first, sampler_lp, model_lp, reason = jax.device_get(outputs)
-    for i, (slot, chunk, pos, key, *_, find_stop) in enumerate(rows):
-      context = self._slots[slot].context if pos else []
+      self._state, outputs = _prefill(
+          graphdef=self._graphdef, method=self._filter, window=window,
+          params=self._params, state=self._state, slots_P=slots,
+          tokens_PT=tokens, start_P=start, chunk_len_P=chunk_len,
+          keys_PK=keys, budget_P=budget, stops_PML=stops,
+          temperature_P=temperature)
+    first, sampler_lp, reason = jax.device_get(outputs)
+    for i, row in enumerate(rows):
+      context = self._slots[row.slot].context if row.start else []
       # An extension's chunk starts with the (already held) last token.
-      context = context + chunk[1 if pos else 0:] + [int(first[i])]
-      self._slots[slot] = _Slot(
-          key_data=key, seq_len=pos + len(chunk) + 1, context=context,
-          last_token=int(first[i]), tokens=[int(first[i])],
-          sampler_logprobs=[float(sampler_lp[i])],
-          model_logprobs=[float(model_lp[i])], find_stop=find_stop)
-      if not self._host_stop(slot) and reason[i] != decoding.RUNNING:
-        self._finish(slot, int(reason[i]))
+      context = context + row.chunk[1 if row.start else 0:] + [int(first[i])]
+      self._slots[row.slot] = _Slot(
+          key_data=row.key_data, seq_len=row.start + len(row.chunk) + 1,
+          context=context, last_token=int(first[i]), tokens=[int(first[i])],
+          sampler_logprobs=[float(sampler_lp[i])], find_stop=row.find_stop)
+      if not self._host_stop(row.slot) and reason[i] != decoding.RUNNING:
+        self._finish(row.slot, int(reason[i]))
 
   def _host_stop(self, slot: int) -> bool:
     """Applies the slot's `find_stop` rule to its turn; True if it ended
@@ -600,7 +620,7 @@ class SlotSampler:
       # The device's state still counts the dropped tokens; the host's
       # record is what the next extend / suspend / release reads.
       del held.tokens[keep:], held.context[-drop:]
-      del held.sampler_logprobs[keep:], held.model_logprobs[keep:]
+      del held.sampler_logprobs[keep:]
       held.seq_len -= drop
       held.last_token = held.tokens[-1]
     self._finish(slot, decoding.STOP_SEQUENCE)
@@ -613,7 +633,6 @@ class SlotSampler:
         slot=slot,
         tokens=np.asarray(held.tokens, np.int32),
         sampler_logprobs=np.asarray(held.sampler_logprobs, np.float32),
-        model_logprobs=np.asarray(held.model_logprobs, np.float32),
         stop_reason=decoding.STOP_REASONS[reason]))
 
 

@@ -43,12 +43,13 @@ from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import context
+from rao_jax.tasks import numbers
 from rao_jax.tasks import registry
 
 SPEAKERS = ('ana', 'bob', 'kim', 'zoe')
 LABELS = ('red', 'tan', 'blu')
 MAX_READ_CHARS = 2048  # a read longer than any window is refused
-_RECORD_RE = re.compile(r'(\S+) (\S+) (\d+)')
+_RECORD_RE = re.compile(rf'(\S+) (\S+) ({numbers.DIGITS}+)')
 # The same fact in other words (`documents_prose`): a record of speaker S,
 # label L and value V may read as any of these. Each one's fields are
 # named, so the parser below reads them all; the first is the plain one.
@@ -58,7 +59,7 @@ PHRASINGS = ('{s} {l} {v}', '{s}: {l}, {v}', '{v} for {s} ({l})',
 _PHRASING_RES = tuple(
     re.compile(re.escape(p).replace(r'\{s\}', r'(?P<s>[a-z]+)')
                .replace(r'\{l\}', r'(?P<l>[a-z]+)')
-               .replace(r'\{v\}', r'(?P<v>\d{1,6})'))
+               .replace(r'\{v\}', rf'(?P<v>{numbers.DIGITS}{{1,6}})'))
     for p in PHRASINGS[1:])
 _WORD = r'[a-z]{1,12}'
 _TASK_RE = re.compile(rf'(count|sum|tally|most|more)((?: {_WORD})+)')
@@ -118,7 +119,7 @@ def parse_tally(text: str) -> dict[str, int]:
   """'red 3 tan 0' -> {'red': 3, 'tan': 0}; malformed pairs are dropped."""
   words = text.split()
   return {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)
-          if words[i + 1].isdigit() and len(words[i + 1]) <= 9}
+          if numbers.is_number(words[i + 1], 9)}
 
 
 def most_frequent(counts: Mapping[str, int]) -> str:
@@ -140,7 +141,7 @@ def solve(kind: str, args: tuple[str, ...], text: str) -> str:
 
 def _numeric_credit(answer: str, gold: int) -> float:
   answer = answer.strip()
-  if not answer.isdigit() or len(answer) > 9:
+  if not numbers.is_number(answer, 9):
     return 0.0
   return 0.75 ** abs(int(answer) - gold)
 
@@ -161,7 +162,8 @@ def score(kind: str, args: tuple[str, ...], answer: str, gold: str) -> float:
 
 def _read(data: str, args: str) -> env_lib.ToolResult:
   parts = args.split()
-  if len(parts) != 2 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+  if len(parts) != 2 or not all(
+      numbers.is_number(p, 9) for p in parts):
     return env_lib.ToolResult('usage: read START END', error=True)
   start, end = int(parts[0]), int(parts[1])
   if not start <= end <= len(data):
@@ -181,7 +183,7 @@ def _add(data: str, args: str) -> env_lib.ToolResult:
   del data  # arithmetic needs no document
   terms = args.split()
   if not 0 < len(terms) <= MAX_ADD_TERMS or not all(
-      t.isdigit() and len(t) <= 9 for t in terms):
+      numbers.is_number(t, 9) for t in terms):
     return env_lib.ToolResult(
         f'usage: add N N (1 to {MAX_ADD_TERMS} integers)', error=True)
   return env_lib.ToolResult(str(sum(int(t) for t in terms)))
@@ -224,7 +226,7 @@ class DocumentEnv:
     if parsed is not None:
       return score(*parsed, answer, self.answer)
     gold = self.answer.strip()
-    if gold.isdigit() and len(gold) <= 9:
+    if numbers.is_number(gold, 9):
       return _numeric_credit(answer, int(gold))
     return float(answer.strip().lower() == gold.lower())
 
@@ -253,7 +255,7 @@ def _record_chars(head: str) -> int | None:
 
 def _child_number(answer: str | None) -> str:
   """A child's numeric answer, or '0' for a failed or malformed one."""
-  return answer if answer and answer.isdigit() and len(answer) <= 9 else '0'
+  return answer if answer and numbers.is_number(answer, 9) else '0'
 
 
 def _combine(kind: str, args: tuple[str, ...],
@@ -371,7 +373,7 @@ class RecursiveSolver:
       return protocol.tool_call(
           'add', ' '.join(_child_number(a) for a in answers))
     total = view.observations[-1]
-    return protocol.answer(total if total.isdigit() else
+    return protocol.answer(total if numbers.is_number(total) else
                            _combine(kind, args, answers))
 
 

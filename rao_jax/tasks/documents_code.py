@@ -21,6 +21,7 @@ from rao_jax.agent import code_protocol
 from rao_jax.agent import env as env_lib
 from rao_jax.tasks import context
 from rao_jax.tasks import documents
+from rao_jax.tasks import numbers
 
 ANSWER_RESERVE = 40  # tokens kept free for the answer step
 OUTPUT_CHARS = 2000  # `sandbox.Limits.output_chars`: a longer print is cut
@@ -28,7 +29,7 @@ OUTPUT_CHARS = 2000  # `sandbox.Limits.output_chars`: a longer print is cut
 
 def _answer(value: str) -> str:
   """`answer(7)` for a number, `answer('red')` for a label."""
-  literal = value if value.isdigit() else repr(value)
+  literal = value if numbers.is_number(value) else repr(value)
   return code_protocol.code_step(f'answer({literal})')
 
 

@@ -1,6 +1,6 @@
 """The call-tree viewer: a run's saved trees in a terminal or a web page.
 
-`python -m rao_jax.view` is its entry point (docs/viewer.md).
+`python -m rao_jax.viewer` is its entry point (docs/viewer.md).
 """
 
 from rao_jax.viewer import console

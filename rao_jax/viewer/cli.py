@@ -1,9 +1,9 @@
-"""Shows a run's call trees: `python -m rao_jax.view PATH`.
+"""Shows a run's call trees: `python -m rao_jax.viewer PATH`.
 
-  python -m rao_jax.view runs/tiny                  # list files, one tree
-  python -m rao_jax.view runs/tiny/trees/rl_000010.jsonl --tree 3
-  python -m rao_jax.view runs/tiny/trees/rl_000010.jsonl --tree 3 --node 0
-  python -m rao_jax.view runs/tiny --html /tmp/tiny.html
+  python -m rao_jax.viewer runs/tiny                  # list files, one tree
+  python -m rao_jax.viewer runs/tiny/trees/rl_000010.jsonl --tree 3
+  python -m rao_jax.viewer runs/tiny/trees/rl_000010.jsonl --tree 3 --node 0
+  python -m rao_jax.viewer runs/tiny --html /tmp/tiny.html
 
 Given a workdir it lists the saved tree files (phase, step, trees, nodes,
 root success) and prints the newest RL file's first tree; given a tree
@@ -27,7 +27,7 @@ from rao_jax.viewer import run_files
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='python -m rao_jax.view',
+      prog='python -m rao_jax.viewer',
       description='Show the call trees a rao_jax run saved.')
   parser.add_argument('path', help='a workdir, or one of its trees/*.jsonl')
   parser.add_argument('--tree', type=int, default=None,
@@ -90,7 +90,7 @@ def run(argv: Sequence[str], out=sys.stdout) -> None:
     print(file=out)
   tree = _pick(contents[chosen.name], args.tree, chosen.name)
   if args.node is None:
-    print(f'{chosen.name}:', file=out)
+    print(f'{console.printable(chosen.name)}:', file=out)
     print(console.format_tree(tree, max_children=args.max_children,
                               max_nodes=args.max_nodes, color=color),
           file=out)
@@ -107,7 +107,8 @@ def run(argv: Sequence[str], out=sys.stdout) -> None:
     page = html.render_page(title, files, contents, chosen.name,
                             run_page=is_run)
     html.write_page(args.html, page)
-    print(f'wrote {args.html} ({len(page.encode()) // 1024} KB, '
+    print(f'wrote {console.printable(args.html)} '
+          f'({len(page.encode()) // 1024} KB, '
           f'{sum(len(c) for c in contents.values())} trees)', file=out)
 
 
@@ -116,7 +117,7 @@ def main() -> None:
     run(sys.argv[1:])
   except (FileNotFoundError, ValueError) as e:
     # Bad input: say what is wrong, without a traceback.
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {console.printable(e)}', file=sys.stderr)
     sys.exit(2)
 
 

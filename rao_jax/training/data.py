@@ -17,7 +17,7 @@ from absl import logging
 import grain
 import tensorflow_datasets as tfds
 
-from rao_jax import multihost
+from rao_jax.runtime import multihost
 from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import registry
 

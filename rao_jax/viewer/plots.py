@@ -1,6 +1,6 @@
 """A run's metrics as PNGs: success, tree sizes, per-depth success, delegation.
 
-  from rao_jax import plots
+  from rao_jax.viewer import plots
   plots.plot_run('runs/tiny')   # -> ['runs/tiny/plots/success.png', ...]
 
 Each `plot_*` function takes the records of `metrics.jsonl` (one dict a

@@ -20,8 +20,8 @@ import jax
 import numpy as np
 
 from rao_jax import config as config_lib
-from rao_jax import data as data_lib
-from rao_jax import run_log as run_log_lib
+from rao_jax.training import data as data_lib
+from rao_jax.runtime import run_log as run_log_lib
 from rao_jax.agent import chat as chat_lib
 from rao_jax.agent import code_runtime
 from rao_jax.agent import model_engine
@@ -48,20 +48,28 @@ def seed_of(*parts: int) -> int:
 class Rollouts:
   """Runs call trees for one run: scripted demos, sampled trees, evals."""
 
-  def __init__(self, config: config_lib.RunConfig, task: registry.Task,
-               chat: chat_lib.ChatFormat, model: gemma.Transformer,
-               mesh: jax.sharding.Mesh, rules: Sequence[Any]):
+  def __init__(self, task: registry.Task, chat: chat_lib.ChatFormat,
+               model: gemma.Transformer, mesh: jax.sharding.Mesh,
+               rules: Sequence[Any], *, sampler: config_lib.SamplerConfig,
+               rollout: config_lib.RolloutConfig, seed: int,
+               group_size: int, sft_solver: str):
     """`chat`: every node's turns in the run's chat format (over the
-    run's tokenizer), every step ended by its stop rule."""
-    self.config = config
+    run's tokenizer), every step ended by its stop rule. `sampler` sizes
+    the slot batch, `rollout` gives the budgets and window; trees' seeds
+    derive from `seed`; RL samples `group_size` trees a task; SFT's
+    demonstrations come from `sft_solver`."""
     self.task = task
     # The python mode: its stop rule and preamble, and one warm sandbox
     # for every rollout of the run.
-    self.chat = chat.for_actions(config.rollout.actions)
-    self.code = (code_runtime.CodeRuntime(config.rollout.sandbox)
-                 if config.rollout.actions == 'python' else None)
+    self.chat = chat.for_actions(rollout.actions)
+    self.code = (code_runtime.CodeRuntime(rollout.sandbox)
+                 if rollout.actions == 'python' else None)
     self.tokenizer = chat.tokenizer
-    sampler = config.sampler
+    self.sampler_config = sampler
+    self.rollout_config = rollout
+    self.seed = seed
+    self.group_size = group_size
+    self.sft_solver = sft_solver
     method = sampling.Temperature(sampler.temperature)
     if sampler.top_k:
       method = sampling.TopK(sampler.top_k, sampler.temperature)
@@ -84,51 +92,51 @@ class Rollouts:
     stops = self.chat.stops
     engine = model_engine.ModelEngine(
         self.sampler, stops.device_ids,
-        decode_steps=self.config.sampler.decode_steps,
+        decode_steps=self.sampler_config.decode_steps,
         find_stop=stops.host_find, temperature=temperature)
-    window = self.config.rollout.window
+    window = self.rollout_config.window
     scheduler = scheduler_lib.FrontierScheduler(
-        engine, self.tokenizer, budgets or self.config.rollout.budgets,
+        engine, self.tokenizer, budgets or self.rollout_config.budgets,
         policy_version=version, inline_chars=window.inline_chars,
         head_chars=window.head_chars, chat=self.chat, code=self.code)
     return scheduler.run(envs, seeds, groups)
 
   def demonstrations(self, examples: Sequence[Mapping[str, str]],
                      step: int) -> Trees:
-    """The reference solver's call trees for `examples` (`sft.solver`)."""
-    config = self.config
+    """The reference solver's call trees for `examples` (`sft_solver`)."""
     n = len(examples)
-    recursive = [config.sft.solver == 'recursive'] * n
-    if config.sft.solver == 'mixture':
+    recursive = [self.sft_solver == 'recursive'] * n
+    if self.sft_solver == 'mixture':
       # A coin per tree from (seed, step, index): a resumed run draws alike.
-      recursive = [seed_of(config.seed, step, i, _MIXTURE_STREAM) % 2 == 0
+      recursive = [seed_of(self.seed, step, i, _MIXTURE_STREAM) % 2 == 0
                    for i in range(n)]
     return demonstrations_lib.rollout(
         self.task, examples, recursive=recursive,
-        window=config.rollout.window, budgets=config.rollout.budgets,
-        seeds=[seed_of(config.seed, step, i) for i in range(n)],
+        window=self.rollout_config.window,
+        budgets=self.rollout_config.budgets,
+        seeds=[seed_of(self.seed, step, i) for i in range(n)],
         tokenizer=self.tokenizer, chat=self.chat,
-        num_slots=config.sampler.num_slots,
-        decode_steps=config.sampler.decode_steps, code=self.code)
+        num_slots=self.sampler_config.num_slots,
+        decode_steps=self.sampler_config.decode_steps, code=self.code)
 
   def sample_groups(self, examples: Sequence[Mapping[str, str]], step: int,
                     version: int) -> Trees:
-    """`rl.group_size` sampled trees per example; groups by example."""
+    """`group_size` sampled trees per example; groups by example."""
     envs, seeds, groups = [], [], []
     for i, example in enumerate(examples):
-      for g in range(self.config.rl.group_size):
+      for g in range(self.group_size):
         # Each tree its own environment (a crafting inventory is mutable
         # state) and its own seed: the G trees differ only by sampling.
         envs.append(self.task.make_env(example))
-        seeds.append(seed_of(self.config.seed, step, i, g))
+        seeds.append(seed_of(self.seed, step, i, g))
         groups.append(i)
-    return self._run(self.config.sampler.temperature, envs, seeds, groups,
+    return self._run(self.sampler_config.temperature, envs, seeds, groups,
                      version=version)
 
   def evaluate(self, examples: Sequence[Mapping[str, str]], max_depth: int,
                seed: int) -> Trees:
     """Greedy trees for held-out examples with depth budget `max_depth`."""
-    budgets = dataclasses.replace(self.config.rollout.budgets,
+    budgets = dataclasses.replace(self.rollout_config.budgets,
                                   max_depth=max_depth)
     envs = [self.task.make_env(ex) for ex in examples]
     return self._run(0.0, envs,
@@ -136,27 +144,28 @@ class Rollouts:
                      budgets=budgets)
 
 
-def evaluate_levels(rollouts: Rollouts, data_dir: str,
-                    log: run_log_lib.RunLog, step: int,
+def evaluate_levels(rollouts: Rollouts, tasks: config_lib.TasksConfig,
+                    data_dir: str, log: run_log_lib.RunLog, step: int,
                     tag: str) -> dict[str, float]:
-  """Root success per eval level: recursive at the train and eval depth
-  budgets, and the single agent (depth budget 0); logged at `step` under
-  `tag` (e.g. 'after_sft'), with the recursive agent's first trees."""
-  config = rollouts.config
-  depths = {'recursive': config.rollout.budgets.max_depth,
-            'recursive_eval_depth': config.rollout.eval_max_depth,
+  """Root success per level of `tasks.eval_levels`: recursive at the train
+  and eval depth budgets, and the single agent (depth budget 0); logged at
+  `step` under `tag` (e.g. 'after_sft'), with the recursive agent's first
+  trees."""
+  rollout = rollouts.rollout_config
+  depths = {'recursive': rollout.budgets.max_depth,
+            'recursive_eval_depth': rollout.eval_max_depth,
             'single_agent': 0}
   if depths['recursive_eval_depth'] == depths['recursive']:
     del depths['recursive_eval_depth']  # the same greedy trees again
   results = {}
-  for level in config.tasks.eval_levels:
+  for level in tasks.eval_levels:
     examples = data_lib.eval_examples(
-        rollouts.task, level, data_dir, split=config.tasks.eval_split,
-        num_examples=config.tasks.num_eval, kinds=config.tasks.task_kinds)
+        rollouts.task, level, data_dir, split=tasks.eval_split,
+        num_examples=tasks.num_eval, kinds=tasks.task_kinds)
     for name, depth in depths.items():
       # The same seed after every phase: greedy trees of one task differ
       # only by the policy (ties aside), so evaluations compare.
-      trees, _ = rollouts.evaluate(examples, depth, seed=config.seed + 1)
+      trees, _ = rollouts.evaluate(examples, depth, seed=rollouts.seed + 1)
       tree_metrics = metrics_lib.tree_metrics(trees)
       prefix = f'{tag}/{level}/{name}'
       for key in ('root_success', 'root_exact', 'nodes_per_tree'):

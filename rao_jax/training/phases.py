@@ -8,6 +8,7 @@ phase's own trainer steps) and data stream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import functools
 
@@ -58,10 +59,15 @@ class Phase:
     return float(self._schedule(step - self.first_step))
 
 
-def phases(config: config_lib.RunConfig) -> tuple[Phase, ...]:
-  """The phases `config.mode` trains, in order (none for eval/generate)."""
+def phases(config: config_lib.RunConfig,
+           names: Sequence[str]) -> tuple[Phase, ...]:
+  """The phases of `names` (SFT and/or RL) that have steps, in order."""
+  unknown = set(names) - {SFT, RL}
+  if unknown:
+    raise ValueError(f'unknown phases {sorted(unknown)}: expected {SFT!r} '
+                     f'and/or {RL!r}')
   result = []
-  if config.mode in ('train', 'sft') and config.sft.steps:
+  if SFT in names and config.sft.steps:
     result.append(Phase(
         name=SFT, first_step=1, steps=config.sft.steps,
         optim=config.sft.optim,
@@ -72,7 +78,7 @@ def phases(config: config_lib.RunConfig) -> tuple[Phase, ...]:
         roots_per_step=config.sft.roots_per_step,
         level=config.tasks.sft_level or config.tasks.train_level,
         data_seed=config.seed))
-  if config.mode in ('train', 'rl') and config.rl.steps:
+  if RL in names and config.rl.steps:
     rl = config.rl
     result.append(Phase(
         name=RL, first_step=1 + sum(p.steps for p in result), steps=rl.steps,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import json
 from typing import Any
 
+from absl import logging
 from etils import epath
 import jax
 import numpy as np
@@ -19,8 +20,9 @@ import tensorboardX
 import tqdm
 
 from rao_jax import config as config_lib
-from rao_jax import multihost
-from rao_jax import plots
+from rao_jax.runtime import errors
+from rao_jax.runtime import multihost
+from rao_jax.viewer import plots
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import tokenizer as tokenizer_lib
 
@@ -51,8 +53,8 @@ class RunLog:
     # A resumed run rewrites what the killed one logged past its checkpoint.
     if self.metrics_path.exists():
       self._lines = [
-          line for line in self.metrics_path.read_text().splitlines()
-          if line.strip() and json.loads(line)['step'] <= resume_step]
+          line for line, record in read_records(self.metrics_path)
+          if record['step'] <= resume_step]
       self.metrics_path.write_text(''.join(line + '\n' for line in self._lines))
     self.writer = tensorboardX.SummaryWriter(str(workdir / 'tb'))
     (workdir / 'trees').mkdir(parents=True, exist_ok=True)
@@ -95,13 +97,14 @@ class RunLog:
         'w', encoding='utf-8') as f:
       tree_lib.write_jsonl(trees, f, self.tokenizer)
 
-  def summary(self, config: config_lib.RunConfig, evals: dict[str, float],
-              steps: int, export: str | None = None) -> dict[str, Any]:
+  def summary(self, mode: str, tasks: config_lib.TasksConfig,
+              evals: dict[str, float], steps: int,
+              export: str | None = None) -> dict[str, Any]:
     """Draws the run's plots into `plots/` (a local workdir's), writes
-    `summary.json` (the evaluations, the steps, the exported directory)
-    and prints root success per evaluation, level and agent; returns the
-    summary."""
-    summary = {'mode': config.mode, 'evals': evals, 'steps': steps}
+    `summary.json` (the mode, the evaluations, the steps, the exported
+    directory) and prints root success per evaluation, level of
+    `tasks.eval_levels` and agent; returns the summary."""
+    summary = {'mode': mode, 'evals': evals, 'steps': steps}
     if export:
       summary['export'] = export  # the Hugging Face directory
     if not self.primary:
@@ -112,10 +115,9 @@ class RunLog:
     (self.workdir / 'summary.json').write_text(
         json.dumps(summary, indent=2, sort_keys=True))
     print('\nroot success (held-out split '
-          f'{config.tasks.eval_split!r}, {config.tasks.num_eval} tasks a '
-          'level)')
+          f'{tasks.eval_split!r}, {tasks.num_eval} tasks a level)')
     for tag in sorted({k.split('/')[0] for k in evals}):
-      for level in config.tasks.eval_levels:
+      for level in tasks.eval_levels:
         cells = [f'{name}={evals[key]:.3f}'
                  for name in ('recursive', 'recursive_eval_depth',
                               'single_agent')
@@ -129,14 +131,44 @@ class RunLog:
       self.writer.close()
 
 
-def progress_bar(config: config_lib.RunConfig, start_step: int,
+def read_records(path: epath.Path) -> list[tuple[str, dict[str, Any]]]:
+  """(line, record) of each line of a `metrics.jsonl`.
+
+  A process killed while appending leaves the last line cut short; it is
+  dropped, with a warning: the checkpoint, not the log, says which steps
+  happened, and the resumed run logs them again. A bad line anywhere else
+  is no kill's doing and is refused, naming it.
+  """
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or not isinstance(
+          record.get('step'), int):
+        raise ValueError('no "step"')
+    except ValueError as e:  # JSONDecodeError is a ValueError
+      if number < len(lines):
+        raise errors.Refusal(
+            f'{path}:{number}: not a metrics record ({e}); only the last '
+            'line may be cut short by a kill. Fix or remove the line, or '
+            'pass --start_over.') from None
+      logging.warning('%s: dropped its last line, cut short (%d chars) by '
+                      'a killed run; the checkpoint says which steps '
+                      'happened', path, len(line))
+      break
+    records.append((line, record))
+  return records
+
+
+def progress_bar(label: str, enabled: bool, start_step: int,
                  total_steps: int) -> tqdm.tqdm:
-  """The steps to run, on the primary's console when `log.progress_bar`."""
+  """The steps to run, labelled, on the primary's console if `enabled`
+  (`log.progress_bar`)."""
   return tqdm.tqdm(range(start_step + 1, total_steps + 1),
-                   initial=start_step, total=total_steps, desc=config.mode,
+                   initial=start_step, total=total_steps, desc=label,
                    dynamic_ncols=True,
-                   disable=not (config.log.progress_bar and
-                                multihost.is_primary()))
+                   disable=not (enabled and multihost.is_primary()))
 
 
 def progress_fields(phase: str, metrics: dict[str, Any],

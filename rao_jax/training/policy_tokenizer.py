@@ -63,28 +63,32 @@ def chat_format(config: config_lib.TokenizerConfig,
     raise ValueError(f'{where}: the template does not parse: {e}') from None
 
 
-def model_config_of(config: config_lib.RunConfig) -> tuple[
-    model_config.ModelConfig, str]:
+def model_config_of(model: model_config.ModelConfig,
+                    init_from_hf: str | None
+                    ) -> tuple[model_config.ModelConfig, str]:
   """The config of the model the run will build, and where it comes from:
   `init_from_hf`'s config.json (read without any weight), else `model`."""
-  if not config.init_from_hf:
-    return config.model, 'model'
-  path = os.path.join(config.init_from_hf, 'config.json')
+  if not init_from_hf:
+    return model, 'model'
+  path = os.path.join(init_from_hf, 'config.json')
   try:
     with open(path) as f:
       hf_config = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f'init_from_hf={config.init_from_hf}: cannot read '
+    raise ValueError(f'init_from_hf={init_from_hf}: cannot read '
                      f'config.json ({e})') from None
   return (hf_io.config_from_hf(hf_config),
-          f'init_from_hf={config.init_from_hf} (config.json)')
+          f'init_from_hf={init_from_hf} (config.json)')
 
 
 def check_run(tokenizer: tokenizer_lib.Tokenizer,
-              config: config_lib.RunConfig) -> chat_lib.ChatFormat:
-  """`check` against the model the run will build; returns the format."""
-  model, source = model_config_of(config)
-  return check(tokenizer, model, config.tokenizer, model_source=source)
+              tokenizer_config: config_lib.TokenizerConfig,
+              model: model_config.ModelConfig, init_from_hf: str | None
+              ) -> chat_lib.ChatFormat:
+  """`check` against the model the run will build (`model`, or
+  `init_from_hf`'s); returns the format."""
+  built, source = model_config_of(model, init_from_hf)
+  return check(tokenizer, built, tokenizer_config, model_source=source)
 
 
 # A conversation that exercises every turn a node has.

@@ -148,7 +148,13 @@ def main(argv: list[str]) -> None:
       raise
     _refuse(e.one_line())
   except errors.Stopped as e:
-    _refuse(str(e), e.exit_status)
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    # Out at once: stopped mid-setup, the interpreter's teardown can crash
+    # in XLA's threads (seen: a segfault after the line). Nothing is left
+    # to save: the loop saves its own preemptions, and the kernel drops
+    # the workdir lock.
+    sys.stdout.flush()
+    os._exit(e.exit_status)  # pylint: disable=protected-access
   except FloatingPointError as e:
     # Training diverged: what happened and what was kept, in one line.
     if _wants_traceback():

@@ -11,9 +11,9 @@ its module from `MODES`. Rerunning a command on its workdir resumes it; a
 workdir that holds another run is refused unless `--start_over` moves that
 run aside. Kept short on purpose: the work happens in the modes' modules.
 
-A refusal (`rao_jax.runtime.errors`: a bad field, a missing input, a workdir that
-holds another run or is in use) is one line on stderr and exit status 2;
-`--verbosity=1` or `RAO_TRACEBACK=1` adds the traceback.
+A refusal (`rao_jax.runtime.errors`: a bad field, a missing input, a
+workdir that holds another run or is in use) is one line on stderr and
+exit status 2; `--verbosity=1` or `RAO_TRACEBACK=1` adds the traceback.
 """
 
 from rao_jax.runtime import host_memory

@@ -11,9 +11,9 @@ its module from `MODES`. Rerunning a command on its workdir resumes it; a
 workdir that holds another run is refused unless `--start_over` moves that
 run aside. Kept short on purpose: the work happens in the modes' modules.
 
-A refusal (`rao_jax.runtime.errors`: a bad field, a missing input, a workdir that
-holds another run or is in use) is one line on stderr and exit status 2;
-`--verbosity=1` or `RAO_TRACEBACK=1` adds the traceback.
+A refusal (`rao_jax.runtime.errors`: a bad field, a missing input, a
+workdir that holds another run or is in use) is one line on stderr and
+exit status 2; `--verbosity=1` or `RAO_TRACEBACK=1` adds the traceback.
 """
 
 from rao_jax.runtime import host_memory
@@ -148,7 +148,13 @@ def main(argv: list[str]) -> None:
       raise
     _refuse(e.one_line())
   except errors.Stopped as e:
-    _refuse(str(e), e.exit_status)
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    # Out at once: stopped mid-setup, the interpreter's teardown can crash
+    # in XLA's threads (seen: a segfault after the line). Nothing is left
+    # to save: the loop saves its own preemptions, and the kernel drops
+    # the workdir lock.
+    sys.stdout.flush()
+    os._exit(e.exit_status)  # pylint: disable=protected-access
   except FloatingPointError as e:
     # Training diverged: what happened and what was kept, in one line.
     if _wants_traceback():

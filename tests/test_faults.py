@@ -170,7 +170,10 @@ def test_nonfinite_parameters_are_never_exported(run_copy):
   assert (workdir / 'hf' / 'model.safetensors').read_bytes() == before
 
 
-def test_sigterm_before_the_loop_is_one_line_and_non_zero(tmp_path):
+# At once, and a little later, mid-setup (where a plain exit once ended in
+# a segfault of XLA's threads after the line).
+@pytest.mark.parametrize('delay_s', [0, 3])
+def test_sigterm_before_the_loop_is_one_line_and_non_zero(tmp_path, delay_s):
   workdir = tmp_path / 'run'
   process = subprocess.Popen(_command(workdir), cwd=_ROOT, env=_ENV,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -181,6 +184,7 @@ def test_sigterm_before_the_loop_is_one_line_and_non_zero(tmp_path):
   while not (lock.exists() and f'"pid": {process.pid}' in lock.read_text()):
     assert time.time() < deadline and process.poll() is None
     time.sleep(0.05)
+  time.sleep(delay_s)
   process.send_signal(signal.SIGTERM)
   sent = time.time()
   _, stderr = process.communicate(timeout=120)

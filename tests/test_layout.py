@@ -144,3 +144,9 @@ def test_importing_rao_jax_starts_no_xla_backend():
   result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, cwd=_PACKAGE.parent, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_readme_stays_short():
+  # Users read it first; what does not fit goes to docs/.
+  readme = (_PACKAGE.parent / 'README.md').read_text()
+  assert len(readme.splitlines()) <= 200

@@ -129,7 +129,7 @@ def test_the_entry_point_trains_adapters_only_and_exports_them_merged(
       config.sharding_rules, seed=config.seed)
   model_saved = saved['0']  # (model, optimiser): the model's arrays
   moved = 0
-  for path, variable in nnx.state(initial, nnx.Param).flat_state():
+  for path, variable in nnx.to_flat_state(nnx.state(initial, nnx.Param)):
     node = model_saved
     for key in path:
       node = node[str(key)]

@@ -359,14 +359,18 @@ class PlanConfig:
 class CheckpointConfig:
   """Every `every_steps` trainer steps and at each phase's end (0: never),
   the newest `max_to_keep` kept; with `export_hf` a run that trained ends
-  by writing the policy as a Hugging Face directory, `<workdir>/hf`."""
+  by writing the policy as a Hugging Face directory, `<workdir>/hf`. After
+  SIGTERM a step still running `preemption_patience_s` later stops at its
+  next minibatch boundary and is saved (`runtime.multihost.Preemption`)."""
 
   every_steps: int = 25
   max_to_keep: int = 3
   export_hf: bool = True
+  preemption_patience_s: float = 10.0
 
   def __post_init__(self):
-    _check_non_negative('checkpoint', every_steps=self.every_steps)
+    _check_non_negative('checkpoint', every_steps=self.every_steps,
+                        preemption_patience_s=self.preemption_patience_s)
     _check_positive('checkpoint', max_to_keep=self.max_to_keep)
 
 

@@ -16,7 +16,7 @@ over node sequences in `rl.sequence_update`, logs in `runtime.run_log`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import time
 from typing import Any
 
@@ -76,11 +76,13 @@ def train_iterators(tasks: config_lib.TasksConfig, task: registry.Task,
 def train_step(phase: phases_lib.Phase, step: int, examples,
                state: train_state_lib.TrainState,
                rollouts: rollouts_lib.Rollouts, *,
-               credit: credit_lib.CreditConfig, seed: int, s: setup_lib.Setup
+               credit: credit_lib.CreditConfig, seed: int, s: setup_lib.Setup,
+               should_stop: Callable[[], bool] | None = None
                ) -> tuple[train_state_lib.TrainState, dict[str, Any], list]:
   """Rolls out the step's trees and updates on them; returns the state,
   the step's metrics and its trees. RL's credit follows `credit`; the
-  packing shuffle derives from (`seed`, `step`)."""
+  packing shuffle derives from (`seed`, `step`); `should_stop`, asked
+  between optimiser updates, may end the step early (a preemption)."""
   started = time.perf_counter()
   if phase.name == phases_lib.SFT:
     trees, stats = rollouts.demonstrations(examples, step)
@@ -94,7 +96,8 @@ def train_step(phase: phases_lib.Phase, step: int, examples,
       state.graphdef, state.arrays, sequences, phase.update,
       phase.learning_rate(step), mesh=s.mesh, rules=s.rules,
       rng=np.random.default_rng(
-          rollouts_lib.seed_of(seed, step, _PACKING_STREAM)))
+          rollouts_lib.seed_of(seed, step, _PACKING_STREAM)),
+      should_stop=should_stop)
   state = state.replace(arrays=arrays, step=step)
   if phase.name == phases_lib.RL:
     rollouts.set_params(state.params())
@@ -154,7 +157,8 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   total_steps = phases[-1].last_step if phases else 0
   progress = run_log_lib.progress_bar(config.mode, config.log.progress_bar,
                                       state.step, total_steps)
-  preemption, preempted = multihost.Preemption(), False
+  preemption = multihost.Preemption(config.checkpoint.preemption_patience_s)
+  preempted = False
   for step in progress:
     phase = phases_lib.phase_at(phases, step)
     if step == phase.first_step and phase is not phases[0]:
@@ -165,7 +169,7 @@ def run(config: config_lib.RunConfig, workdir: str, *,
                 for _ in range(phase.roots_per_step)]
     state, metrics, trees = train_step(
         phase, step, examples, state, rollouts, credit=config.rl.credit,
-        seed=config.seed, s=s)
+        seed=config.seed, s=s, should_stop=preemption.mid_step)
     log.step(config.log, phase.name, step, metrics, trees, total_steps)
     progress.set_postfix(run_log_lib.progress_fields(phase.name, metrics,
                                                      evals))

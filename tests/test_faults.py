@@ -195,3 +195,31 @@ def test_sigterm_before_the_loop_is_one_line_and_non_zero(tmp_path, delay_s):
   assert 'SIGTERM outside the training loop' in lines[0]
   checkpoints = workdir / 'checkpoints'
   assert not checkpoints.exists() or not _checkpoints(workdir)
+
+
+def test_a_step_running_past_the_patience_stops_between_minibatches(
+    tmp_path):
+  # With no patience, SIGTERM during a step ends it at its next minibatch
+  # boundary (a large model's step may outlast a cloud's grace period);
+  # the cut step is saved and the rerun goes on after it.
+  workdir = tmp_path / 'run'
+  slow = ('--config.checkpoint.preemption_patience_s=0',
+          '--config.sft.rows_per_batch=8', '--config.log.progress_bar=False')
+  process = subprocess.Popen(_command(workdir, *slow), cwd=_ROOT, env=_ENV,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  while time.time() < deadline and not (
+      (workdir / 'metrics.jsonl').exists() and _steps(workdir)):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-3000:]
+  with open(workdir / 'metrics.jsonl') as f:
+    records = [json.loads(line) for line in f if 'loss' in line]
+  last = records[-1]
+  assert last['stopped_early'] == 1.0, last
+  assert _checkpoints(workdir)[-1] == last['step']
+  result = _main(workdir, *slow)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _steps(workdir)[-1] > last['step']

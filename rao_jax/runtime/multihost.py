@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 
 from absl import logging
 import jax
@@ -69,19 +70,28 @@ class Preemption:
 
   With several processes JAX's preemption service agrees on one step for
   all of them; a single process (no distributed runtime) watches SIGTERM
-  itself and stops at the end of the step it arrives in.
+  itself and stops at the end of the step it arrives in, or, when that
+  step is still running `patience_s` after the notice (a large model's
+  step can outlast a cloud's grace period), at its next minibatch
+  boundary (`mid_step`).
   """
 
-  def __init__(self):
+  def __init__(self, patience_s: float = 10.0):
     self._distributed = jax.distributed.is_initialized()
-    self._noticed = False
+    self._noticed_at: float | None = None
+    self._patience_s = patience_s
     if not self._distributed:
       self._previous = signal.signal(signal.SIGTERM, self._notice)
 
+  @property
+  def _noticed(self) -> bool:
+    return self._noticed_at is not None
+
   def _notice(self, signum, frame) -> None:
     del signum, frame
-    self._noticed = True
-    # Said once, on stderr: the run goes on to the end of its step.
+    self._noticed_at = time.monotonic()
+    # Said once, on stderr: the run goes on to the end of its step (or of
+    # its current minibatch, if the step outlasts the patience).
     print('rao_jax: SIGTERM received; saving a checkpoint at the end of '
           'this step and exiting', file=sys.stderr, flush=True)
 
@@ -90,6 +100,15 @@ class Preemption:
     if self._distributed:
       return multihost_utils.reached_preemption_sync_point(step)
     return self._noticed
+
+  def mid_step(self) -> bool:
+    """Whether the running step must stop at its next minibatch boundary:
+    SIGTERM came `patience_s` ago or more and the step still runs. A short
+    step ends first and resumes exactly; a cut step resumes after it, its
+    remaining minibatches skipped. Never with several processes, whose
+    stop must be agreed on at a step (`reached`)."""
+    return (not self._distributed and self._noticed and
+            time.monotonic() - self._noticed_at >= self._patience_s)
 
   def close(self) -> None:
     """Gives SIGTERM its previous handler back."""

@@ -135,10 +135,12 @@ def tables(flags: common.Flags, results, read) -> dict:
     mask = None if edge == 'all' else evidence.mask_by(
         first, common.records, low, edge)
     name = 'all' if edge == 'all' else f'records {low}-{edge}'
+    low = low if edge == 'all' else edge + 1
+    if mask is not None and not mask.any():
+      continue  # no task of this length (a smoke run's few)
     print(f'\n{name}\n')
     print(common.table(evidence.HEADER, evidence.rows(arms, floor, mask,
                                                        PEERS)))
-    low = low if edge == 'all' else edge + 1
   return numbers
 
 

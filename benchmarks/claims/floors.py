@@ -16,7 +16,8 @@ therefore reports, on the same tasks:
               *training* distribution (`BLIND_SAMPLES` examples of the
               level's train split, drawn past its stored end where it
               holds fewer: `heldout.generate`) the answer with the
-              highest mean credit over the cell, scored by the task's
+              highest mean credit over the cell (among its most
+              frequent gold answers and 0), scored by the task's
               verifier; a cell with no training example falls back to
               the kind's best answer. Fit on training examples and
               scored on held-out ones, it is a guesser a policy could
@@ -27,6 +28,7 @@ Floors are per task, so `stats.verdict` pairs them with an arm's scores.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 import json
@@ -68,10 +70,19 @@ def score(task: registry.Task, example: Mapping[str, str],
   return float(env.score_root(answer, env.root_state()))
 
 
+# Candidate answers per cell: its most frequent gold answers (a family
+# whose answers are all distinct, e.g. crafting's, would otherwise cost
+# cell size squared verifier calls).
+MAX_CANDIDATES = 32
+
+
 def _best(task: registry.Task, cell: Sequence[Mapping[str, str]]) -> str:
-  """The answer, among the cell's gold answers, with the highest mean
-  credit over the cell (the first on ties)."""
-  candidates = sorted({ex['answer'] for ex in cell})
+  """The answer, among the cell's `MAX_CANDIDATES` most frequent gold
+  answers and '0', with the highest mean credit over the cell (the first
+  in sorted order on ties)."""
+  counts = Counter(ex['answer'] for ex in cell)
+  candidates = sorted({'0', *[a for a, _ in counts.most_common(
+      MAX_CANDIDATES)]})
   credit = [np.mean([score(task, ex, c) for ex in cell]) for c in candidates]
   return candidates[int(np.argmax(credit))]
 

@@ -63,18 +63,24 @@ def sampled(points_by_run: Mapping[Any, Sequence[dict]], index: int,
 
 
 def ceilings(config: config_lib.RunConfig,
-             tasks: Sequence[Mapping[str, str]], max_depth: int
+             tasks: Sequence[Mapping[str, str]], max_depth: int,
+             direct_config: config_lib.RunConfig | None = None
              ) -> dict[str, Scores]:
   """The scripted direct and recursive solvers on the tasks (the
-  ceilings of what each agent imitates), at the arm's window and
-  `max_depth`."""
-  budgets = dataclasses.replace(config.rollout.budgets, max_depth=max_depth)
+  ceilings of what each agent imitates): the recursive one under
+  `config`'s budgets at `max_depth`, the direct one under
+  `direct_config`'s (the single agent's own, e.g. more steps a node;
+  default `config`'s) at depth 0."""
+  direct = direct_config or config
+  runs = (('scripted direct', False, direct, 0),
+          ('scripted recursive', True, config, max_depth))
   out = {}
-  for name, recursive in (('scripted direct', False),
-                          ('scripted recursive', True)):
+  for name, recursive, solver_config, depth in runs:
+    budgets = dataclasses.replace(solver_config.rollout.budgets,
+                                  max_depth=depth)
     trees, _ = demonstrations.rollout(
         config.tasks.resolve(), tasks, recursive=recursive,
-        window=config.rollout.window, budgets=budgets,
+        window=solver_config.rollout.window, budgets=budgets,
         seeds=list(range(len(tasks))))
     out[name] = scores([trees])
   return out
@@ -158,7 +164,8 @@ def level_tables(results: Mapping[str, Mapping[Any, Sequence[dict]]],
                  tags: Mapping[str, tuple[str, int]],
                  config: config_lib.RunConfig, data_dir: str,
                  peers: Mapping[str, str] | None = None,
-                 read: Callable[..., Scores | None] = greedy
+                 read: Callable[..., Scores | None] = greedy,
+                 direct_config: config_lib.RunConfig | None = None
                  ) -> dict[str, Any]:
   """Prints one evidence table over levels: for each tag (tag -> (level,
   the scripted recursive solver's depth budget)), every arm before and
@@ -174,7 +181,7 @@ def level_tables(results: Mapping[str, Mapping[Any, Sequence[dict]]],
     tasks = heldout.examples(config.tasks.resolve(), level, data_dir, num,
                              config.tasks.task_kinds)
     floor = floor_scores(config, level, data_dir, tasks)
-    by_arm.update(ceilings(config, tasks, depth))
+    by_arm.update(ceilings(config, tasks, depth, direct_config))
     numbers[tag] = to_json(by_arm, floor, peers)
     table += [[tag, *row] for row in rows(by_arm, floor, peers=peers)]
   print(common.table(LEVEL_HEADER, table))

@@ -108,7 +108,8 @@ def report(flags: common.Flags, results) -> dict:
                                     (TRAINING_DEPTH_TAGS,
                                      arm_depths['recursive'][0]))
                 for tag in tags}, config, data_dir,
-      {'recursive, RL': 'single_agent, RL'})
+      {'recursive, RL': 'single_agent, RL'},
+      direct_config=common.typed(common.study_config(flags, SINGLE)))
   sizes = {**common.size_record(flags), 'num_eval': num_eval(flags)}
   return {'seeds': list(flags.seeds), 'sft_seeds': list(flags.sft_seeds),
           'sizes': sizes, 'evidence': evidence_numbers,

@@ -38,6 +38,10 @@ setuptools.setup(
         'numpy',
         # rao_jax.viewer.plots draws the run's PNGs on the Agg canvas.
         'matplotlib>=3.11',
+        # The sandbox of the python action mode (rao_jax/sandbox/confine.py):
+        # seccomp through libseccomp, and landlock's file-system rules.
+        'pyseccomp>=0.1.2',
+        'landlock>=1.0.0.dev5',
     ],
     extras_require={
         # transformers and a CPU build of torch serve the parity tests and

@@ -11,9 +11,14 @@ RL. `:smoke` runs every phase for a few steps in about a minute (the tests
 use it); `:crafting` and `:multihop` train the other task families
 (train on medium, evaluate easy/medium/hard), `:crafting,smoke` a few steps
 of one; `:mixture` leaves whether to delegate to RL (the claims
-experiments in benchmarks/claims/ use it); `:beyond` trains the recursive
-agent's leaves to exactness for 16 windows (claim 2). How these settings were
-chosen: docs/results.md.
+experiments in benchmarks/claims/ use it). `:prose` trains on documents
+whose records come in many phrasings (`documents_prose`, easy: 1-4 times
+what one node reads); `:python` makes nodes act in code blocks run in a
+sandbox (`rollout.actions='python'`), e.g. `:prose,python` beside
+`:prose` compares the two action modes on the same tasks
+(docs/python_actions.md); `:beyond` trains the recursive agent's leaves
+to exactness for 16 windows (claim 2). How these settings were chosen:
+docs/results.md.
 """
 
 import dataclasses
@@ -25,6 +30,7 @@ from rao_jax.model import sharding
 from rao_jax.rl import credit
 from rao_jax.rl import losses
 from rao_jax.rl import update
+from rao_jax.sandbox import limits as sandbox_limits
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -122,13 +128,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _mixture(config)
   if 'beyond' in variants:
     _beyond(config)
+  if 'prose' in variants:
+    _prose(config)
+  if 'python' in variants:
+    _python(config)
   if 'smoke' in variants:
     _smoke(config)
   return config
 
 
 # `:a,b` combines variants, e.g. `cpu_tiny.py:crafting,smoke`.
-VARIANTS = ('smoke', 'crafting', 'multihop', 'mixture', 'beyond')
+VARIANTS = ('smoke', 'crafting', 'multihop', 'mixture', 'prose', 'python',
+            'beyond')
 
 
 def _task_family(config: ml_collections.ConfigDict, name: str,
@@ -193,6 +204,26 @@ def _beyond(config: ml_collections.ConfigDict) -> None:
   config.sft.optim.decay_steps = 585
   config.rl.steps = 15
   config.rl.credit.baseline = 'leave_one_out'
+
+
+def _prose(config: ml_collections.ConfigDict) -> None:
+  """Documents whose records must be read (`documents_prose`): `easy`,
+  8-30 records of ~20 characters, is 1-4 times what one node of the
+  256-token window reads, so delegating on slices is how a node reads it
+  all; numeric questions, as the default's."""
+  config.tasks.name = 'documents_prose'
+  config.tasks.train_level = 'easy'
+  config.tasks.eval_levels = ('easy',)
+
+
+def _python(config: ml_collections.ConfigDict) -> None:
+  """Nodes act in Python (`agent.code_protocol`): each step a code block
+  run in a sandbox worker, children spawned from code."""
+  config.rollout.actions = 'python'
+  # A block's output fits the 256-token window with room to answer (a
+  # longer one is cut, the cut said); two warm workers, one per core.
+  config.rollout.sandbox = dataclasses.asdict(sandbox_limits.Limits(
+      num_workers=2, output_chars=160))
 
 
 def _smoke(config: ml_collections.ConfigDict) -> None:

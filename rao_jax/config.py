@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from typing import Any
 
 import ml_collections
 
+from rao_jax.runtime import errors
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.model import config as model_config
 from rao_jax.model import sharding
 from rao_jax.rl import credit as credit_lib
 from rao_jax.rl import losses
 from rao_jax.rl import update
+from rao_jax.sandbox import limits as limits_lib
 from rao_jax.tasks import context as context_lib
 from rao_jax.tasks import registry
 
@@ -35,18 +39,35 @@ TOKENIZERS = ('byte', 'hf')
 # template; 'gemma', 'qwen': the built-in ones (`agent.chat.BUILT_IN`).
 CHAT_TEMPLATES = ('none', 'checkpoint', 'gemma', 'qwen')
 SOLVERS = ('recursive', 'direct', 'mixture')
+MAX_SEED = 2**31 - 1
+ACTIONS = ('tags', 'python')  # `agent.chat.ACTIONS`
+
+
+# Written `not value > 0` rather than `value <= 0`: NaN fails every
+# comparison, and must fail the check too.
 
 
 def _check_positive(section: str, **values: int | float) -> None:
   for name, value in values.items():
-    if value <= 0:
+    if not value > 0:
       raise ValueError(f'{section}.{name}={value}: must be > 0')
 
 
 def _check_non_negative(section: str, **values: int | float) -> None:
   for name, value in values.items():
-    if value < 0:
+    if not value >= 0:
       raise ValueError(f'{section}.{name}={value}: must be >= 0')
+
+
+def _check_finite(prefix: str, fields: dict[str, Any]) -> None:
+  """Every float among `fields` (nested in tuples too) is finite: no
+  field of a run means anything at NaN or infinity (a NaN learning rate
+  trains to NaN weights; an infinite temperature fails minutes later)."""
+  for name, value in fields.items():
+    for item in value if isinstance(value, tuple) else (value,):
+      if isinstance(item, float) and not math.isfinite(item):
+        raise ValueError(f'{prefix}{name}={item}: must be a finite '
+                         'number')
 
 
 def _check_pack_lengths(section: str, pack_lengths: tuple[int, ...],
@@ -174,14 +195,22 @@ class RolloutConfig:
     window: what a node's prompt shows (its `max_tokens` is
       `sampler.max_len`).
     eval_max_depth: the depth budget of the second, deeper evaluation.
+    actions: how nodes act: 'tags' (the tag protocol) or 'python' (code
+      blocks in a sandbox, `agent.code_protocol`).
+    sandbox: the python mode's sandbox limits (`sandbox.Limits`).
   """
 
   budgets: scheduler_lib.Budgets
   window: context_lib.Window
   eval_max_depth: int
+  actions: str = 'tags'
+  sandbox: limits_lib.Limits = limits_lib.Limits()
 
   def __post_init__(self):
     _check_non_negative('rollout', eval_max_depth=self.eval_max_depth)
+    if self.actions not in ACTIONS:
+      raise ValueError(f'rollout.actions={self.actions!r}: one of '
+                       f'{ACTIONS}')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -392,6 +421,12 @@ class RunConfig:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f'config.mode={self.mode!r}: expected one of {MODES}')
+    # Seeds are folded into uint32 keys and numpy's seed sequences, which
+    # refuse negatives: checked here, before any file is written.
+    if (not isinstance(self.seed, int) or isinstance(self.seed, bool) or
+        not 0 <= self.seed <= MAX_SEED):
+      raise ValueError(f'seed={self.seed!r}: must be an integer from 0 to '
+                       f'{MAX_SEED}')
     if self.mode == 'plan':
       # A plan runs in one process wherever it is typed, never on the
       # slice it plans for: it joins no multi-host run.
@@ -400,7 +435,12 @@ class RunConfig:
       raise ValueError('tokenizer.path must name a directory with '
                        'tokenizer.json when tokenizer.kind="hf"')
     if self.mode != 'generate':
-      self.tasks.resolve()
+      task = self.tasks.resolve()
+      if (self.rollout.actions == 'python' and
+          task.code_recursive_solver is None):
+        raise ValueError(
+            f'rollout.actions="python": task {task.name!r} has no python-'
+            'mode solvers (its environment tools are not offered to code)')
     if self.rl.loss.temperature != self.sampler.temperature:
       raise ValueError(
           f'rl.loss.temperature={self.rl.loss.temperature} differs from '
@@ -436,6 +476,11 @@ class RunConfig:
     plain = dataclasses.asdict(self)
     plain['rollout']['window'].pop('max_tokens')  # sampler.max_len
     plain['rollout']['window'].pop('chat')  # bound by the rollout
+    if self.rollout.actions == 'tags':
+      # The python mode's fields are recorded for its runs only, so the
+      # workdirs of tag runs from before it compare equal.
+      plain['rollout'].pop('actions')
+      plain['rollout'].pop('sandbox')
     # Where a plan is made for changes nothing a run does or records.
     plain.pop('plan')
     return json.loads(json.dumps(plain))
@@ -455,6 +500,8 @@ def _section(cls, name: str, fields: dict[str, Any], **given: Any):
   # Tuples, not lists, so every section stays hashable.
   fields = {k: tuple(v) if isinstance(v, list) else v
             for k, v in fields.items()}
+  # Top-level fields are spelled bare ('seed'), others with their section.
+  _check_finite('' if name == 'config' else f'{name}.', fields)
   try:
     return cls(**fields, **given)
   except TypeError as e:  # a required field is missing
@@ -484,8 +531,18 @@ def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
   """The typed, validated run config of a config file's ConfigDict.
 
   Field references (`config.get_ref`) are resolved to their values. Raises
-  ValueError naming the first bad field; nothing is built or compiled.
+  `errors.ConfigError` (a ValueError) naming the first bad field; nothing
+  is built or compiled.
   """
+  try:
+    return _from_config_dict(config)
+  except errors.ConfigError:
+    raise
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from None
+
+
+def _from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
   raw = config.to_dict()
   sections = {f.name for f in dataclasses.fields(RunConfig)}
   unknown = sorted(set(raw) - sections)
@@ -500,7 +557,10 @@ def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
                        _pop(rollout, 'rollout', 'budgets')),
       window=_section(context_lib.Window, 'rollout.window',
                       _pop(rollout, 'rollout', 'window'),
-                      max_tokens=sampler.max_len, chat=None))
+                      max_tokens=sampler.max_len, chat=None),
+      # Optional: without it, the default limits.
+      sandbox=_section(limits_lib.Limits, 'rollout.sandbox',
+                       dict(rollout.pop('sandbox', {}))))
   sft = _pop(raw, 'config', 'sft')
   sft = _section(SFTConfig, 'sft', sft, optim=_section(
       update.OptimConfig, 'sft.optim', _pop(sft, 'sft', 'optim')))
@@ -510,7 +570,9 @@ def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
       credit=_section(credit_lib.CreditConfig, 'rl.credit',
                       _pop(rl, 'rl', 'credit')),
       loss=_section(losses.LossConfig, 'rl.loss', _pop(rl, 'rl', 'loss')))
-  model = model_config.from_dict(_pop(raw, 'config', 'model'))
+  model = _pop(raw, 'config', 'model')
+  _check_finite('model.', model)
+  model = model_config.from_dict(model)
   return _section(
       RunConfig, 'config', raw, model=model, sampler=sampler,
       rollout=rollout, sft=sft, rl=rl,
@@ -527,3 +589,53 @@ def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
       log=_section(LogConfig, 'log', _pop(raw, 'config', 'log')),
       # Optional: a config without it plans for this machine's devices.
       plan=_section(PlanConfig, 'plan', dict(raw.pop('plan', {}))))
+
+
+# ------------------------------------------------------ inputs on disk
+
+
+def check_inputs(config: RunConfig) -> None:
+  """The files the config names are there, checked without reading a
+  weight or compiling anything (before the workdir records the run): the
+  tokenizer directory, `init_from_hf` and `tasks.data_dir`. A plan reads
+  none of them.
+
+  Raises:
+    errors.MissingInput: naming the field, the path and what it needs.
+  """
+  if config.mode == 'plan':
+    return
+  tokenizer = config.tokenizer
+  if tokenizer.kind == 'hf':
+    _check_dir('tokenizer.path', tokenizer.path, ('tokenizer.json',),
+               'a directory holding a Hugging Face tokenizer.json')
+  if config.init_from_hf:
+    _check_dir('init_from_hf', config.init_from_hf, ('config.json',),
+               'a Hugging Face checkpoint directory with config.json and '
+               '*.safetensors')
+    if not any(name.endswith('.safetensors')
+               for name in os.listdir(config.init_from_hf)):
+      raise errors.MissingInput(
+          f'init_from_hf={config.init_from_hf!r}: no *.safetensors there '
+          '(expected a Hugging Face checkpoint directory with config.json '
+          'and *.safetensors)')
+  data_dir = config.tasks.data_dir
+  if data_dir and '://' not in data_dir and os.path.exists(data_dir) and (
+      not os.path.isdir(data_dir)):
+    raise errors.MissingInput(f'tasks.data_dir={data_dir!r}: is a file '
+                              '(expected a directory, or a new path)')
+
+
+def _check_dir(field: str, path: str, files: tuple[str, ...],
+               expected: str) -> None:
+  """`path` is a local directory holding `files`, else a refusal naming
+  `field`."""
+  if '://' in path:
+    return  # remote: read where it is used
+  if not os.path.isdir(path):
+    raise errors.MissingInput(f'{field}={path!r}: no such directory '
+                              f'(expected {expected})')
+  for name in files:
+    if not os.path.isfile(os.path.join(path, name)):
+      raise errors.MissingInput(f'{field}={path!r}: no {name} there '
+                                f'(expected {expected})')

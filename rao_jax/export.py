@@ -19,5 +19,5 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   workdir = workdir_lib.prepare(workdir, config, start_over=start_over)
   state, _ = setup_lib.newest_state(config, s, workdir)
   out = hf_export.export(state.model, s.tokenizer, config.tokenizer,
-                         workdir / 'hf')
+                         workdir / 'hf', step=state.step)
   return {'mode': config.mode, 'step': state.step, 'export': str(out)}

@@ -10,6 +10,10 @@ validated `rao_jax.config.RunConfig` here, once, and `config.mode` picks
 its module from `MODES`. Rerunning a command on its workdir resumes it; a
 workdir that holds another run is refused unless `--start_over` moves that
 run aside. Kept short on purpose: the work happens in the modes' modules.
+
+A refusal (`rao_jax.runtime.errors`: a bad field, a missing input, a workdir that
+holds another run or is in use) is one line on stderr and exit status 2;
+`--verbosity=1` or `RAO_TRACEBACK=1` adds the traceback.
 """
 
 from rao_jax.runtime import host_memory
@@ -19,22 +23,29 @@ if __name__ == '__main__':
   host_memory.reexec_with_huge_pages()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+import faulthandler
 import functools
-from typing import Any
+import os
+import signal
+import sys
+from typing import Any, NoReturn
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from rao_jax import config as config_lib
+from rao_jax.runtime import errors
 from rao_jax import evaluate
 from rao_jax import export
 from rao_jax import generate
 from rao_jax import plan
 from rao_jax import train
 from rao_jax.runtime import multihost
+from rao_jax.runtime import workdir as workdir_lib
 from rao_jax.training import phases
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -82,7 +93,43 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   """Runs `config.mode` in `workdir` (what the command runs, in this
   process: the notebook and the claims harness call it); returns the
   mode's summary."""
-  return MODES[config.mode](config, workdir, start_over=start_over)
+  config_lib.check_inputs(config)  # before the workdir records the run
+  if config.mode == 'plan':  # touches no workdir
+    return MODES[config.mode](config, workdir, start_over=start_over)
+  with workdir_lib.lock(workdir):  # one run a workdir
+    return MODES[config.mode](config, workdir, start_over=start_over)
+
+
+def _wants_traceback() -> bool:
+  """A refusal's traceback is shown at --verbosity=1 and above, or with
+  RAO_TRACEBACK=1."""
+  verbosity = flags.FLAGS['verbosity']
+  return (os.environ.get(errors.TRACEBACK_ENV, '') not in ('', '0') or
+          (verbosity.present and verbosity.value >= 1))
+
+
+def _refuse(message: str, exit_status: int = errors.EXIT_STATUS
+            ) -> NoReturn:
+  """Ends the process with `message` as one line on stderr."""
+  print(f'error: {errors.one_line(message)}', file=sys.stderr, flush=True)
+  sys.exit(exit_status)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, with a bad `--config.<field>` refused in one
+  line naming the flag (ml_collections raises AttributeError or KeyError
+  for an unknown field, and absl prints a usage screen for a bad value)."""
+  try:
+    return flags.FLAGS(list(argv))
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    if os.environ.get(errors.TRACEBACK_ENV, '') not in ('', '0'):
+      raise
+    name = str(e).strip('"\'')
+    named = [a for a in argv[1:] if a.startswith('--config.') and
+             name and name in a.split('=', 1)[0].split('.')]
+    if named and isinstance(e, (AttributeError, KeyError)):
+      _refuse(f'{named[0]}: the config has no field {name!r}')
+    _refuse(f'{type(e).__name__}: {e}')
 
 
 def main(argv: list[str]) -> None:
@@ -91,8 +138,65 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     # Orbax logs every file it writes at INFO; keep the console readable.
     logging.set_verbosity(logging.WARNING)
+  # Until the training loop takes SIGTERM over (and after it), SIGTERM
+  # stops the run with one line instead of killing it silently.
+  signal.signal(signal.SIGTERM, _stop_on_sigterm)
+  try:
+    _main()
+  except errors.Refusal as e:
+    if _wants_traceback():
+      raise
+    _refuse(e.one_line())
+  except errors.Stopped as e:
+    _refuse(str(e), e.exit_status)
+  except FloatingPointError as e:
+    # Training diverged: what happened and what was kept, in one line.
+    if _wants_traceback():
+      raise
+    _refuse(str(e), 1)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1 or _wants_traceback():
+      raise
+    _lost_peer(e)
+
+
+def _lost_peer(error: Exception) -> NoReturn:
+  """A collective failed in a multi-process run: on CPU (gloo) that is how
+  a lost peer shows first. One line, then exit at once: JAX's shutdown
+  would wait on the lost process and then abort with every thread's
+  stack. (On TPU the coordination service's heartbeat check aborts the
+  process itself, with its own message naming the lost process.)"""
+  first = str(error).strip().splitlines()[0][:300] if str(error) else ''
+  print(f'error: process {jax.process_index()}: a collective across the '
+        f'run\'s processes failed, most likely a lost peer ({first}); '
+        'rerun the command on every host to resume from the last '
+        'checkpoint', file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> NoReturn:
+  """SIGTERM outside the training loop (which saves and stops at the end
+  of its step instead: `multihost.Preemption`)."""
+  del frame
+  raise errors.Stopped(
+      'SIGTERM outside the training loop: stopped; the checkpoints saved so '
+      'far are kept (a save cut short is removed on resume): rerun the '
+      'command to resume', 128 + signum)
+
+
+def _main() -> None:
+  """The command: config, processes, then the mode."""
   config = config_lib.from_config_dict(_CONFIG.value)
   if config.distributed:
+    # Several processes leave SIGTERM to JAX's preemption service, which
+    # agrees on a step to save at.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if not _wants_traceback():
+      # A lost peer ends the others by abort() from JAX's coordination
+      # service, after its own message naming the lost process; absl's
+      # faulthandler would then bury that line under a traceback of every
+      # thread (~90 of them).
+      faulthandler.disable()
     # Multi-host: every host runs this same command; the processes find each
     # other and share one global mesh.
     multihost.initialize(
@@ -104,4 +208,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

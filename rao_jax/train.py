@@ -102,6 +102,7 @@ def train_step(phase: phases_lib.Phase, step: int, examples,
   metrics.update(phase=phase.name, rollout_s=rollout_s,
                  update_s=time.perf_counter() - started - rollout_s,
                  slot_utilization=stats.slot_utilization,
+                 sandbox_s=stats.code_s,
                  nonfinite_skipped=update.nonfinite_counts(
                      state.optimizer)[0])
   if metrics['nonfinite_skipped'] >= phase.optim.max_consecutive_nonfinite:
@@ -122,7 +123,11 @@ def _checkpoint(ckpt: checkpoint_lib.Checkpointer, log: run_log_lib.RunLog,
                 evals: dict[str, float], iterators) -> None:
   """Saves the state's step (asynchronously): the train state, its phase
   (whose layout it restores into), the evaluations so far and the data
-  iterators' positions; the logs are flushed with it."""
+  iterators' positions; the logs are flushed with it. A state with a NaN
+  or an infinity in its parameters is refused (FloatingPointError) rather
+  than saved over the last finite one."""
+  checkpoint_lib.check_finite(state.params(),
+                              f'step {state.step} (not saved)')
   ckpt.save(state.step, state.arrays, {
       'step': state.step, 'phase': phase.name, 'evals': evals,
       'data': {k: it.get_state() for k, it in iterators.items()}})
@@ -187,7 +192,8 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   exported = None
   if phases and config.checkpoint.export_hf:
     exported = str(hf_export.export(state.model, s.tokenizer,
-                                    config.tokenizer, workdir / 'hf'))
+                                    config.tokenizer, workdir / 'hf',
+                                    step=state.step))
   summary = log.summary(config.mode, config.tasks, evals, total_steps,
                         exported)
   log.close()

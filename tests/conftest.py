@@ -5,7 +5,10 @@ XLA_FLAGS must be set before jax is imported anywhere.
 
 import os
 
+import fuzz_testing  # pylint: disable=g-import-not-at-top
 import xla_env  # pylint: disable=g-import-not-at-top
+
+fuzz_testing.load()  # hypothesis: fixed examples unless asked otherwise
 
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' ' + xla_env.xla_flags(8)).strip()
@@ -31,3 +34,47 @@ os.environ.update(host_memory.environment_with_tunable(os.environ) or {})
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+# pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
+import json
+import pathlib
+import subprocess
+import sys
+import types
+
+import filelock
+import pytest
+
+import xla_env
+
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The shared smoke run saves its trees at every step, for the viewer's tests.
+SMOKE_COMMAND = ('-m', 'rao_jax.main', '--config=configs/cpu_tiny.py:smoke',
+                 '--config.log.trees_every_steps=1',
+                 '--config.log.progress_bar=False')
+
+
+@pytest.fixture(scope='session')
+def smoke_run(tmp_path_factory, worker_id):
+  """One `cpu_tiny:smoke` run of the entry point for the whole suite:
+  (its workdir, its output as `.returncode`, `.stdout`, `.stderr`).
+
+  pytest-xdist's workers share it: the first to ask runs it under a file
+  lock, the others wait and read it. Tests that change a workdir copy it.
+  """
+  base = tmp_path_factory.getbasetemp()
+  root = base if worker_id == 'master' else base.parent
+  workdir, output = root / 'shared_smoke', root / 'shared_smoke.json'
+  with filelock.FileLock(str(root / 'shared_smoke.lock')):
+    if not output.exists():
+      result = subprocess.run(
+          [sys.executable, *SMOKE_COMMAND, f'--workdir={workdir}'],
+          cwd=_ROOT, env=xla_env.env(8), capture_output=True, text=True,
+          timeout=900)
+      output.write_text(json.dumps({'returncode': result.returncode,
+                                    'stdout': result.stdout,
+                                    'stderr': result.stderr}))
+  result = types.SimpleNamespace(**json.loads(output.read_text()))
+  assert result.returncode == 0, result.stderr[-4000:]
+  return workdir, result

@@ -2,7 +2,7 @@
 
 import random
 
-from hypothesis import event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from rao_jax.agent import engine as engine_lib
@@ -12,6 +12,7 @@ from rao_jax.agent import tree as tree_lib
 from rao_jax.model import tokenizer as tokenizer_lib
 
 import agent_testing
+import fuzz_testing
 
 TOK = tokenizer_lib.ByteTokenizer(protocol.SPECIAL_TOKENS)
 STOP_IDS = frozenset(TOK.token_id(t) for t in protocol.STOP_TAGS)
@@ -145,7 +146,7 @@ def _check_tree(tree, budgets, engine, max_len):
     assert node.loss_mask[0] == 0 and node.tokens[0] == TOK.bos_id
 
 
-@settings(max_examples=1500, deadline=None)
+@fuzz_testing.fuzz(1500)
 @given(pool=st.lists(_step, min_size=1, max_size=6), budgets=_budgets,
        digits=st.lists(st.text('0123456789', max_size=12), min_size=1,
                        max_size=3),
@@ -179,7 +180,7 @@ _storm_step = st.one_of(
     st.just(protocol.answer('1')), st.just(protocol.tool_call('read', '0 1')))
 
 
-@settings(max_examples=500, deadline=None)
+@fuzz_testing.fuzz(500)
 @given(pool=st.lists(_storm_step, min_size=1, max_size=4),
        max_depth=st.integers(1, 5), max_children=st.integers(1, 6),
        max_steps=st.integers(2, 6), max_nodes=st.integers(2, 40),

@@ -1,12 +1,14 @@
 """Protocol: step writers and the parser agree; the parser never raises."""
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 import pytest
 
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.model import tokenizer as tokenizer_lib
+
+import fuzz_testing
 
 # Plain text: no tags, no surrounding whitespace (the parser strips it).
 _plain = st.text(st.characters(blacklist_categories=('Cs',)), max_size=20
@@ -120,7 +122,7 @@ def test_render_prompt_inline_and_handle():
   assert '<data>[100 chars] xxx...</data>' in long
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz_testing.fuzz(300)
 @given(thought=_plain, name=_word, args=_plain, text=_plain,
        children=st.lists(st.tuples(_plain.filter(bool), _plain, _plain),
                          min_size=1, max_size=4))
@@ -139,7 +141,7 @@ _fragments = st.sampled_from(protocol.SPECIAL_TOKENS + (
     'a', ' ', '@1:2', '@9:0', 'read', '\n', 'x y'))
 
 
-@settings(max_examples=2000, deadline=None)
+@fuzz_testing.fuzz(2000)
 @given(st.lists(_fragments, max_size=14) | st.text(max_size=30).map(
     lambda s: [s]))
 def test_parser_never_raises(parts):

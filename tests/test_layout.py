@@ -17,7 +17,8 @@ _PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'rao_jax'
 _ALLOWED = {
     'model': set(),
     'sampler': {'model'},
-    'agent': {'model', 'sampler'},
+    'sandbox': set(),
+    'agent': {'model', 'sampler', 'sandbox'},
     'tasks': {'agent', 'model'},
     'rl': {'agent', 'model'},
     'viewer': {'agent', 'model'},
@@ -26,7 +27,8 @@ _ALLOWED = {
     'training': {'config', 'runtime', 'agent', 'model', 'rl', 'sampler',
                  'tasks'},
 }
-_LIBRARY = ('model', 'sampler', 'agent', 'tasks', 'rl', 'viewer', 'plan')
+_LIBRARY = ('model', 'sampler', 'sandbox', 'agent', 'tasks', 'rl', 'viewer',
+            'plan')
 # The entry point and the modes it dispatches to.
 _MODES = ('main', 'train', 'evaluate', 'export', 'generate')
 # Only the config boundary and the entry point see ml_collections.

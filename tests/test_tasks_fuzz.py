@@ -5,9 +5,10 @@ import json
 import random
 
 from hypothesis import given
-from hypothesis import settings
 from hypothesis import strategies as st
 import pytest
+
+import fuzz_testing
 
 from rao_jax.agent import env as env_lib
 from rao_jax.tasks import crafting
@@ -15,13 +16,20 @@ from rao_jax.tasks import documents
 from rao_jax.tasks import jsonl
 from rao_jax.tasks import multihop
 
-FUZZ = settings(max_examples=150, deadline=None)
+FUZZ = fuzz_testing.fuzz(150)
+# Digits that are not ASCII: '¹' passes str.isdigit() but int() refuses
+# it; int('٣') is 3. A model may write either.
+UNICODE_DIGITS = ['¹', '²³', '٣', '৪৫', '１']
 WORDS = st.sampled_from(['', ' ', '0', '-1', '3', '99999999999999999999',
                          'kelu', 'red', 'ana', 'mentor', 'obtain', 'x' * 5000,
-                         '\n', '@0:5', '<answer>', 'ünï', '1e9', '2.5'])
+                         '\n', '@0:5', '<answer>', 'ünï', '1e9', '2.5',
+                         *UNICODE_DIGITS])
 ARGS = st.one_of(st.text(max_size=60),
                  st.lists(WORDS, max_size=5).map(' '.join),
-                 st.integers(-10**12, 10**12).map(str))
+                 st.integers(-10**12, 10**12).map(str),
+                 # Numbers in any script (categories Nd, No).
+                 st.text(st.characters(categories=['Nd', 'No']),
+                         min_size=1, max_size=4))
 
 
 def _crafting_env(seed=0, depth=4):
@@ -97,6 +105,26 @@ def test_tool_errors_are_clear():
       'usage: read START END')
   (search,) = _multihop_env().tools()
   assert search.run({'kavo': {}}, 'kav').text == "no page for 'kav'"
+
+
+@pytest.mark.parametrize('digits', UNICODE_DIGITS)
+def test_only_ascii_digits_are_numbers(digits):
+  # Refused as malformed, as any other non-number is: never an exception,
+  # and never read as a number.
+  read, add = _document_env().tools()
+  assert read.run('abc', f'0 {digits}').text == 'usage: read START END'
+  assert add.run('', f'1 {digits}').error
+  _, craft, _ = _crafting_env().tools()
+  assert craft.run(_crafting_env().root_state(),
+                   f'{digits} kelu').text == 'usage: craft N ITEM'
+  assert documents.parse_tally(f'red {digits} tan 2') == {'tan': 2}
+  env = _document_env()
+  assert env.score_root(digits, '') == 0.0
+  spec = env_lib.NodeSpec('tally red', f'ana red {digits}\n', '')
+  assert env.score_subtask(spec, 'red 0', '') == 1.0  # not a record
+  assert jsonl.parse_line(json.dumps(
+      {'question': 'q', 'document': 'd', 'answer': digits}),
+                          'f:1')['format'] == 'text'
 
 
 def test_crafting_near_misses():

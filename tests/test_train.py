@@ -47,13 +47,7 @@ def _final_params(workdir):
   return step, restored
 
 
-@pytest.fixture(scope='module')
-def smoke_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('smoke')
-  result = subprocess.run(_command(workdir), cwd=_ROOT, env=_ENV,
-                          capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stderr[-4000:]
-  return workdir, result
+# `smoke_run` (tests/conftest.py): the suite's one `cpu_tiny:smoke` run.
 
 
 def test_smoke_run_trains_evaluates_and_logs(smoke_run):

@@ -171,3 +171,88 @@ def test_a_bad_path_or_file_gets_a_clear_error(tmp_path):
   assert result.returncode == 2
   assert 'error:' in result.stderr and 'missing' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+# What a model may write (the byte tokenizer emits any byte): a terminal
+# title, clear screen, a one-byte C1 CSI, a right-to-left override; and
+# for the HTML page, markup that must stay text.
+HOSTILE = ('x\x1b]0;pwned\x07\x1b[2J\x9b31m\r\x08\u202eevil'
+           '</script><img src=x onerror=alert(1)><!--')
+_CONTROL = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]')
+
+
+def _hostile_workdir(path):
+  """A workdir whose one saved tree carries HOSTILE in every text field."""
+  text = dict(task=HOSTILE, data=HOSTILE, format=HOSTILE)
+  turn = dict(kind='policy', start=0, end=2, text=HOSTILE)
+  nodes = [dict(node_id=i, parent=None if i == 0 else 0, depth=min(i, 1),
+                spec=text, status='done' if i == 0 else HOSTILE,
+                answer=HOSTILE, success=1.0, tokens=[1, 2],
+                children=[[1]] if i == 0 else [], turns=[turn])
+           for i in range(2)]
+  tree = dict(tree_id=0, group=0, seed=0, status=HOSTILE, nodes=nodes)
+  os.makedirs(path / 'trees')
+  (path / 'config.json').write_text(json.dumps(
+      {'tokenizer': {'kind': 'byte', 'path': ''}}))
+  (path / 'trees' / 'rl_000001.jsonl').write_text(json.dumps(tree) + '\n')
+  return path
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path):
+  workdir = _hostile_workdir(tmp_path / 'run')
+  tree_file = str(workdir / 'trees' / 'rl_000001.jsonl')
+  for argv in ([str(workdir)], [tree_file, '--node', '0'],
+               [tree_file, '--node', '1'], [tree_file, '--tree', '7']):
+    result = subprocess.run(
+        [sys.executable, '-m', 'rao_jax.viewer', *argv], cwd=_ROOT,
+        capture_output=True, text=True, timeout=120)
+    printed = result.stdout + result.stderr
+    assert not _CONTROL.search(printed), (argv, printed)
+    if argv[-1] != '7':
+      assert result.returncode == 0, result.stderr
+      # Shown, not obeyed: the escapes are readable.
+      assert '\\x1b]0;pwned\\x07' in printed
+    if '--node' in argv:  # a node's turns print whole
+      assert '\\u202eevil' in printed
+  assert console.printable('a\tb\nc\x1b') == 'a\tb\nc\\x1b'
+
+
+def test_html_page_keeps_hostile_text_as_text(tmp_path):
+  # The page embeds trees as JSON in <script type="application/json"> and
+  # its script sets only textContent: no text can become markup.
+  import html.parser  # pylint: disable=import-outside-toplevel
+  workdir = _hostile_workdir(tmp_path / 'run')
+  page = tmp_path / 'page.html'
+  _run(str(workdir), '--html', str(page))
+
+  class Elements(html.parser.HTMLParser):
+    def __init__(self):
+      super().__init__()
+      self.tags, self.scripts, self.open_id = [], {}, None
+
+    def handle_starttag(self, tag, attrs):
+      self.tags.append(tag)
+      if tag == 'script':
+        self.open_id = dict(attrs).get('id', 'code')
+
+    def handle_data(self, data):
+      if self.open_id:
+        self.scripts[self.open_id] = data
+
+    def handle_endtag(self, tag):
+      if tag == 'script':
+        self.open_id = None
+
+  parsed = Elements()
+  parsed.feed(page.read_text(encoding='utf-8'))
+  assert 'img' not in parsed.tags
+  assert parsed.tags.count('script') == 3
+  assert sorted(parsed.scripts) == ['code', 'rao-file-0', 'rao-meta']
+  (tree,) = json.loads(parsed.scripts['rao-file-0'])
+  root = tree['nodes'][0]
+  assert root['task'] == root['answer'] == HOSTILE
+  assert root['turns'][0]['text'] == HOSTILE
+  script = parsed.scripts['code']
+  for sink in ('innerHTML', 'outerHTML', 'insertAdjacentHTML',
+               'document.write'):
+    assert sink not in script

@@ -1,7 +1,7 @@
-"""`python -m rao_jax.viewer` on a real run: the smoke config's workdir, made
-once for the module by `python -m rao_jax.main` (about a minute), its trees
-saved at every step and without stored turns (decoded with the byte
-tokenizer its config names)."""
+"""`python -m rao_jax.viewer` on a real run: the suite's smoke run
+(`smoke_run` in tests/conftest.py, made once by `python -m rao_jax.main`),
+its trees saved at every step and without stored turns (decoded with the
+byte tokenizer its config names)."""
 
 import os
 import re
@@ -28,13 +28,11 @@ def _python(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope='module')
-def smoke(tmp_path_factory):
-  """(workdir, the view's output, its page) of one smoke run."""
-  workdir = str(tmp_path_factory.mktemp('smoke'))
-  _python('-m', 'rao_jax.main', '--config=configs/cpu_tiny.py:smoke',
-          f'--workdir={workdir}', '--config.log.trees_every_steps=1',
-          '--config.log.progress_bar=False')
-  page = os.path.join(workdir, 'run.html')
+def smoke(smoke_run, tmp_path_factory):
+  """(workdir, the view's output, its page) of the suite's smoke run
+  (`smoke_run`, tests/conftest.py: its trees saved at every step)."""
+  workdir = str(smoke_run[0])
+  page = str(tmp_path_factory.mktemp('page') / 'run.html')
   output = _python('-m', 'rao_jax.viewer', workdir, '--html', page).stdout
   return workdir, output, page
 

@@ -5,8 +5,8 @@ an answer that read nothing still earns much of it. Every claims table
 therefore reports, on the same tasks:
 
   exact       the share of roots whose answer scores 1 (the task's own
-              verifier, `rl.metrics.root_scores`: a root that did not
-              finish scores 0);
+              verifier, `rl.metrics.root_exact_scores`: a root that did
+              not finish scores 0);
   zero floor  the credit of answering `0` to every task;
   blind floor the credit of the best answer from what a root sees
               without reading a record: its question (kind and
@@ -51,8 +51,9 @@ def root_scores(trees: Sequence[tree_lib.Tree]) -> list[float]:
 
 
 def root_exact(trees: Sequence[tree_lib.Tree]) -> list[float]:
-  """1.0 where the root's answer is exact (a full score), else 0.0."""
-  return [float(s >= 1.0) for s in metrics_lib.root_scores(trees)]
+  """1.0 where the root's answer is exact (a full score), else 0.0 (the
+  project's reader)."""
+  return metrics_lib.root_exact_scores(trees)
 
 
 def blind_key(example: Mapping[str, str]) -> tuple[str, int | None]:

@@ -36,12 +36,16 @@ import jinja2
 import jinja2.ext
 import jinja2.sandbox
 
+from rao_jax.agent import code_protocol
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import stops as stops_lib
 from rao_jax.model import tokenizer as tokenizer_lib
 
 SYSTEM, USER, ASSISTANT = 'system', 'user', 'assistant'
+# The action modes (`rollout.actions`): the tag protocol, or code blocks.
+TAGS, PYTHON = 'tags', 'python'
+ACTIONS = (TAGS, PYTHON)
 Message = dict[str, str]  # {'role': ..., 'content': ...}
 
 # Gemma's turns: a system text opens the first user turn, contents are
@@ -133,7 +137,8 @@ class ChatFormat:
 
   def __init__(self, tokenizer: tokenizer_lib.Tokenizer,
                template: str | None = None, preamble: bool = False,
-               special_tokens: Mapping[str, str] | None = None):
+               special_tokens: Mapping[str, str] | None = None,
+               actions: str = TAGS):
     """Builds the format.
 
     Args:
@@ -144,9 +149,16 @@ class ChatFormat:
         where the template refuses one, the head of the first user turn).
       special_tokens: the template's variables `bos_token`, `eos_token`,
         ... (default: the tokenizer's `special_tokens_map`, if any).
+      actions: 'tags' (the tag protocol) or 'python' (`code_protocol`):
+        where a step ends and what the preamble explains.
     """
+    if actions not in ACTIONS:
+      raise ValueError(f'actions={actions!r}: one of {ACTIONS}')
     self.tokenizer = tokenizer
-    self.stops = stops_lib.StopRule(tokenizer)
+    self.actions = actions
+    self.stops = (stops_lib.StopRule(tokenizer) if actions == TAGS else
+                  code_protocol.CodeStopRule(tokenizer))
+    self._special_tokens = special_tokens
     self.preamble = preamble
     self.source = template
     self._template = None if template is None else compile_template(template)
@@ -154,6 +166,13 @@ class ChatFormat:
       special_tokens = getattr(tokenizer, 'special_tokens_map', {})
     self._variables = dict(special_tokens)
     self._system_turn = self._template is not None and self._takes_system()
+
+  def for_actions(self, actions: str) -> ChatFormat:
+    """The same format for another action mode."""
+    if actions == self.actions:
+      return self
+    return ChatFormat(self.tokenizer, self.source, self.preamble,
+                      self._special_tokens, actions)
 
   def _takes_system(self) -> bool:
     try:
@@ -178,7 +197,8 @@ class ChatFormat:
     on) and the prompt text (`protocol.render_prompt`)."""
     if not self.preamble:
       return [{'role': USER, 'content': prompt}]
-    text = protocol.preamble(tools)
+    text = (protocol.preamble(tools) if self.actions == TAGS else
+            code_protocol.preamble())
     if self._system_turn:
       return [{'role': SYSTEM, 'content': text},
               {'role': USER, 'content': prompt}]

@@ -24,6 +24,14 @@ Every token a node did not sample comes from its `chat.ChatFormat`: the
 prompt (and preamble) as the first turn, each injection as the user turn
 after a step, rendered in the run's chat template or the raw protocol.
 
+With a `code_runtime.CodeRuntime` the nodes act in the python mode
+(`code_protocol`): each step is a block of code run in the node's own
+namespace in a sandbox worker, its output the observation; the children a
+block asks for with `spawn` start once it has run, exactly as a spawn
+step's children do, and the node's next block finds their answers in
+`results`. The budgets, the tree records and the tokens are the same in
+both modes.
+
 Budgets: depth, children per step and nodes per tree refuse a spawn with
 an error; steps per node fail the node; tokens per tree (all tokens of all
 its node sequences) abort the tree. Every node ends done, failed or
@@ -41,6 +49,8 @@ import time
 from typing import Any
 
 from rao_jax.agent import chat as chat_lib
+from rao_jax.agent import code_protocol
+from rao_jax.agent import code_runtime as code_lib
 from rao_jax.agent import engine as engine_lib
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
@@ -101,6 +111,8 @@ class RolloutStats:
       until the tree finished (one token of every slot a step).
     tree_wall_s: per tree, seconds from the rollout's start until it
       finished.
+    code_blocks: blocks run in the sandbox (the python mode).
+    code_s: their round trips to the sandbox, in seconds.
   """
 
   decode_calls: int = 0
@@ -115,6 +127,8 @@ class RolloutStats:
   parallel_spawns: int = 0
   tree_decode_steps: list[int] = dataclasses.field(default_factory=list)
   tree_wall_s: list[float] = dataclasses.field(default_factory=list)
+  code_blocks: int = 0
+  code_s: float = 0.0
 
   def plus(self, other: RolloutStats) -> RolloutStats:
     """The statistics of two rollouts together: counts and seconds add,
@@ -167,6 +181,11 @@ class _NodeRun:
   num_children: int = 0  # over all its spawns: the next child's path index
   # Children created but not yet ready (sequential children only).
   queued: list[_NodeRun] = dataclasses.field(default_factory=list)
+  # The python mode: its namespace's key, the output of the block whose
+  # children it waits for, and the answers its next block receives.
+  key: str = ''
+  pending_output: str = ''
+  new_results: list[str] = dataclasses.field(default_factory=list)
   slot: int | None = None
   ready_seq: int = 0
   started_step: int | None = None  # decode steps run when first admitted
@@ -180,13 +199,22 @@ class FrontierScheduler:
                tokenizer: tokenizer_lib.Tokenizer, budgets: Budgets,
                policy_version: int = 0, inline_chars: int = 64,
                head_chars: int = 24, chat: chat_lib.ChatFormat | None = None,
-               sequential_children: bool = False):
+               sequential_children: bool = False,
+               code: code_lib.CodeRuntime | None = None):
     """Args: the engine, the run's tokenizer, budgets, the version recorded
     in the nodes, the prompt's data window, the chat format over the
-    tokenizer (default: the raw protocol), and whether a spawn's children
-    run one after another."""
+    tokenizer (default: the raw protocol), whether a spawn's children
+    run one after another, and the sandbox of the python mode (None: the
+    tag protocol)."""
     if chat is not None and chat.tokenizer is not tokenizer:
       raise ValueError('the chat format must use the scheduler\'s tokenizer')
+    if chat is None and code is not None:
+      chat = chat_lib.ChatFormat(tokenizer, actions=chat_lib.PYTHON)
+    if (code is not None) != (chat is not None and
+                              chat.actions == chat_lib.PYTHON):
+      raise ValueError('the python mode needs both a CodeRuntime and a '
+                       'chat format of its actions (ChatFormat(actions='
+                       '"python")), and the tag mode neither')
     self.engine = engine
     self.tokenizer = tokenizer
     self.chat = chat_lib.ChatFormat(tokenizer) if chat is None else chat
@@ -195,6 +223,7 @@ class FrontierScheduler:
     self.inline_chars = inline_chars
     self.head_chars = head_chars
     self.sequential_children = sequential_children
+    self.code = code
 
   # ------------------------------------------------------------ the loop
 
@@ -372,10 +401,15 @@ class FrontierScheduler:
     tree.nodes.append(node)
     run = _NodeRun(node, tree_run, state, parent)
     tree_run.open_runs.add(run)
-    prompt = protocol.render_prompt(spec, self._remaining(run),
-                                    tree_run.tool_list, self.inline_chars,
-                                    self.head_chars)
-    run.conversation = self.chat.start(prompt, tree_run.tool_list)
+    if self.code is None:
+      prompt = protocol.render_prompt(spec, self._remaining(run),
+                                      tree_run.tool_list, self.inline_chars,
+                                      self.head_chars)
+      run.conversation = self.chat.start(prompt, tree_run.tool_list)
+    else:  # code reads its data as `context`; no environment tools
+      run.key = self.code.new_key()
+      prompt = code_protocol.render_prompt(spec, self._remaining(run))
+      run.conversation = self.chat.start(prompt, ())
     if self._inject(run, self.chat.prompt_ids(run.conversation)):
       if ready:
         self._make_ready(run)
@@ -419,6 +453,7 @@ class FrontierScheduler:
     self._tree_finished(tree_run)
     for run in list(tree_run.open_runs):
       self._release(run)
+      self._drop_namespace(run)
       run.node.status = tree_lib.ABORTED
       run.node.answer = TREE_ABORTED
       run.node.success = 0.0
@@ -427,6 +462,7 @@ class FrontierScheduler:
   def _finish(self, run: _NodeRun, status: str, text: str) -> None:
     """Ends a node; delivers its result to its parent."""
     self._release(run)
+    self._drop_namespace(run)
     node, tree_run = run.node, run.tree_run
     node.status, node.answer = status, text
     run.finished_step = self._steps
@@ -454,12 +490,23 @@ class FrontierScheduler:
         c.node.answer if c.node.status == tree_lib.DONE else None
         for c in parent.waiting_on))
     parent.waiting_on = []
-    injected = protocol.results([protocol.strip_tags(a) for a in answers])
+    answers = [protocol.strip_tags(a) for a in answers]
+    if self.code is None:
+      injected = protocol.results(answers)
+    else:  # the block's output, then the answers its next block receives
+      parent.new_results.extend(answers)
+      injected = code_protocol.results(parent.pending_output, answers)
+      parent.pending_output = ''
     parent.observations.append(injected[len(protocol.OBS):
                                         -len(protocol.OBS_END)])
     if self._inject_turn(parent, injected):
       parent.node.status = tree_lib.RUNNING
       self._make_ready(parent)
+
+  def _drop_namespace(self, run: _NodeRun) -> None:
+    if self.code is not None and run.key:
+      self.code.drop(run.key)
+      run.key = ''
 
   def _tree_finished(self, tree_run: _TreeRun) -> None:
     tree_run.finished_step = self._steps
@@ -493,6 +540,9 @@ class FrontierScheduler:
       return
     text = self.tokenizer.decode(output.tokens)
     run.conversation.append({'role': chat_lib.ASSISTANT, 'content': text})
+    if self.code is not None:
+      self._handle_code(run, text, output)
+      return
     action = protocol.parse_step(text)
     if isinstance(action, protocol.Answer):
       self._finish(run, tree_lib.DONE, action.text)
@@ -507,11 +557,43 @@ class FrontierScheduler:
       if refusal is not None:
         self._observe(run, 'error: ' + refusal)
     else:
-      error = action.error
-      if output.stop_reason != engine_lib.STOP:
-        error = (f'step ended without a stop tag ({output.stop_reason}, '
-                 f'{len(output.tokens)} tokens): {error}')
-      self._observe(run, 'error: ' + error)
+      self._observe(run, 'error: ' + _parse_error(action, output))
+
+  def _handle_code(self, run: _NodeRun, text: str,
+                   output: engine_lib.StepOutput) -> None:
+    """A python-mode step: run its block, then answer, wait or observe."""
+    action = code_protocol.parse_step(text)
+    if isinstance(action, protocol.ParseError):
+      if run.node.num_steps >= self.budgets.max_steps:
+        self._finish(run, tree_lib.FAILED, OUT_OF_STEPS)
+      else:
+        self._observe(run, 'error: ' + _parse_error(action, output))
+      return
+    result = self.code.run(run.key, action.code, run.node.spec.data,
+                           run.new_results)
+    self._stats.code_blocks += 1
+    self._stats.code_s += result.seconds
+    run.new_results = []
+    if result.answer is not None:
+      self._finish(run, tree_lib.DONE, result.answer)
+      return
+    if run.node.num_steps >= self.budgets.max_steps:
+      self._finish(run, tree_lib.FAILED, OUT_OF_STEPS)
+      return
+    text = code_lib.observation(result)
+    if not result.spawns:
+      self._observe(run, text)
+      return
+    specs = [env_lib.NodeSpec(*child) for child in result.spawns]
+    refusal = self._refuse_spawn(run, len(specs))
+    if refusal is not None:
+      # The handles still get an answer each: the refusal.
+      run.new_results.extend(['error: ' + refusal] * len(specs))
+      self._observe(run, '\n'.join(filter(None, [text,
+                                                 'error: ' + refusal])))
+      return
+    run.pending_output = protocol.strip_tags(text)
+    self._start_children(run, specs)
 
   def _call_tool(self, run: _NodeRun, call: protocol.ToolCall) -> str:
     tool = run.tree_run.tools.get(call.name)
@@ -528,25 +610,39 @@ class FrontierScheduler:
     if self._inject_turn(run, protocol.observation(text)):
       self._continue_in_slot[run.slot] = run
 
-  def _spawn(self, run: _NodeRun, spawn: protocol.Spawn) -> str | None:
-    """Starts the children, or returns why the spawn is refused."""
+  def _refuse_spawn(self, run: _NodeRun, num_children: int) -> str | None:
+    """Why a spawn of `num_children` is refused by the budgets, or None."""
     budgets, node = self.budgets, run.node
     tree_run = run.tree_run
     if node.depth >= budgets.max_depth:
       return (f'spawn refused: depth budget {budgets.max_depth} reached, '
               'answer directly')
-    if len(spawn.children) > budgets.max_children:
-      return (f'spawn refused: {len(spawn.children)} children, at most '
+    if num_children > budgets.max_children:
+      return (f'spawn refused: {num_children} children, at most '
               f'{budgets.max_children} per step')
-    if len(tree_run.tree.nodes) + len(spawn.children) > budgets.max_nodes:
+    if len(tree_run.tree.nodes) + num_children > budgets.max_nodes:
       left = budgets.max_nodes - len(tree_run.tree.nodes)
       return f'spawn refused: only {left} more nodes allowed in this tree'
+    return None
+
+  def _spawn(self, run: _NodeRun, spawn: protocol.Spawn) -> str | None:
+    """Starts the children, or returns why the spawn is refused."""
+    refusal = self._refuse_spawn(run, len(spawn.children))
+    if refusal is not None:
+      return refusal
     specs = []
     for i, child in enumerate(spawn.children):
-      spec = protocol.resolve_child(child, node.spec.data)
+      spec = protocol.resolve_child(child, run.node.spec.data)
       if isinstance(spec, str):
         return f'child {i + 1}: {spec}'
       specs.append(spec)
+    self._start_children(run, specs)
+    return None
+
+  def _start_children(self, run: _NodeRun,
+                      specs: Sequence[env_lib.NodeSpec]) -> None:
+    """Suspends the node and makes its children (already allowed)."""
+    node, tree_run = run.node, run.tree_run
     self._release(run, suspend=True)
     node.status = tree_lib.WAITING
     environment = tree_run.environment
@@ -557,6 +653,14 @@ class FrontierScheduler:
       node.children[-1].append(child.node.node_id)
       run.waiting_on.append(child)
       if tree_run.tree.status == tree_lib.ABORTED:
-        return None  # its prompt broke the token budget
-    return None
+        return  # its prompt broke the token budget
+
+
+def _parse_error(action: protocol.ParseError,
+                 output: engine_lib.StepOutput) -> str:
+  """A malformed step's error text, saying when the step was cut."""
+  if output.stop_reason == engine_lib.STOP:
+    return action.error
+  return (f'step ended without a stop tag ({output.stop_reason}, '
+          f'{len(output.tokens)} tokens): {action.error}')
 

@@ -35,11 +35,15 @@ class ScriptedEngine:
   """
 
   def __init__(self, policy: env_lib.ScriptedPolicy,
-               tokenizer: tokenizer_lib.Tokenizer, stop_tags: Sequence[str],
+               tokenizer: tokenizer_lib.Tokenizer,
+               stop_tags: Sequence[str] | stops_lib.StopRule,
                num_slots: int, max_len: int, decode_steps: int = 8):
+    """`stop_tags`: the tag protocol's stop tags, or a stop rule object
+    (`ChatFormat.stops`, e.g. the python mode's `CodeStopRule`)."""
     self.policy = policy
     self.tokenizer = tokenizer
-    self.stops = stops_lib.StopRule(tokenizer, stop_tags)
+    self.stops = (stop_tags if hasattr(stop_tags, 'find') else
+                  stops_lib.StopRule(tokenizer, stop_tags))
     self.num_slots = num_slots
     self.max_len = max_len
     self.decode_steps = decode_steps

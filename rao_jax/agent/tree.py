@@ -178,12 +178,10 @@ def turns(node: Node, tokenizer: tokenizer_lib.Tokenizer
 
 def _is_results(text: str) -> bool:
   # `protocol.results`: <obs><result>..., after a chat template's turn
-  # markers if any; whitespace a tokenizer may put between the tags is
-  # skipped.
+  # markers if any; in the python mode (`code_protocol.results`) the
+  # block's output may come first. Injected output never holds a tag.
   at = text.find(protocol.OBS)
-  if at < 0:
-    return False
-  return text[at + len(protocol.OBS):].lstrip().startswith(protocol.RESULT)
+  return at >= 0 and protocol.RESULT in text[at + len(protocol.OBS):]
 
 
 def renumber(tree: Tree) -> None:

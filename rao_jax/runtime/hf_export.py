@@ -11,6 +11,11 @@ The built-in byte tokenizer has no `tokenizer.json`; it is written as an
 equivalent `tokenizers` pipeline: a byte-level BPE without merges whose 256
 byte tokens, pad/eos/bos and protocol tags keep their ids, so every string
 encodes to the same ids (tested).
+
+`STEP_FILE` (`rao_export.json`) records the trainer step exported; an
+export of an older step than the directory holds is refused, and so are
+parameters that are not finite: a good export is never replaced by a
+worse one.
 """
 
 from __future__ import annotations
@@ -21,14 +26,18 @@ import shutil
 import tempfile
 
 from etils import epath
+from flax import nnx
 import tokenizers
 
 from rao_jax import config as config_lib
+from rao_jax.runtime import errors
+from rao_jax.runtime import checkpoint as checkpoint_lib
 from rao_jax.runtime import multihost
 from rao_jax.model import gemma
 from rao_jax.model import hf_io
 from rao_jax.model import tokenizer as tokenizer_lib
 
+STEP_FILE = 'rao_export.json'  # {"step": the trainer step exported}
 # What AutoTokenizer reads from a checkpoint directory besides the weights.
 _TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json',
                     'special_tokens_map.json', 'tokenizer.model',
@@ -93,19 +102,44 @@ def _write_tokenizer(tokenizer: tokenizer_lib.Tokenizer,
                'clean_up_tokenization_spaces': False}, f, indent=2)
 
 
+def exported_step(out: epath.PathLike) -> int | None:
+  """The trainer step `out` holds (None: no export, or one without a
+  record)."""
+  path = epath.Path(out) / STEP_FILE
+  if not path.exists():
+    return None
+  return int(json.loads(path.read_text())['step'])
+
+
 def export(model: gemma.Transformer, tokenizer: tokenizer_lib.Tokenizer,
            tokenizer_config: config_lib.TokenizerConfig,
-           out: epath.PathLike) -> epath.Path:
-  """Writes the model and its tokenizer into `out` (replacing what was
-  there); every process must call it (the weights are gathered
-  collectively), process 0 writes. Returns `out`."""
+           out: epath.PathLike, *, step: int) -> epath.Path:
+  """Writes the model of trainer step `step` and its tokenizer into `out`
+  (replacing what was there); every process must call it (the weights are
+  gathered collectively), process 0 writes. Returns `out`.
+
+  Raises:
+    errors.Refusal: `out` holds a newer step.
+    FloatingPointError: the parameters hold a NaN or an infinity.
+  """
   out = epath.Path(out)
+  held = exported_step(out)
+  if held is not None and held > step:
+    raise errors.Refusal(
+        f'{out} holds the export of step {held}, newer than step {step} '
+        'this run would write; nothing was changed. (Is a newer checkpoint '
+        f'in checkpoints/{checkpoint_lib.CORRUPT_DIR}/? Remove {out} to '
+        'export an older step anyway.)')
+  checkpoint_lib.check_finite(nnx.state(model, nnx.Param),
+                              f'export of step {step} into {out}')
   # Written into a local directory first, then moved or copied into place:
   # a reader never sees half an export, and `out` may be remote (gs://).
   with tempfile.TemporaryDirectory() as staging:
     hf_io.save_hf(model, staging)
     if multihost.is_primary():
       _write_tokenizer(tokenizer, tokenizer_config, staging)
+      with open(os.path.join(staging, STEP_FILE), 'w') as f:
+        json.dump({'step': step}, f)
       if out.exists():
         out.rmtree()
       out.mkdir(parents=True)

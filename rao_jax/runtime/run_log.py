@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import json
 from typing import Any
 
+from absl import logging
 from etils import epath
 import jax
 import numpy as np
@@ -19,6 +20,7 @@ import tensorboardX
 import tqdm
 
 from rao_jax import config as config_lib
+from rao_jax.runtime import errors
 from rao_jax.runtime import multihost
 from rao_jax.viewer import plots
 from rao_jax.agent import tree as tree_lib
@@ -51,8 +53,8 @@ class RunLog:
     # A resumed run rewrites what the killed one logged past its checkpoint.
     if self.metrics_path.exists():
       self._lines = [
-          line for line in self.metrics_path.read_text().splitlines()
-          if line.strip() and json.loads(line)['step'] <= resume_step]
+          line for line, record in read_records(self.metrics_path)
+          if record['step'] <= resume_step]
       self.metrics_path.write_text(''.join(line + '\n' for line in self._lines))
     self.writer = tensorboardX.SummaryWriter(str(workdir / 'tb'))
     (workdir / 'trees').mkdir(parents=True, exist_ok=True)
@@ -127,6 +129,36 @@ class RunLog:
     if self.primary:
       self.flush()
       self.writer.close()
+
+
+def read_records(path: epath.Path) -> list[tuple[str, dict[str, Any]]]:
+  """(line, record) of each line of a `metrics.jsonl`.
+
+  A process killed while appending leaves the last line cut short; it is
+  dropped, with a warning: the checkpoint, not the log, says which steps
+  happened, and the resumed run logs them again. A bad line anywhere else
+  is no kill's doing and is refused, naming it.
+  """
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or not isinstance(
+          record.get('step'), int):
+        raise ValueError('no "step"')
+    except ValueError as e:  # JSONDecodeError is a ValueError
+      if number < len(lines):
+        raise errors.Refusal(
+            f'{path}:{number}: not a metrics record ({e}); only the last '
+            'line may be cut short by a kill. Fix or remove the line, or '
+            'pass --start_over.') from None
+      logging.warning('%s: dropped its last line, cut short (%d chars) by '
+                      'a killed run; the checkpoint says which steps '
+                      'happened', path, len(line))
+      break
+    records.append((line, record))
+  return records
 
 
 def progress_bar(label: str, enabled: bool, start_step: int,

@@ -10,22 +10,37 @@ fields, so an old run is never overwritten by an unrelated one. Fields
 that only say how long to train, what to evaluate, or where and how to
 run may differ (`FREE_FIELDS`). `--start_over` moves the old run aside
 into `replaced/<time>/` instead (`move_aside`).
+
+One run at a time: `lock` holds an exclusive `fcntl.flock` on
+`<workdir>/.lock` for the run's duration (process 0 only), with the
+holder's host, pid and start time written in it, so a second run on the
+same workdir is refused naming them. The kernel drops the lock when its
+process dies, however it dies, so a killed run never blocks the next.
+flock is advisory and local: it holds between processes of one machine
+(and on NFS v4 between machines); a `gs://` workdir takes no lock, and
+nothing stops two runs writing it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import datetime
+import fcntl
 import json
 import os
+import socket
 from typing import Any
 
 from absl import logging
 from etils import epath
 
 from rao_jax import config as config_lib
+from rao_jax.runtime import errors
 from rao_jax.runtime import multihost
 
 CONFIG_FILE = 'config.json'
+LOCK_FILE = '.lock'
 # The files of a run (the datasets in data/ are deterministic and kept).
 RUN_FILES = ('config.json', 'checkpoints', 'metrics.jsonl', 'tb', 'trees',
              'plots', 'hf', 'summary.json', 'generate.json')
@@ -40,7 +55,7 @@ FREE_FIELDS = ('mode', 'rl.steps', 'tasks.eval_levels', 'tasks.eval_split',
 _SAME_STEPS = {'train': 'sft_then_rl', 'sft': 'sft_then_rl', 'rl': 'rl'}
 
 
-class WorkdirMismatch(ValueError):
+class WorkdirMismatch(errors.Refusal, ValueError):
   """The workdir holds another run."""
 
 
@@ -158,3 +173,49 @@ def record(workdir: epath.Path, config: config_lib.RunConfig, *,
   partial = workdir / (CONFIG_FILE + '.partial')
   partial.write_text(json.dumps(config.to_dict(), indent=2))
   partial.replace(path)
+
+
+@contextlib.contextmanager
+def lock(workdir: str | os.PathLike) -> Iterator[None]:
+  """Holds `workdir`'s lock while the block runs (process 0; a remote
+  workdir takes none).
+
+  Raises:
+    errors.WorkdirInUse: another process holds it, named by host, pid and
+      start time.
+  """
+  path = resolve(workdir)
+  if not multihost.is_primary() or '://' in str(path):
+    yield
+    return
+  path.mkdir(parents=True, exist_ok=True)
+  # Opened without truncating: the holder's record stays readable until
+  # the lock is ours.
+  fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise errors.WorkdirInUse(
+          f'{path} is in use by another run ({_holder(fd)}); wait for it '
+          'to end, stop it, or use another --workdir') from None
+    holder = {'host': socket.gethostname(), 'pid': os.getpid(),
+              'started': datetime.datetime.now(datetime.timezone.utc)
+                         .isoformat(timespec='seconds')}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+  """Who holds the lock, as its holder recorded it."""
+  text = os.pread(fd, 4096, 0).decode(errors='replace')
+  try:
+    holder = json.loads(text)
+    return (f'host {holder["host"]}, pid {holder["pid"]}, started '
+            f'{holder["started"]}')
+  except (ValueError, KeyError, TypeError):
+    # Locked but not yet (or never) described: say what is known.
+    return f'holder unknown, lock file {text[:80]!r}'

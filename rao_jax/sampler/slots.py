@@ -167,8 +167,8 @@ _decode = jax.jit(decoding.decode,
                   donate_argnames=('state',))
 # Suspend copies a slot's rows out (the state is only read); resume writes
 # them back in place (the state is donated). One program per window bucket.
-_save_rows = jax.jit(decoding.save_rows, static_argnums=(0,))
-_restore_rows = jax.jit(decoding.restore_rows, donate_argnums=(0,))
+_save_rows = jax.jit(decoding.save_rows, static_argnames=('window',))
+_restore_rows = jax.jit(decoding.restore_rows, donate_argnames=('state',))
 
 
 def _bucket(n: int, minimum: int, maximum: int) -> int:
@@ -462,7 +462,7 @@ class SlotSampler:
       raise ValueError(f'suspend: slot {slot} is still running')
     window = _bucket(max(held.seq_len - 1, 1), self.min_bucket, self.max_len)
     with self._mesh_context(), self._counting():
-      rows = _save_rows(window, self._state, np.int32(slot))
+      rows = _save_rows(window=window, state=self._state, slot=np.int32(slot))
     suspended = Suspended(tuple(held.context), held.seq_len, held.last_token,
                           held.key_data, rows)
     self.release(slot)
@@ -477,8 +477,8 @@ class SlotSampler:
     if not 0 <= slot < self.num_slots or slot in self._slots:
       raise ValueError(f'resume: slot {slot} is not a free slot')
     with self._mesh_context(), self._counting():
-      self._state = _restore_rows(self._state, suspended.cache,
-                                  np.int32(slot))
+      self._state = _restore_rows(state=self._state, rows=suspended.cache,
+                                  slot=np.int32(slot))
     self._slots[slot] = _Slot(
         key_data=suspended.key_data, seq_len=suspended.seq_len,
         last_token=suspended.last_token, context=list(suspended.context),

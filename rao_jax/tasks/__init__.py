@@ -1,7 +1,8 @@
 """Compositional tasks as tfds datasets, with verifiers and solvers.
 
 Importing this package registers the built-in families: 'crafting',
-'documents' and 'multihop' (see `registry` for the difficulty splits).
+'documents', 'documents_prose' and 'multihop' (see `registry` for the
+difficulty splits).
 """
 
 from rao_jax.tasks import builder
@@ -10,6 +11,8 @@ from rao_jax.tasks import registry
 from rao_jax.tasks import crafting
 from rao_jax.tasks import demonstrations
 from rao_jax.tasks import documents
+from rao_jax.tasks import documents_code
+from rao_jax.tasks import documents_prose
 from rao_jax.tasks import jsonl
 from rao_jax.tasks import multihop
 from rao_jax.tasks.builder import build

@@ -35,14 +35,15 @@ from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import context
+from rao_jax.tasks import numbers
 from rao_jax.tasks import registry
 
 NUM_DOMAINS, BASES_PER_DOMAIN = 5, 2
 MAX_CRAFT = 999  # a bigger count is an argument error, not a huge loop
-_TASK_RE = re.compile(r'obtain (\d{1,3}) ([a-z]+)')
+_TASK_RE = re.compile(r'obtain ([0-9]{1,3}) ([a-z]+)')
 _INFO_RE = re.compile(r'([a-z]+) needs (.+)')
-_INGREDIENT_RE = re.compile(r'(\d+) ([a-z]+)( \(base\))?')
-_CRAFTED_RE = re.compile(r'crafted (\d+) ([a-z]+)')
+_INGREDIENT_RE = re.compile(r'([0-9]+) ([a-z]+)( \(base\))?')
+_CRAFTED_RE = re.compile(r'crafted ([0-9]+) ([a-z]+)')
 _CONSONANTS, _VOWELS = 'bdfgklmnprstvz', 'aeiou'
 
 # ------------------------------------------------------------------ World
@@ -164,7 +165,7 @@ def _get_info(state: Inventory, args: str) -> env_lib.ToolResult:
 
 def _craft(state: Inventory, args: str) -> env_lib.ToolResult:
   parts = args.split()
-  if len(parts) != 2 or not parts[0].isdigit():
+  if len(parts) != 2 or not numbers.is_number(parts[0]):
     return env_lib.ToolResult('usage: craft N ITEM', error=True)
   units = int(parts[0]) if len(parts[0]) <= 4 else MAX_CRAFT + 1
   if not 1 <= units <= MAX_CRAFT:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import dataclasses
 
 from rao_jax.agent import chat as chat_lib
-from rao_jax.agent import protocol
+from rao_jax.agent import code_runtime
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import scripted_engine
 from rao_jax.agent import tree as tree_lib
@@ -36,7 +36,8 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
             budgets: scheduler_lib.Budgets, seeds: Sequence[int],
             tokenizer: tokenizer_lib.Tokenizer = context.TOKENIZER,
             chat: chat_lib.ChatFormat | None = None,
-            num_slots: int = 32, decode_steps: int = 128
+            num_slots: int = 32, decode_steps: int = 128,
+            code: code_runtime.CodeRuntime | None = None
             ) -> tuple[list[tree_lib.Tree], scheduler_lib.RolloutStats]:
   """One call tree per example, written by the task's reference solver.
 
@@ -57,6 +58,8 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
       protocol); the solver counts its tokens with it.
     num_slots, decode_steps: engine slots and tokens per decode call; the
       trees do not depend on them, the slot statistics do.
+    code: the sandbox of the python action mode, whose solvers then write
+      code blocks (`chat` must be of the python mode too); None: tags.
 
   Returns:
     The finished trees (tree i of example i), scored by the task's
@@ -67,7 +70,9 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
   if len(recursive) != len(examples) or len(seeds) != len(examples):
     raise ValueError(f'demonstrations: {len(examples)} examples, '
                      f'{len(recursive)} solver flags, {len(seeds)} seeds')
-  chat = chat_lib.ChatFormat(tokenizer) if chat is None else chat
+  actions = chat_lib.TAGS if code is None else chat_lib.PYTHON
+  chat = (chat_lib.ChatFormat(tokenizer) if chat is None else
+          chat).for_actions(actions)
   trees: list[tree_lib.Tree | None] = [None] * len(examples)
   stats = scheduler_lib.RolloutStats()
   # One scheduler per solver: a scripted engine plays one policy.
@@ -75,14 +80,14 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
     index = [i for i, r in enumerate(recursive) if r == flag]
     if not index:
       continue
-    solver = (task.recursive_solver if flag else task.direct_solver)(
+    solver = registry.solver(task, flag, actions)(
         dataclasses.replace(window, chat=chat))
     engine = scripted_engine.ScriptedEngine(
-        solver, tokenizer, protocol.STOP_TAGS, num_slots=num_slots,
+        solver, tokenizer, chat.stops, num_slots=num_slots,
         max_len=window.max_tokens, decode_steps=decode_steps)
     scheduler = scheduler_lib.FrontierScheduler(
         engine, tokenizer, budgets, inline_chars=window.inline_chars,
-        head_chars=window.head_chars, chat=chat)
+        head_chars=window.head_chars, chat=chat, code=code)
     part, part_stats = scheduler.run(
         [task.make_env(examples[i]) for i in index],
         [seeds[i] for i in index], groups=index, tree_ids=index)

@@ -43,12 +43,24 @@ from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import context
+from rao_jax.tasks import numbers
 from rao_jax.tasks import registry
 
 SPEAKERS = ('ana', 'bob', 'kim', 'zoe')
 LABELS = ('red', 'tan', 'blu')
 MAX_READ_CHARS = 2048  # a read longer than any window is refused
-_RECORD_RE = re.compile(r'(\S+) (\S+) (\d+)')
+_RECORD_RE = re.compile(rf'(\S+) (\S+) ({numbers.DIGITS}+)')
+# The same fact in other words (`documents_prose`): a record of speaker S,
+# label L and value V may read as any of these. Each one's fields are
+# named, so the parser below reads them all; the first is the plain one.
+PHRASINGS = ('{s} {l} {v}', '{s}: {l}, {v}', '{v} for {s} ({l})',
+             '{l} by {s}, worth {v}', '{s} logged a {l} {v}',
+             '{s} - {v} - {l}')
+_PHRASING_RES = tuple(
+    re.compile(re.escape(p).replace(r'\{s\}', r'(?P<s>[a-z]+)')
+               .replace(r'\{l\}', r'(?P<l>[a-z]+)')
+               .replace(r'\{v\}', rf'(?P<v>{numbers.DIGITS}{{1,6}})'))
+    for p in PHRASINGS[1:])
 _WORD = r'[a-z]{1,12}'
 _TASK_RE = re.compile(rf'(count|sum|tally|most|more)((?: {_WORD})+)')
 FORMATS = {'count': 'an integer', 'sum': 'an integer',
@@ -68,13 +80,28 @@ def parse_task(task: str) -> tuple[str, tuple[str, ...]] | None:
   return (kind, args) if arity_ok else None
 
 
+def _record(line: str) -> tuple[str, str, int] | None:
+  """A line's record, in any of the `PHRASINGS`, or None."""
+  # The other phrasings first: the plain pattern's \S+ would also take
+  # 'kim: blu, 9' with its punctuation.
+  for pattern in _PHRASING_RES:
+    match = pattern.fullmatch(line)
+    if match is not None:
+      return match.group('s'), match.group('l'), int(match.group('v'))
+  match = _RECORD_RE.fullmatch(line)
+  if match is None or len(match.group(3)) > 6:
+    return None
+  return match.group(1), match.group(2), int(match.group(3))
+
+
 def records(text: str) -> list[tuple[str, str, int]]:
-  """The well-formed records of text; other lines are skipped."""
+  """The well-formed records of text, in any phrasing; other lines are
+  skipped."""
   found = []
   for line in text.split('\n'):
-    match = _RECORD_RE.fullmatch(line.strip())
-    if match is not None and len(match.group(3)) <= 6:
-      found.append((match.group(1), match.group(2), int(match.group(3))))
+    record = _record(line.strip())
+    if record is not None:
+      found.append(record)
   return found
 
 
@@ -92,7 +119,7 @@ def parse_tally(text: str) -> dict[str, int]:
   """'red 3 tan 0' -> {'red': 3, 'tan': 0}; malformed pairs are dropped."""
   words = text.split()
   return {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)
-          if words[i + 1].isdigit() and len(words[i + 1]) <= 9}
+          if numbers.is_number(words[i + 1], 9)}
 
 
 def most_frequent(counts: Mapping[str, int]) -> str:
@@ -114,7 +141,7 @@ def solve(kind: str, args: tuple[str, ...], text: str) -> str:
 
 def _numeric_credit(answer: str, gold: int) -> float:
   answer = answer.strip()
-  if not answer.isdigit() or len(answer) > 9:
+  if not numbers.is_number(answer, 9):
     return 0.0
   return 0.75 ** abs(int(answer) - gold)
 
@@ -135,7 +162,8 @@ def score(kind: str, args: tuple[str, ...], answer: str, gold: str) -> float:
 
 def _read(data: str, args: str) -> env_lib.ToolResult:
   parts = args.split()
-  if len(parts) != 2 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+  if len(parts) != 2 or not all(
+      numbers.is_number(p, 9) for p in parts):
     return env_lib.ToolResult('usage: read START END', error=True)
   start, end = int(parts[0]), int(parts[1])
   if not start <= end <= len(data):
@@ -155,7 +183,7 @@ def _add(data: str, args: str) -> env_lib.ToolResult:
   del data  # arithmetic needs no document
   terms = args.split()
   if not 0 < len(terms) <= MAX_ADD_TERMS or not all(
-      t.isdigit() and len(t) <= 9 for t in terms):
+      numbers.is_number(t, 9) for t in terms):
     return env_lib.ToolResult(
         f'usage: add N N (1 to {MAX_ADD_TERMS} integers)', error=True)
   return env_lib.ToolResult(str(sum(int(t) for t in terms)))
@@ -198,7 +226,7 @@ class DocumentEnv:
     if parsed is not None:
       return score(*parsed, answer, self.answer)
     gold = self.answer.strip()
-    if gold.isdigit() and len(gold) <= 9:
+    if numbers.is_number(gold, 9):
       return _numeric_credit(answer, int(gold))
     return float(answer.strip().lower() == gold.lower())
 
@@ -227,7 +255,7 @@ def _record_chars(head: str) -> int | None:
 
 def _child_number(answer: str | None) -> str:
   """A child's numeric answer, or '0' for a failed or malformed one."""
-  return answer if answer and answer.isdigit() and len(answer) <= 9 else '0'
+  return answer if answer and numbers.is_number(answer, 9) else '0'
 
 
 def _combine(kind: str, args: tuple[str, ...],
@@ -265,8 +293,11 @@ class DirectSolver:
 
   ANSWER_RESERVE = 40  # tokens kept free for the answer step
 
-  def __init__(self, window: context.Window):
+  def __init__(self, window: context.Window, fixed_width: bool = True):
+    """`fixed_width`: records have the width of the first line (plain
+    documents); else reads end anywhere and a cut last line is skipped."""
     self.window = window
+    self.fixed_width = fixed_width
 
   def __call__(self, view: env_lib.StepView) -> str:
     parsed = parse_task(view.spec.task)
@@ -277,7 +308,8 @@ class DirectSolver:
       return protocol.answer(solve(*parsed, data))
     if view.step == 0:
       length = len(view.spec.data)  # the handle shows it
-      width = _record_chars(context.visible_head(view, self.window)) or 1
+      width = (_record_chars(context.visible_head(view, self.window)) or 1
+               if self.fixed_width else 1)
       budget = (self.window.max_tokens -
                 context.prompt_tokens(view, TOOLS, self.window) -
                 self.ANSWER_RESERVE)
@@ -295,16 +327,19 @@ class DirectSolver:
         end -= width
       return protocol.tool_call('read', f'0 {end}')
     seen = view.observations[0]
-    text = '' if seen.startswith('error:') else seen
+    if seen.startswith('error:'):
+      seen = ''
+    elif not self.fixed_width and len(seen) < len(view.spec.data):
+      seen = seen[:seen.rfind('\n') + 1]  # a cut last line is not read
     if parsed[0] not in ('count', 'sum'):
-      return protocol.answer(solve(*parsed, text))
+      return protocol.answer(solve(*parsed, seen))
     # Numbers through the `add` tool, as the recursive solver's parents
     # do: the policy copies the terms it read and the tool's total, and
     # never adds up to 8 numbers in its head.
     if view.step == 1:
-      return protocol.tool_call('add', ' '.join(_terms(*parsed, text)))
+      return protocol.tool_call('add', ' '.join(_terms(*parsed, seen)))
     total = view.observations[-1]
-    return protocol.answer(total if total.isdigit() else solve(*parsed, text))
+    return protocol.answer(total if total.isdigit() else solve(*parsed, seen))
 
 
 class RecursiveSolver:
@@ -315,13 +350,17 @@ class RecursiveSolver:
   tool, whose result it copies into its answer, label counts itself."""
 
   def __init__(self, window: context.Window, leaf_records: int = 2,
-               fanout: int = 2):
+               fanout: int = 2, leaf_chars: int | None = None):
+    """`leaf_chars`: for records of no fixed width (`documents_prose`),
+    split by length alone: a node whose data has at most this many
+    characters (its prompt shows the length) reads it itself."""
     if leaf_records < 1 or fanout < 2:
       raise ValueError('need leaf_records >= 1 and fanout >= 2')
     self.window = window
     self.leaf_records = leaf_records
     self.fanout = fanout
-    self.direct = DirectSolver(window)
+    self.leaf_chars = leaf_chars
+    self.direct = DirectSolver(window, fixed_width=leaf_chars is None)
 
   def __call__(self, view: env_lib.StepView) -> str:
     parsed = parse_task(view.spec.task)
@@ -331,8 +370,11 @@ class RecursiveSolver:
     data = context.visible_data(view, self.window)
     width = _record_chars(context.visible_head(view, self.window))
     length = len(view.spec.data)
-    is_leaf = data is not None and (
-        width is None or length // width <= self.leaf_records)
+    if self.leaf_chars is not None:  # by length alone
+      is_leaf, width = length <= self.leaf_chars, 1
+    else:
+      is_leaf = data is not None and (
+          width is None or length // width <= self.leaf_records)
     if is_leaf or width is None or view.budgets.get('depth', 0) <= 0:
       return self.direct(view)
     if view.step == 0:
@@ -352,7 +394,7 @@ class RecursiveSolver:
       return protocol.tool_call(
           'add', ' '.join(_child_number(a) for a in answers))
     total = view.observations[-1]
-    return protocol.answer(total if total.isdigit() else
+    return protocol.answer(total if numbers.is_number(total) else
                            _combine(kind, args, answers))
 
 
@@ -368,9 +410,16 @@ WINDOW_LEVELS = {f'window{n}': (n * DIRECT_RECORDS - 3, n * DIRECT_RECORDS)
                  for n in (1, 4, 16)}
 
 
-def make_document(rng: random.Random, num_records: int) -> str:
-  return ''.join(f'{rng.choice(SPEAKERS)} {rng.choice(LABELS)} '
-                 f'{rng.randrange(10)}\n' for _ in range(num_records))
+def make_document(rng: random.Random, num_records: int,
+                  prose: bool = False) -> str:
+  """Records one a line; `prose`: each in a phrasing drawn at random."""
+  lines = []
+  for _ in range(num_records):
+    speaker, label = rng.choice(SPEAKERS), rng.choice(LABELS)
+    value = rng.randrange(10)
+    phrasing = rng.choice(PHRASINGS) if prose else PHRASINGS[0]
+    lines.append(phrasing.format(s=speaker, l=label, v=value) + '\n')
+  return ''.join(lines)
 
 
 def make_question(rng: random.Random, document: str
@@ -426,9 +475,23 @@ class RaoDocuments(builder_lib.TaskBuilder):
             'world': json.dumps({'records': len(document) // 10})}
 
 
+def _code_recursive_solver(window: context.Window):
+  # Imported here: documents_code builds on this module.
+  from rao_jax.tasks import documents_code  # pylint: disable=g-import-not-at-top
+  # Two plain records are 20 characters: leaves as the tag solver's.
+  return documents_code.CodeRecursiveSolver(window, leaf_chars=20)
+
+
+def _code_direct_solver(window: context.Window):
+  from rao_jax.tasks import documents_code  # pylint: disable=g-import-not-at-top
+  return documents_code.CodeDirectSolver(window)
+
+
 TASK = registry.register(registry.Task(
     name='documents', tfds_name='rao_documents', builder=RaoDocuments,
     make_env=make_env, recursive_solver=RecursiveSolver,
     direct_solver=DirectSolver,
+    code_recursive_solver=_code_recursive_solver,
+    code_direct_solver=_code_direct_solver,
     levels=('easy', 'moderate', 'medium', 'hard', 'extreme', 'mixed') +
     tuple(WINDOW_LEVELS)))

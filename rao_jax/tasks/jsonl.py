@@ -14,6 +14,7 @@ import json
 import os
 
 from rao_jax.tasks import documents
+from rao_jax.tasks import numbers
 
 _REQUIRED = ('question', 'document', 'answer')
 
@@ -34,7 +35,7 @@ def parse_line(line: str, where: str) -> dict[str, str]:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
       raise ValueError(f'{where}: {key} must be a string or a number')
   answer = str(values['answer']).strip()
-  default_format = 'an integer' if answer.isdigit() else 'text'
+  default_format = 'an integer' if numbers.is_number(answer) else 'text'
   return {'task': str(values['question']), 'data': str(values['document']),
           'format': str(values.get('format', default_format)),
           'answer': answer, 'world': '{}', 'level': 'real', 'id': where}

@@ -38,6 +38,9 @@ class Task:
     make_env: decoded example (str fields) -> its `Environment`.
     recursive_solver: window -> the reference recursive solver.
     direct_solver: window -> the solver that never spawns.
+    code_recursive_solver, code_direct_solver: the same in the python
+      action mode (their steps are code blocks); None where the family
+      has none.
     levels: all difficulty levels, easiest first.
   """
 
@@ -47,6 +50,8 @@ class Task:
   make_env: EnvFactory
   recursive_solver: SolverFactory
   direct_solver: SolverFactory
+  code_recursive_solver: SolverFactory | None = None
+  code_direct_solver: SolverFactory | None = None
   levels: tuple[str, ...] = ('easy', 'medium', 'hard', 'extreme')
 
 
@@ -75,6 +80,19 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
   except (ImportError, ValueError):  # a missing parent package, or ''
     return False
+
+
+def solver(task: Task, recursive: bool, actions: str) -> SolverFactory:
+  """The task's reference solver for an action mode ('tags' or
+  'python'); ValueError where the family has none for it."""
+  if actions == 'tags':
+    return task.recursive_solver if recursive else task.direct_solver
+  factory = task.code_recursive_solver if recursive else (
+      task.code_direct_solver)
+  if factory is None:
+    raise ValueError(f'task {task.name!r} has no reference solver for the '
+                     f'{actions!r} action mode')
+  return factory
 
 
 def names() -> tuple[str, ...]:

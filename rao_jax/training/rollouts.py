@@ -23,6 +23,7 @@ from rao_jax import config as config_lib
 from rao_jax.training import data as data_lib
 from rao_jax.runtime import run_log as run_log_lib
 from rao_jax.agent import chat as chat_lib
+from rao_jax.agent import code_runtime
 from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
@@ -58,7 +59,11 @@ class Rollouts:
     derive from `seed`; RL samples `group_size` trees a task; SFT's
     demonstrations come from `sft_solver`."""
     self.task = task
-    self.chat = chat
+    # The python mode: its stop rule and preamble, and one warm sandbox
+    # for every rollout of the run.
+    self.chat = chat.for_actions(rollout.actions)
+    self.code = (code_runtime.CodeRuntime(rollout.sandbox)
+                 if rollout.actions == 'python' else None)
     self.tokenizer = chat.tokenizer
     self.sampler_config = sampler
     self.rollout_config = rollout
@@ -93,7 +98,7 @@ class Rollouts:
     scheduler = scheduler_lib.FrontierScheduler(
         engine, self.tokenizer, budgets or self.rollout_config.budgets,
         policy_version=version, inline_chars=window.inline_chars,
-        head_chars=window.head_chars, chat=self.chat)
+        head_chars=window.head_chars, chat=self.chat, code=self.code)
     return scheduler.run(envs, seeds, groups)
 
   def demonstrations(self, examples: Sequence[Mapping[str, str]],
@@ -112,7 +117,7 @@ class Rollouts:
         seeds=[seed_of(self.seed, step, i) for i in range(n)],
         tokenizer=self.tokenizer, chat=self.chat,
         num_slots=self.sampler_config.num_slots,
-        decode_steps=self.sampler_config.decode_steps)
+        decode_steps=self.sampler_config.decode_steps, code=self.code)
 
   def sample_groups(self, examples: Sequence[Mapping[str, str]], step: int,
                     version: int) -> Trees:
@@ -164,7 +169,7 @@ def evaluate_levels(rollouts: Rollouts, tasks: config_lib.TasksConfig,
       trees, _ = rollouts.evaluate(examples, depth, seed=rollouts.seed + 1)
       tree_metrics = metrics_lib.tree_metrics(trees)
       prefix = f'{tag}/{level}/{name}'
-      for key in ('root_success', 'nodes_per_tree'):
+      for key in ('root_success', 'root_exact', 'nodes_per_tree'):
         results[f'{prefix}/{key}'] = tree_metrics[key]
       for key, value in tree_metrics.items():
         if key.startswith('success/depth'):

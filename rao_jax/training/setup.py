@@ -19,6 +19,7 @@ from absl import logging
 import jax
 
 from rao_jax import config as config_lib
+from rao_jax.runtime import errors
 from rao_jax.agent import chat as chat_lib
 from rao_jax.model import gemma
 from rao_jax.model import params as params_lib
@@ -45,7 +46,23 @@ class Setup:
 
 
 def setup(config: config_lib.RunConfig, *, with_task: bool = True) -> Setup:
-  """The mesh over this host's devices, and the checks that need it."""
+  """The mesh over this host's devices, and the checks that need it.
+
+  Raises:
+    errors.ConfigError: naming the field that does not fit (the mesh, the
+      tokenizer, a batch size).
+  """
+  try:
+    return _setup(config, with_task)
+  except errors.ConfigError:
+    raise
+  except ValueError as e:
+    # Every check here is of the config against the devices or the
+    # tokenizer, before anything is built: the user's to fix.
+    raise errors.ConfigError(str(e)) from e
+
+
+def _setup(config: config_lib.RunConfig, with_task: bool) -> Setup:
   mesh = sharding.make_mesh(config.mesh.sizes())
   params_lib.check_shardable(config.model, mesh, config.sharding_rules)
   tokenizer = policy_tokenizer.build(config.tokenizer, config.model.vocab_size)

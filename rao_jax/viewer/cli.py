@@ -90,7 +90,7 @@ def run(argv: Sequence[str], out=sys.stdout) -> None:
     print(file=out)
   tree = _pick(contents[chosen.name], args.tree, chosen.name)
   if args.node is None:
-    print(f'{chosen.name}:', file=out)
+    print(f'{console.printable(chosen.name)}:', file=out)
     print(console.format_tree(tree, max_children=args.max_children,
                               max_nodes=args.max_nodes, color=color),
           file=out)
@@ -107,7 +107,8 @@ def run(argv: Sequence[str], out=sys.stdout) -> None:
     page = html.render_page(title, files, contents, chosen.name,
                             run_page=is_run)
     html.write_page(args.html, page)
-    print(f'wrote {args.html} ({len(page.encode()) // 1024} KB, '
+    print(f'wrote {console.printable(args.html)} '
+          f'({len(page.encode()) // 1024} KB, '
           f'{sum(len(c) for c in contents.values())} trees)', file=out)
 
 
@@ -116,7 +117,7 @@ def main() -> None:
     run(sys.argv[1:])
   except (FileNotFoundError, ValueError) as e:
     # Bad input: say what is wrong, without a traceback.
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {console.printable(e)}', file=sys.stderr)
     sys.exit(2)
 
 

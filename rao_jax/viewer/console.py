@@ -6,6 +6,11 @@ Big trees are cut so the top stays readable: each node shows at most
 `max_children` children and the tree at most `max_nodes` nodes, chosen
 breadth first (the upper levels whole before any deep branch); what is
 left out is counted on a '... N more' line.
+
+Everything printed that a model or a file wrote goes through `printable`:
+the byte tokenizer can emit ESC (0x1b), and a terminal obeys what follows
+it (set the title, clear the screen, rewrite the clipboard). Control
+characters are shown as `\x1b`-style escapes instead.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 import collections
 import os
+import re
 from typing import Any, TextIO
 
 from rao_jax.viewer import run_files
@@ -24,6 +30,22 @@ _STATUS_COLOR = {'done': GREEN, 'failed': RED, 'aborted': YELLOW}
 _TURN_COLOR = {'prompt': DIM, 'policy': BOLD, 'results': MAGENTA,
                'observation': YELLOW}
 ELLIPSIS = '…'
+# C0 controls but newline and tab, DEL, C1 controls (0x9b is a one-byte
+# CSI on some terminals), and the bidirectional overrides and isolates,
+# which reorder what the reader sees.
+_CONTROL_RE = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f'
+                         '\u202a-\u202e\u2066-\u2069]')
+
+
+def printable(text: Any) -> str:
+  """`text` (any value, as `str`) safe to print on a terminal: control
+  characters other than newline and tab as `\\xNN` or `\\uNNNN`."""
+  return _CONTROL_RE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+  code = ord(match.group())
+  return f'\\x{code:02x}' if code < 0x100 else f'\\u{code:04x}'
 
 
 def use_color(stream: TextIO) -> bool:
@@ -46,7 +68,7 @@ class Painter:
 def shorten(text: str, width: int) -> str:
   """One line of at most `width` characters: newlines shown as '↵', the
   cut marked with an ellipsis."""
-  text = text.replace('\n', '↵')
+  text = printable(text).replace('\n', '↵').replace('\t', ' ')
   return text if len(text) <= width else text[:max(width - 1, 0)] + ELLIPSIS
 
 
@@ -86,7 +108,7 @@ def node_line(node: Mapping[str, Any], paint: Painter) -> str:
                  shorten(data, 24) + '"')
   status = node['status']
   answer = node.get('answer')
-  status_text = paint(status, _STATUS_COLOR.get(status, DIM))
+  status_text = paint(shorten(status, 20), _STATUS_COLOR.get(status, DIM))
   if answer is not None:
     status_text += ' → "' + shorten(answer, 30) + '"'
   parts.append(status_text)
@@ -138,9 +160,11 @@ def tree_header(tree: Mapping[str, Any], paint: Painter) -> str:
   depth = max(n['depth'] for n in nodes)
   num_tokens = sum(len(n.get('tokens', ())) for n in nodes)
   return ' · '.join([
-      paint(f'tree {tree["tree_id"]}', BOLD), f'group {tree.get("group", 0)}',
-      f'seed {tree["seed"]}',
-      paint(tree['status'], _STATUS_COLOR.get(tree['status'], DIM)),
+      paint(f'tree {printable(tree["tree_id"])}', BOLD),
+      f'group {printable(tree.get("group", 0))}',
+      f'seed {printable(tree["seed"])}',
+      paint(shorten(tree['status'], 20),
+            _STATUS_COLOR.get(tree['status'], DIM)),
       f'{len(nodes)} node{"s" if len(nodes) != 1 else ""}',
       f'depth {depth}', f'{num_tokens} tokens'])
 
@@ -195,9 +219,10 @@ def format_turns(node: Mapping[str, Any], color: bool = False) -> str:
         'was found)'
   lines = [header]
   for turn in turns:
-    lines.append(paint(f'--- {turn["kind"]} [{turn["start"]}:'
-                       f'{turn["end"]}]', _TURN_COLOR.get(turn['kind'], DIM)))
-    lines.append(turn['text'])
+    lines.append(paint(printable(f'--- {turn["kind"]} [{turn["start"]}:'
+                                 f'{turn["end"]}]'),
+                       _TURN_COLOR.get(turn['kind'], DIM)))
+    lines.append(printable(turn['text']))
   return '\n'.join(lines)
 
 
@@ -216,17 +241,20 @@ def format_files(files: Sequence[run_files.TreeFile],
     root success of the saved trees and as the run logged it.
   """
   paint = Painter(color)
-  phases = [f.phase + (f' {f.level}' if f.level else '') for f in files]
-  width = max([len('file')] + [len(f.name) for f in files])
+  # File names come from the file system: printable too.
+  names = [printable(f.name) for f in files]
+  phases = [printable(f.phase + (f' {f.level}' if f.level else ''))
+            for f in files]
+  width = max([len('file')] + [len(n) for n in names])
   phase_width = max([len('phase')] + [len(p) for p in phases])
   rows = [paint(f'{"file":<{width}}  {"phase":<{phase_width}}  '
                 f'{"step":>6}  {"trees":>5}  {"nodes":>6}  '
                 f'{"root success":>12}  {"run":>5}', BOLD)]
-  for f, phase in zip(files, phases):
+  for f, name, phase in zip(files, names, phases):
     trees = contents[f.name]
     saved = run_files.root_success(trees)
     rows.append(
-        f'{f.name:<{width}}  {phase:<{phase_width}}  '
+        f'{name:<{width}}  {phase:<{phase_width}}  '
         f'{"-" if f.step is None else f.step:>6}  {len(trees):>5}  '
         f'{sum(len(t["nodes"]) for t in trees):>6}  '
         + paint(f'{_number(saved):>12}', _success_color(saved)) +

@@ -80,6 +80,11 @@ function taggedText(text) {
 }
 
 function actionSummary(text) {
+  // The python mode: a code block; its children are listed under it.
+  if (/```[\w+-]*\n/.test(text)) {
+    return 'code' + (/\banswer\(/.test(text) ? ' \u00b7 answer' : '') +
+           (/\bspawn\(/.test(text) ? ' \u00b7 spawn' : '');
+  }
   const tool = /<tool>\s*([A-Za-z_][\w-]*)/.exec(text);
   if (tool) return 'tool call: ' + tool[1];
   if (text.includes('<spawn>')) {

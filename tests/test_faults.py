@@ -1,0 +1,193 @@
+"""Faults a run meets, through the real entry point: a corrupt newest
+checkpoint, a half-written metrics line, a second run on the workdir, an
+export of an older step, non-finite parameters.
+
+One short run (cpu_tiny:smoke with 1 RL step: checkpoints 2, 3, 4 and
+`hf/` of step 4) is made once and copied for each test; a test breaks its
+copy as a fault would and reruns the command (2 RL steps: it resumes)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import xla_env
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ENV = xla_env.env(8)
+
+
+def _command(workdir, *overrides):
+  return [sys.executable, '-m', 'rao_jax.main',
+          '--config=configs/cpu_tiny.py:smoke', f'--workdir={workdir}',
+          *overrides]
+
+
+def _main(workdir, *overrides):
+  return subprocess.run(_command(workdir, *overrides), cwd=_ROOT, env=_ENV,
+                        capture_output=True, text=True, timeout=900)
+
+
+def _steps(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line)['step'] for line in f if line.strip()
+            and 'loss' in json.loads(line)]
+
+
+def _checkpoints(workdir):
+  return sorted(int(name) for name in os.listdir(workdir / 'checkpoints')
+                if name.isdigit())
+
+
+def _error_line(result):
+  lines = [line for line in result.stderr.splitlines()
+           if line.startswith('error: ')]
+  assert len(lines) == 1 and 'Traceback' not in result.stderr, (
+      result.stderr[-3000:])
+  return lines[0]
+
+
+@pytest.fixture(scope='module')
+def base_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('base') / 'run'
+  result = _main(workdir, '--config.rl.steps=1')
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert _checkpoints(workdir) == [2, 3, 4]
+  return workdir
+
+
+@pytest.fixture
+def run_copy(base_run, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(base_run, workdir)
+  return workdir
+
+
+def test_corrupt_newest_checkpoint_is_moved_aside_and_saved_again(run_copy):
+  workdir = run_copy
+  # The newest step's arrays overwritten, as a disk fault or a bad copy
+  # leaves them; and a save that never finished.
+  for folder, _, files in os.walk(workdir / 'checkpoints' / '4' / 'state'):
+    for name in files:
+      with open(os.path.join(folder, name), 'wb') as f:
+        f.write(b'not a checkpoint')
+  partial = workdir / 'checkpoints' / '5.orbax-checkpoint-tmp-1700000000'
+  partial.mkdir()
+  (partial / 'junk').write_text('half')
+  result = _main(workdir, '--config.rl.steps=1', '--verbosity=0')
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert 'moved it to' in result.stderr
+  assert 'never finished' in result.stderr
+  assert os.path.isdir(workdir / 'checkpoints' / 'corrupt' / '4')
+  assert not partial.exists()
+  # Step 4 was redone and saved again: the next run starts after it.
+  assert _checkpoints(workdir) == [2, 3, 4]
+  again = _main(workdir, '--config.rl.steps=1', '--verbosity=0')
+  assert again.returncode == 0, again.stderr[-4000:]
+  assert 'resumed from step 4' in again.stderr
+  assert 'does not restore' not in again.stderr
+  assert _steps(workdir) == [1, 2, 3, 4]
+
+
+def test_export_never_replaces_a_newer_export(run_copy):
+  workdir = run_copy
+  with open(workdir / 'hf' / 'rao_export.json') as f:
+    assert json.load(f) == {'step': 4}
+  before = (workdir / 'hf' / 'model.safetensors').read_bytes()
+  # The newest checkpoint lost: the newest that restores is step 3.
+  shutil.rmtree(workdir / 'checkpoints' / '4')
+  result = _main(workdir, '--config.mode=export')
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = _error_line(result)
+  assert 'holds the export of step 4, newer than step 3' in line
+  assert (workdir / 'hf' / 'model.safetensors').read_bytes() == before
+
+
+def test_torn_metrics_line_is_dropped_on_resume(run_copy):
+  workdir = run_copy
+  with open(workdir / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 5, "loss": 0.12')  # killed mid-write
+  result = _main(workdir, '--config.rl.steps=2', '--verbosity=0')
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert 'cut short' in result.stderr
+  assert _steps(workdir) == [1, 2, 3, 4, 5]
+
+
+def test_one_run_a_workdir_and_a_killed_one_does_not_block(run_copy):
+  workdir = run_copy
+  first = subprocess.Popen(_command(workdir, '--config.rl.steps=2'),
+                           cwd=_ROOT, env=_ENV, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 300
+    lock = workdir / '.lock'
+    while time.time() < deadline:
+      if lock.exists() and f'"pid": {first.pid}' in lock.read_text():
+        break
+      assert first.poll() is None, 'the first run ended early'
+      time.sleep(0.2)
+    second = _main(workdir, '--config.rl.steps=2')
+    assert second.returncode == 2, second.stderr[-3000:]
+    line = _error_line(second)
+    assert 'is in use by another run' in line
+    assert f'pid {first.pid}' in line and 'host ' in line
+    assert 'started 20' in line
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+  # The kill released the lock: the next command runs.
+  third = _main(workdir, '--config.mode=export')
+  assert third.returncode == 0, third.stderr[-3000:]
+
+
+def test_nonfinite_parameters_are_never_exported(run_copy):
+  # A newest checkpoint whose parameters went NaN (as a diverged update
+  # leaves them), written as Orbax writes one.
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  workdir = run_copy
+  shutil.copytree(workdir / 'checkpoints' / '4', workdir / 'checkpoints' / '5')
+  state_dir = workdir / 'checkpoints' / '5' / 'state'
+  state = ocp.StandardCheckpointer().restore(state_dir)
+  leaves, treedef = jax.tree.flatten(state)
+  leaves = [np.full_like(x, np.nan) if np.issubdtype(np.asarray(x).dtype,
+                                                     np.floating) else x
+            for x in leaves]
+  shutil.rmtree(state_dir)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(state_dir, jax.tree.unflatten(treedef, leaves))
+  before = (workdir / 'hf' / 'model.safetensors').read_bytes()
+  result = _main(workdir, '--config.mode=export')
+  assert result.returncode == 1, result.stderr[-3000:]
+  line = _error_line(result)
+  assert 'export of step 5' in line and 'NaN or infinity' in line
+  assert (workdir / 'hf' / 'model.safetensors').read_bytes() == before
+
+
+def test_sigterm_before_the_loop_is_one_line_and_non_zero(tmp_path):
+  workdir = tmp_path / 'run'
+  process = subprocess.Popen(_command(workdir), cwd=_ROOT, env=_ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  deadline = time.time() + 300
+  lock = workdir / '.lock'
+  # The lock is taken before anything is built: the loop is far off.
+  while not (lock.exists() and f'"pid": {process.pid}' in lock.read_text()):
+    assert time.time() < deadline and process.poll() is None
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  sent = time.time()
+  _, stderr = process.communicate(timeout=120)
+  assert time.time() - sent < 60
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  lines = [line for line in stderr.splitlines() if line.startswith('error:')]
+  assert len(lines) == 1 and 'Traceback' not in stderr, stderr[-3000:]
+  assert 'SIGTERM outside the training loop' in lines[0]
+  checkpoints = workdir / 'checkpoints'
+  assert not checkpoints.exists() or not _checkpoints(workdir)

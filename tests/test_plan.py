@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from configs import cpu_tiny
+from configs import gemma3_270m
 from configs import qwen3_4b_tpu_v4
 from configs import tpu_v4
 from rao_jax import config as config_lib
@@ -147,7 +149,7 @@ def _tpu_plan(module, arg):
 @pytest.mark.slow
 @pytest.mark.parametrize('module, arg', [
     (tpu_v4, 'v4-8'), (tpu_v4, None), (qwen3_4b_tpu_v4, 'v4-8'),
-    (qwen3_4b_tpu_v4, 'v4-32')])
+    (qwen3_4b_tpu_v4, 'v4-32'), (gemma3_270m, 'v4-8')])
 def test_shipped_tpu_configs_fit_their_slice(module, arg):
   p = _tpu_plan(module, arg)
   assert p.target.name == (arg or 'v4-32')
@@ -176,6 +178,22 @@ def test_variants_are_named_as_in_cpu_tiny():
   assert qwen3_4b_tpu_v4.get_config('v4-8').model.num_layers == 36
   with pytest.raises(ValueError, match='unknown variant'):
     tpu_v4.get_config('v5e-8')
+
+
+def test_lora_plans_the_adapters_optimiser_state_alone():
+  def optimiser_state(rank):
+    config = cpu_tiny.get_config('smoke')
+    config.mode = 'plan'
+    config.plan.compile = False
+    config.lora.rank = rank
+    config.lora.targets = ('q', 'v')
+    p = plan_lib.plan(config_lib.from_config_dict(config))
+    (item,) = [i for i in p.phases[0].persistent
+               if i.name.startswith('optimiser state')]
+    return item.device_bytes
+
+  full, adapters = optimiser_state(0), optimiser_state(2)
+  assert 0 < adapters < full / 5
 
 
 # ------------------------------------------------------- the plan mode

@@ -187,3 +187,20 @@ def test_gradient_matches_finite_differences(estimator):
   analytic = sum(jnp.vdot(g, d) for g, d in zip(
       jax.tree.leaves(grads), jax.tree.leaves(direction)))
   assert float(analytic) == pytest.approx(float(numeric), rel=2e-2, abs=1e-3)
+
+
+@pytest.mark.parametrize('aggregation', losses.AGGREGATIONS)
+def test_in_graph_divisor_is_the_hosts(aggregation):
+  # The jitted loss's own divisor and the host's `loss_denominator` of the
+  # same minibatch are one definition: equal, and so are the losses.
+  config = losses.LossConfig(aggregation=aggregation, constant=7.0)
+  batch = _batch()
+  batch['loss_mask'] = jnp.asarray([[1, 1, 0, 1, 0, 0]], jnp.int32)
+  host = losses.loss_denominator(
+      [{k: np.asarray(v) for k, v in batch.items()}], config)
+  assert host == {'token_mean': 3.0, 'sequence_mean': 1.0,
+                  'constant_sum': 7.0}[aggregation]
+  own, _ = _loss(config, batch)
+  given, _ = losses.policy_loss(jnp.asarray([_LOGP], jnp.float32), batch,
+                                config, denominator=host)
+  assert float(own) == float(given)

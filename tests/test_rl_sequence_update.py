@@ -126,3 +126,28 @@ def test_passes_repeat_every_update():
   assert metrics['updates'] == 3 * per_pass  # one update per minibatch
   # The first minibatch saw the sampler's log-probs (-2 everywhere here).
   assert metrics['first_minibatch_logprob_mismatch'] > 0
+
+
+def test_should_stop_ends_the_step_between_updates():
+  # A preemption notice mid-step: the update under way finishes, no other
+  # starts, and the metrics say so.
+  run_config = config_lib.from_config_dict(_rl_phase(rows_per_batch=8))
+  s = train.setup(run_config)
+  rl = phases_lib.phases(run_config)[-1]
+  # Twice the usual sequences: four minibatches or so.
+  sequences = 2 * _sequences(run_config.model.vocab_size,
+                             lambda i, rng: float(rng.normal()))
+  model = params_lib.create_model(run_config.model, s.mesh, s.rules, seed=0)
+  graphdef, state = train_state.fresh(model, rl.optim, s.mesh, s.rules)
+  asked = []
+
+  def should_stop():
+    asked.append(True)
+    return len(asked) >= 2  # the notice comes after the second update
+
+  _, metrics = sequence_update.update_on_sequences(
+      graphdef, state, sequences, rl.update, 1e-3, mesh=s.mesh,
+      rules=s.rules, rng=np.random.default_rng(0), should_stop=should_stop)
+  assert metrics['minibatches'] >= 3
+  assert metrics['updates'] == 2
+  assert metrics['stopped_early'] == 1.0

@@ -222,6 +222,17 @@ def gemma3_1b(**overrides) -> ModelConfig:
       query_pre_attn_scalar=256.0), overrides)
 
 
+def gemma3_270m(**overrides) -> ModelConfig:
+  """Gemma 3 270M: a 262k vocabulary (170M of its 268M parameters are the
+  embedding), 1 KV head, 5 local : 1 global layers."""
+  return _preset(dict(
+      family='gemma3', vocab_size=262_144, embed_dim=640, num_layers=18,
+      num_heads=4, num_kv_heads=1, head_dim=256, mlp_dim=2048,
+      layer_types=_alternating(18, 6), sliding_window=512,
+      rope_base_global=1_000_000.0, rope_base_local=10_000.0,
+      query_pre_attn_scalar=256.0), overrides)
+
+
 # Qwen3's switches: plain-gain norms, no embedding scale, SwiGLU, QK-norm,
 # no post norms, soft-caps or sliding layers, RoPE base 1e6 everywhere.
 _QWEN3 = dict(
@@ -264,6 +275,7 @@ PRESETS = {
     'gemma_2b': gemma_2b,
     'gemma2_2b': gemma2_2b,
     'gemma3_1b': gemma3_1b,
+    'gemma3_270m': gemma3_270m,
     'qwen3_0_6b': qwen3_0_6b,
     'qwen3_4b': qwen3_4b,
     'tiny': tiny,

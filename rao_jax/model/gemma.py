@@ -184,6 +184,12 @@ class Attention(nnx.Module):
     if config.use_qk_norm:
       self.q_norm = _norm(config, h)
       self.k_norm = _norm(config, h)
+    # Low-rank adapters (`lora.add_adapters`); None: the plain projection.
+    # nnx.data: attributes that may later hold a module (an adapter).
+    self.q_lora = nnx.data(None)
+    self.k_lora = nnx.data(None)
+    self.v_lora = nnx.data(None)
+    self.o_lora = nnx.data(None)
 
   def __call__(
       self,
@@ -197,6 +203,9 @@ class Attention(nnx.Module):
     q_BTNH = jnp.einsum('BTD,DNH->BTNH', x_BTD, self.q_proj[...].astype(dtype))
     k_BTKH = jnp.einsum('BTD,DKH->BTKH', x_BTD, self.k_proj[...].astype(dtype))
     v_BTKH = jnp.einsum('BTD,DKH->BTKH', x_BTD, self.v_proj[...].astype(dtype))
+    q_BTNH = _adapted(self.q_lora, x_BTD, q_BTNH)
+    k_BTKH = _adapted(self.k_lora, x_BTD, k_BTKH)
+    v_BTKH = _adapted(self.v_lora, x_BTD, v_BTKH)
     if cfg.use_qk_norm:
       q_BTNH = self.q_norm(q_BTNH)
       k_BTKH = self.k_norm(k_BTKH)
@@ -236,8 +245,19 @@ class Attention(nnx.Module):
     # weight on every decode step (to match the attention output's layout)
     # instead of the small activation.
     o_FD = self.o_proj[...].astype(dtype).reshape(n * h, -1)
-    out_BTD = jnp.einsum('BTF,FD->BTD', out_BTNH.reshape(b, t, n * h), o_FD)
-    return out_BTD, cache
+    out_BTF = out_BTNH.reshape(b, t, n * h)
+    out_BTD = jnp.einsum('BTF,FD->BTD', out_BTF, o_FD)
+    return _adapted(self.o_lora, out_BTF, out_BTD), cache
+
+
+def _adapted(adapter, x_BTI: jax.Array, y_BTO: jax.Array) -> jax.Array:
+  """`y` plus the low-rank adapter's update from the projection's input
+  (flattened to [B, T, in]); `y` unchanged without an adapter."""
+  if adapter is None:
+    return y_BTO
+  b, t = x_BTI.shape[:2]
+  delta = adapter(x_BTI.reshape(b, t, -1)).astype(y_BTO.dtype)
+  return y_BTO + delta.reshape(y_BTO.shape)
 
 
 def _attend(q_BTKGH: jax.Array, keys_BKSH: jax.Array, values_BKSH: jax.Array,
@@ -304,6 +324,9 @@ class FeedForward(nnx.Module):
         ('fused', 'mlp', 'embed'))  # [2, F, D]: gate, up
     self.down_proj = _param(rngs, _fan_in_init((1,), (0,)), (d, f), dtype,
                             ('embed', 'mlp'))  # [D, F]
+    # Low-rank adapters (`lora.add_adapters`): D -> [2F] and F -> D.
+    self.gating_lora = nnx.data(None)
+    self.down_lora = nnx.data(None)
 
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
     dtype = self.config.compute_dtype
@@ -325,14 +348,21 @@ class FeedForward(nnx.Module):
       # the weight, so the fused axis leads the output instead.
       gating_CBTF = jnp.einsum('BTD,CFD->CBTF', x_BTD, gating_CFD)
       gate_BTF, up_BTF = gating_CBTF[0], gating_CBTF[1]
+    if self.gating_lora is not None:
+      # The adapter's [2F] output is laid out as the weight's (gate, up).
+      delta_BTCF = self.gating_lora(x_BTD).astype(dtype).reshape(
+          x_BTD.shape[:2] + (c, f))
+      gate_BTF = gate_BTF + delta_BTCF[:, :, 0]
+      up_BTF = up_BTF + delta_BTCF[:, :, 1]
     if self.config.mlp_activation == 'silu':
       hidden_BTF = jax.nn.silu(gate_BTF) * up_BTF
     else:
       hidden_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
     hidden_BTF = sharding.shard(
         hidden_BTF, (sharding.BATCH, sharding.LENGTH, sharding.MLP))
-    return jnp.einsum('BTF,DF->BTD', hidden_BTF,
-                      self.down_proj[...].astype(dtype))
+    out_BTD = jnp.einsum('BTF,DF->BTD', hidden_BTF,
+                         self.down_proj[...].astype(dtype))
+    return _adapted(self.down_lora, hidden_BTF, out_BTD)
 
 
 class Block(nnx.Module):

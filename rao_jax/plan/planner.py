@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import dataclasses
+import functools
 from typing import Any
 
 from rao_jax import config as config_lib
@@ -223,8 +224,10 @@ def plan(config: config_lib.RunConfig) -> Plan:
                    rules)))
   phase_plans = []
   for phase in _phases(config):
-    state = programs.train_state(model, phase.optim, rules)[1].device_bytes(
-        mesh_shape)
+    # With LoRA the optimiser holds the adapters' moments alone (the
+    # adapters are counted here with it: they are what the run trains).
+    state = programs.train_state(model, phase.optim, rules,
+                                 config.lora)[1].device_bytes(mesh_shape)
     persistent = (
         Item('parameters', params, EXACT,
              ('model.param_dtype', *_MESH_FIELDS, 'sharding_rules')),
@@ -236,8 +239,9 @@ def plan(config: config_lib.RunConfig) -> Plan:
         f'train step ({phase.rows} rows x {phase.length})',
         (f'{phase.name}.rows_per_batch', f'{phase.name}.pack_lengths',
          *_MESH_FIELDS), state,
-        compiler(programs.compile_train_step, model, phase.optim, phase.loss,
-                 phase.rows, phase.length),
+        compiler(functools.partial(programs.compile_train_step,
+                                   lora=config.lora),
+                 model, phase.optim, phase.loss, phase.rows, phase.length),
         lambda phase=phase: programs.estimate_train_step(
             model, phase.optim, phase.loss, phase.rows, phase.length,
             mesh_shape, rules))

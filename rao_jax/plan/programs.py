@@ -36,6 +36,7 @@ import optax
 
 from rao_jax.model import config as model_config
 from rao_jax.model import gemma
+from rao_jax.model import lora as lora_lib
 from rao_jax.model import sharding
 from rao_jax.plan import liveness
 from rao_jax.rl import losses
@@ -100,12 +101,16 @@ class _Sizes:
 
 
 def train_state(model: model_config.ModelConfig, optim: update.OptimConfig,
-                rules) -> tuple[nnx.GraphDef, Abstract]:
-  """The (model, optimiser) train state of `update.split_train_state`."""
+                rules, lora: lora_lib.LoraConfig = lora_lib.LoraConfig()
+                ) -> tuple[nnx.GraphDef, Abstract]:
+  """The (model, optimiser) train state of `update.split_train_state`;
+  with `lora`, the adapters and their optimiser state alone."""
 
   def init():
-    m = gemma.Transformer(model, rngs=nnx.Rngs(0))
-    return m, nnx.Optimizer(m, update.make_optimizer(optim), wrt=nnx.Param)
+    m = lora_lib.add_adapters(gemma.Transformer(model, rngs=nnx.Rngs(0)),
+                              lora)
+    return m, nnx.Optimizer(m, update.make_optimizer(optim),
+                            wrt=lora_lib.trained(m))
 
   return _split(init, rules)
 
@@ -220,9 +225,10 @@ def _compiled(lowered) -> Figures:
 def compile_train_step(model: model_config.ModelConfig,
                        optim: update.OptimConfig, loss: losses.LossConfig,
                        rows: int, length: int, mesh: jax.sharding.Mesh,
-                       rules) -> Figures:
+                       rules, lora: lora_lib.LoraConfig = lora_lib.LoraConfig()
+                       ) -> Figures:
   """`update.train_step` on a `[rows, length]` minibatch, compiled."""
-  graphdef, state = train_state(model, optim, rules)
+  graphdef, state = train_state(model, optim, rules, lora)
   with sharding.use_mesh(mesh, rules):
     return _compiled(update.train_step.lower(
         graphdef, state.with_shardings(mesh),

@@ -134,27 +134,23 @@ def _sequence_token_counts(mask_BL: jax.Array, sequence_ids_BL: jax.Array
   return ids, counts
 
 
-def _denominator(mask_BL: jax.Array, sequence_ids_BL: jax.Array,
-                 config: LossConfig) -> jax.Array:
-  """What `aggregation` divides the summed loss by, for one minibatch."""
-  if config.aggregation == 'token_mean':
-    return jnp.maximum(jnp.sum(mask_BL), 1.0)
-  if config.aggregation == 'constant_sum':
-    return jnp.asarray(config.constant, jnp.float32)
-  _, counts = _sequence_token_counts(mask_BL, sequence_ids_BL)
-  return jnp.maximum(jnp.sum(counts > 0), 1).astype(jnp.float32)
-
-
-def denominator_of_counts(loss_tokens: Sequence[int] | np.ndarray,
-                          config: LossConfig) -> float:
+def denominator_of_counts(loss_tokens: np.ndarray | jax.Array,
+                          config: LossConfig) -> np.ndarray | jax.Array:
   """The divisor of `aggregation` for sequences with these loss-token
   counts: the token mean divides by all their loss tokens, the sequence
-  mean by the sequences that have any, the constant sum by `constant`."""
+  mean by the sequences that have any, the constant sum by `constant`.
+
+  The one definition of the divisor: the jitted loss applies it to a
+  minibatch's counts (`policy_loss`), the host to the counts of the
+  minibatches of an update (`loss_denominator`). NumPy counts give a NumPy
+  scalar, traced ones a traced scalar.
+  """
+  xp = jnp if isinstance(loss_tokens, jax.Array) else np
   if config.aggregation == 'token_mean':
-    return max(float(np.sum(loss_tokens)), 1.0)
+    return xp.maximum(xp.sum(loss_tokens), 1.0).astype(xp.float32)
   if config.aggregation == 'constant_sum':
-    return float(config.constant)
-  return float(max(int(np.count_nonzero(loss_tokens)), 1))
+    return xp.asarray(config.constant, xp.float32)
+  return xp.maximum(xp.sum(loss_tokens > 0), 1).astype(xp.float32)
 
 
 def loss_denominator(batches: Sequence[Mapping[str, np.ndarray]],
@@ -168,7 +164,8 @@ def loss_denominator(batches: Sequence[Mapping[str, np.ndarray]],
   # Sequence ids are unique across a packed batch; id 0 is padding.
   ids = np.concatenate([b['sequence_ids'].ravel() for b in batches])
   mask = np.concatenate([b['loss_mask'].ravel() for b in batches])
-  return denominator_of_counts(np.bincount(ids, weights=mask)[1:], config)
+  return float(denominator_of_counts(np.bincount(ids, weights=mask)[1:],
+                                     config))
 
 
 def _aggregate(per_token_BL: jax.Array, mask_BL: jax.Array,
@@ -222,7 +219,8 @@ def policy_loss(logp_BL: jax.Array, batch: dict[str, jax.Array],
     metrics['kl'] = _masked_mean(k3_BL, mask_BL)
 
   if denominator is None:
-    denominator = _denominator(mask_BL, batch['sequence_ids'], config)
+    _, counts = _sequence_token_counts(mask_BL, batch['sequence_ids'])
+    denominator = denominator_of_counts(counts[1:], config)  # 0: padding
   loss = _aggregate(per_token_BL, mask_BL, batch['sequence_ids'], config,
                     denominator)
   metrics.update(

@@ -31,6 +31,7 @@ minibatches, groups minibatches into optimiser updates and runs the passes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence
 import dataclasses
 from typing import Any
@@ -80,7 +81,8 @@ def update_on_sequences(graphdef: nnx.GraphDef, state: nnx.State,
                         sequences: Sequence[packing.TrainSequence],
                         settings: UpdateSettings, learning_rate: float, *,
                         mesh: jax.sharding.Mesh, rules: Sequence[Any],
-                        rng: np.random.Generator
+                        rng: np.random.Generator,
+                        should_stop: Callable[[], bool] | None = None
                         ) -> tuple[nnx.State, dict[str, float]]:
   """Runs one trainer step's updates, every update at `learning_rate`.
 
@@ -91,6 +93,9 @@ def update_on_sequences(graphdef: nnx.GraphDef, state: nnx.State,
     learning_rate: the rate of this trainer step.
     mesh, rules: packed rows are split over the batch axes of this mesh.
     rng: shuffles the packed rows across minibatches.
+    should_stop: asked before each optimiser update after the first (e.g.
+      whether a preemption notice came): when it says True the step ends
+      there, so a slow step answers within one update, not at its end.
 
   Returns:
     The new state and the step's metrics (means over its updates, plus the
@@ -107,8 +112,9 @@ def update_on_sequences(graphdef: nnx.GraphDef, state: nnx.State,
     return state, dict(shares, loss=0.0, minibatches=0, updates=0,
                        learning_rate=learning_rate)
   # 1.0 exactly when nothing is skipped.
-  scale = (losses.denominator_of_counts(loss_tokens, settings.loss) /
-           losses.denominator_of_counts(loss_tokens[keep], settings.loss))
+  scale = float(
+      losses.denominator_of_counts(loss_tokens, settings.loss) /
+      losses.denominator_of_counts(loss_tokens[keep], settings.loss))
   batches, stats = packing.pack(trained, buckets=settings.pack_lengths,
                                 rows_per_batch=settings.rows_per_batch,
                                 rng=rng)
@@ -119,20 +125,25 @@ def update_on_sequences(graphdef: nnx.GraphDef, state: nnx.State,
   put = lambda batch: {k: sharding.put(v, row_sharding)
                        for k, v in batch.items()}
   first_mismatch, update_metrics = None, []
+  schedule = [u for _ in range(settings.passes)
+              for u in zip(updates, denominators)]
   with sharding.use_mesh(mesh, rules):
-    for _ in range(settings.passes):
-      for members, denominator in zip(updates, denominators):
-        state, metrics, minibatch_metrics = _one_update(
-            graphdef, state, [batches[i] for i in members], put,
-            settings.loss, learning_rate, denominator)
-        if first_mismatch is None:  # before any update moved the policy
-          first_mismatch = float(minibatch_metrics[0]['logprob_mismatch'])
-        update_metrics.append(metrics)
+    for members, denominator in schedule:
+      if update_metrics and should_stop is not None and should_stop():
+        break  # the updates made so far stand; the rest are not made
+      state, metrics, minibatch_metrics = _one_update(
+          graphdef, state, [batches[i] for i in members], put,
+          settings.loss, learning_rate, denominator)
+      if first_mismatch is None:  # before any update moved the policy
+        first_mismatch = float(minibatch_metrics[0]['logprob_mismatch'])
+      update_metrics.append(metrics)
   metrics = {k: float(np.mean([m[k] for m in update_metrics]))
              for k in update_metrics[0]}
   metrics.update(shares, first_minibatch_logprob_mismatch=first_mismatch,
                  minibatches=len(batches) * settings.passes,
                  updates=len(update_metrics),
+                 # 1.0: should_stop ended the step before all its updates.
+                 stopped_early=float(len(update_metrics) < len(schedule)),
                  padding_fraction=stats.padding_fraction,
                  pack_row_length=stats.row_length)
   return state, metrics

@@ -155,8 +155,12 @@ def split_train_state(model: gemma.Transformer, optimizer: nnx.Optimizer
   return nnx.split((model, optimizer))
 
 
-def _grads(model, batch, config, ref_logp_BL, denominator):
-  grad_fn = nnx.value_and_grad(loss_and_metrics, has_aux=True)
+def _grads(model, wrt, batch, config, ref_logp_BL, denominator):
+  # Only what the optimiser trains (`wrt`: every nnx.Param, or the LoRA
+  # adapters' nnx.LoRAParam alone) is differentiated: with adapters no
+  # gradient of a base weight is ever computed or held.
+  grad_fn = nnx.value_and_grad(loss_and_metrics,
+                               argnums=nnx.DiffState(0, wrt), has_aux=True)
   (loss, metrics), grads = grad_fn(model, batch, config, ref_logp_BL,
                                    denominator)
   metrics['loss'] = loss
@@ -195,7 +199,8 @@ def train_step(graphdef: nnx.GraphDef, state: nnx.State,
     The new state and the step's metrics.
   """
   model, optimizer = nnx.merge(graphdef, state)
-  grads, metrics = _grads(model, batch, config, ref_logp_BL, denominator)
+  grads, metrics = _grads(model, optimizer.wrt, batch, config, ref_logp_BL,
+                          denominator)
   metrics.update(_apply(model, optimizer, grads, learning_rate))
   return nnx.state((model, optimizer)), metrics
 
@@ -214,16 +219,17 @@ def accumulate_grads(graphdef: nnx.GraphDef, state: nnx.State,
   minibatch holding them all would give. Returns the sum and the
   minibatch's metrics ('loss': its share of the update's loss).
   """
-  model, _ = nnx.merge(graphdef, state)
-  grads, metrics = _grads(model, batch, config, ref_logp_BL, denominator)
+  model, optimizer = nnx.merge(graphdef, state)
+  grads, metrics = _grads(model, optimizer.wrt, batch, config, ref_logp_BL,
+                          denominator)
   return jax.tree.map(jnp.add, grads_sum, grads), metrics
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef',))
 def zero_grads(graphdef: nnx.GraphDef, state: nnx.State) -> nnx.State:
-  """Zeros shaped and sharded like the parameters' gradients."""
-  model, _ = nnx.merge(graphdef, state)
-  return jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+  """Zeros shaped and sharded like the trained parameters' gradients."""
+  model, optimizer = nnx.merge(graphdef, state)
+  return jax.tree.map(jnp.zeros_like, nnx.state(model, optimizer.wrt))
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef',),

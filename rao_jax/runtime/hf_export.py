@@ -35,6 +35,7 @@ from rao_jax.runtime import checkpoint as checkpoint_lib
 from rao_jax.runtime import multihost
 from rao_jax.model import gemma
 from rao_jax.model import hf_io
+from rao_jax.model import lora
 from rao_jax.model import tokenizer as tokenizer_lib
 
 STEP_FILE = 'rao_export.json'  # {"step": the trainer step exported}
@@ -123,6 +124,10 @@ def export(model: gemma.Transformer, tokenizer: tokenizer_lib.Tokenizer,
     FloatingPointError: the parameters hold a NaN or an infinity.
   """
   out = epath.Path(out)
+  if lora.num_adapter_params(model):
+    # Into the base weights: a plain checkpoint, as transformers loads it.
+    # `merged` changes `model` in place; the caller's arrays are untouched.
+    model = lora.merged(model)
   held = exported_step(out)
   if held is not None and held > step:
     raise errors.Refusal(

@@ -22,6 +22,7 @@ from rao_jax import config as config_lib
 from rao_jax.runtime import errors
 from rao_jax.agent import chat as chat_lib
 from rao_jax.model import gemma
+from rao_jax.model import lora
 from rao_jax.model import params as params_lib
 from rao_jax.model import sharding
 from rao_jax.model import tokenizer as tokenizer_lib
@@ -103,6 +104,9 @@ def restore_state(config: config_lib.RunConfig, s: Setup,
   with the first phase's fresh optimiser (RL's when `phases` is empty)."""
   model = train_state_lib.initial_model(config.model, config.init_from_hf,
                                         config.seed, s.mesh, s.rules)
+  # Fresh adapters change nothing; with them only they train (`lora`).
+  with sharding.use_mesh(s.mesh, s.rules):
+    lora.add_adapters(model, config.lora, seed=config.seed)
   initial = train_state_lib.fresh(
       model, phases[0].optim if phases else config.optim, s.mesh, s.rules)
   return train_state_lib.restore(

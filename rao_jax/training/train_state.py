@@ -22,6 +22,7 @@ import jax
 from rao_jax import model as model_lib
 from rao_jax.model import config as model_config
 from rao_jax.model import gemma
+from rao_jax.model import lora
 from rao_jax.model import params as params_lib
 from rao_jax.model import sharding
 from rao_jax.rl import update
@@ -76,10 +77,12 @@ def initial_model(architecture: model_config.ModelConfig,
 def fresh(model: gemma.Transformer, optim: update.OptimConfig,
           mesh: jax.sharding.Mesh, rules: Sequence[Any], *,
           step: int = 0) -> TrainState:
-  """The model with a fresh optimiser."""
+  """The model with a fresh optimiser of what the run trains: the LoRA
+  adapters when the model has any (`model.lora.trained`), else every
+  parameter."""
   with sharding.use_mesh(mesh, rules):
     optimizer = nnx.Optimizer(model, update.make_optimizer(optim),
-                              wrt=nnx.Param)
+                              wrt=lora.trained(model))
   graphdef, arrays = update.split_train_state(model, optimizer)
   return TrainState(graphdef, arrays, step)
 

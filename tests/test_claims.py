@@ -25,17 +25,18 @@ import common  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-po
 
 # In the order that reuses the most: wall_clock times the RL runs of
 # efficiency and generalisation.
-EXPERIMENTS = ('efficiency', 'beyond_window', 'ablations', 'generalisation',
-               'wall_clock')
+EXPERIMENTS = ('efficiency', 'delegation', 'beyond_window', 'ablations',
+               'generalisation', 'wall_clock')
 # Keys each experiment's JSON line holds besides `experiment` and `plot`.
 HEADLINE_KEYS = {
-    'efficiency': ('success', 'gain', 'recursive_gain_vs_single',
-                   'delegating_roots', 'equal_budgets', 'sizes', 'seeds'),
-    'beyond_window': ('success', 'recursive_vs_single', 'sizes', 'seeds'),
+    'efficiency': ('greedy', 'sampled', 'matched', 'sizes', 'seeds'),
+    'delegation': ('rates', 'regret', 'gain_split', 'node_cost', 'sizes',
+                   'seeds'),
+    'beyond_window': ('greedy', 'sampled', 'sizes', 'seeds'),
     'wall_clock': ('documents', 'crafting', 'sizes', 'seeds'),
     'ablations': ('arms', 'sizes', 'seeds'),
-    'generalisation': ('success', 'recursive_vs_single', 'depths', 'sizes',
-                       'seeds'),
+    'generalisation': ('success', 'recursive_vs_single', 'evidence',
+                       'depths', 'sizes', 'seeds'),
 }
 
 
@@ -47,7 +48,8 @@ def _command(name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def _check_smoke(name: str, workdir: pathlib.Path) -> None:
-  result = _command(name, '--smoke', '--seeds=0', f'--workdir={workdir}')
+  result = _command(name, '--smoke', '--seeds=0', '--sft_seeds=0',
+                    f'--workdir={workdir}')
   assert result.returncode == 0, f'{name}: {result.stderr[-3000:]}'
   lines = result.stdout.strip().splitlines()
   numbers = json.loads(lines[-1])  # the JSON line comes last
@@ -86,15 +88,22 @@ def test_flags_name_what_is_wrong():
   flags = common.parse_flags('', ['--seeds=3,1', '--workdir=w'])
   assert flags.seeds == (3, 1) and flags.workdir == pathlib.Path(
       'w').resolve()
-  for bad in ('--seeds=a', '--seeds=1,1'):
+  assert flags.sft_seeds == (0, 1, 2) and flags.samples == 4
+  assert common.runs(common.parse_flags('', ['--seeds=5', '--sft_seeds=0,1'])
+                     ) == [common.Run(0, 5), common.Run(1, 5)]
+  for bad in ('--seeds=a', '--seeds=1,1', '--sft_seeds=', '--samples=-1'):
     with pytest.raises(SystemExit):
       common.parse_flags('', [bad])
 
 
 def test_sizes_and_run_names_follow_the_flags():
   full = common.parse_flags('', [])
-  assert common.sizes(full).eval_steps == (0, 5, 10, 15)
+  assert common.sizes(full) == common.Sizes(eval_steps=(0, 5, 10, 15),
+                                           num_eval=256)
   assert common.suffix(full) == ''
+  assert common.run_name(full, 'arm', common.Run(1, 2)) == 'arm_sft1_seed2'
+  # A bare RL seed starts from the first SFT seed.
+  assert common.run_name(full, 'arm', 2) == 'arm_sft0_seed2'
   reduced = common.parse_flags('', ['--sft_steps=75', '--rl_steps=4',
                                     '--num_eval=8'])
   assert common.sizes(reduced) == common.Sizes(eval_steps=(0, 2, 4),
@@ -104,37 +113,38 @@ def test_sizes_and_run_names_follow_the_flags():
   smoke = common.parse_flags('', ['--smoke'])
   assert common.suffix(smoke) == '_smoke'
   assert not common.size_record(smoke)['reduced']
+  assert smoke.samples == 1
 
 
 def _write_rl_metrics(workdir: pathlib.Path, tokens_per_tree) -> None:
   workdir.mkdir(parents=True)
   rows = [{'phase': 'sft', 'step': 1, 'sampled_tokens_per_tree': 0.0,
-           'rollout_s': 0.0, 'update_s': 0.0}]
-  rows += [{'phase': 'rl', 'step': 2 + i, 'sampled_tokens_per_tree': t,
-            'rollout_s': 1.0, 'update_s': 0.5}
+           'tokens_per_tree': 0.0, 'rollout_s': 0.0, 'update_s': 0.0}]
+  rows += [{'phase': 'rl', 'step': 2 + i, 'sampled_tokens_per_tree': t / 4,
+            'tokens_per_tree': t, 'rollout_s': 1.0, 'update_s': 0.5}
            for i, t in enumerate(tokens_per_tree)]
   (workdir / 'metrics.jsonl').write_text(
       ''.join(json.dumps(r) + '\n' for r in rows))
 
 
-def test_the_matched_single_agent_gets_the_recursive_agents_tokens(tmp_path):
+def test_the_matched_single_agent_stops_at_the_recursive_total(tmp_path):
   sys.path.insert(0, str(CLAIMS))
   import efficiency  # pylint: disable=g-import-not-at-top
-  flags = common.parse_flags('', ['--rl_steps=4', f'--workdir={tmp_path}'])
-  # Recursive trees sample 30-50 tokens, single ones 5-7: 160 against 24
-  # a tree over 4 steps, so 4 * 160 / 24 = 26.7 steps give as many tokens.
-  _write_rl_metrics(efficiency.arm_dir(flags, 'recursive', 0),
-                    [30, 40, 40, 50, 99])  # the 5th step is past the size
-  _write_rl_metrics(efficiency.arm_dir(flags, 'single_agent', 0),
-                    [5, 6, 6, 7, 1])
-  assert efficiency.matched_steps(flags, 0) == 27
-  cost = common.rl_cost(efficiency.arm_dir(flags, 'recursive', 0), 4, 8)
+  flags = common.parse_flags('', ['--rl_steps=4', '--sft_seeds=0',
+                                  f'--workdir={tmp_path}'])
+  run = common.Run(0, 0)
+  # Recursive trees hold 160 tokens a tree over its 4 steps (the 5th is
+  # past the size). The single agent's copy already trained 30 steps of
+  # 6 (180 >= 160): no more training, evaluated where it stands.
+  _write_rl_metrics(efficiency.arm_dir(flags, 'recursive', run),
+                    [30, 40, 40, 50, 99])
+  _write_rl_metrics(efficiency.arm_dir(flags, efficiency.MATCHED, run),
+                    [6] * 30)
+  assert efficiency.total_tokens(flags, 'recursive', run, 4) == 160 * 32
+  assert efficiency.matched_steps(flags, run) == 30
+  cost = common.rl_cost(efficiency.arm_dir(flags, 'recursive', run), 4, 8)
   assert cost == {'seconds': 6.0, 'rollout_s': 4.0,
-                  'sampled_tokens': 160 * 8}
-  # Never fewer steps than the experiment's own.
-  _write_rl_metrics(efficiency.arm_dir(flags, 'recursive', 1), [1] * 4)
-  _write_rl_metrics(efficiency.arm_dir(flags, 'single_agent', 1), [5] * 4)
-  assert efficiency.matched_steps(flags, 1) == 4
+                  'sampled_tokens': 40 * 8, 'total_tokens': 160 * 8}
 
 
 def test_a_difference_within_the_spread_is_no_difference():
@@ -174,3 +184,5 @@ def test_experiment_docs_say_their_command():
     text = (CLAIMS / f'{name}.py').read_text()
     assert f'python benchmarks/claims/{name}.py' in text
     assert os.path.getsize(CLAIMS / f'{name}.py') < 12_000  # short modules
+  for name in ('stats', 'floors', 'heldout', 'evidence'):
+    assert os.path.getsize(CLAIMS / f'{name}.py') < 12_000

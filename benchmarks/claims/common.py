@@ -16,11 +16,15 @@ SFT serves four of them) and a killed experiment continues where it
 stopped. Evaluations are saved beside their run (`claims/*.jsonl`, the
 call trees) and read back on a rerun.
 
-Seeds: `--seeds` are the RL seeds (the tasks RL draws and its samples);
-the SFT a comparison starts from is one run (seed 0), shared by every arm
-and seed, so the spread is RL's. A comparison reports each arm's mean and
-range over the seeds, and calls a difference no larger than the larger
-range no difference (`compare`).
+Seeds: `--sft_seeds` are the SFT runs (initialisation and data order),
+`--seeds` the RL seeds (the tasks RL draws and its samples): an arm runs
+RL once per pair (`Run`), each from its own SFT run. Held-out tasks are
+the same for every run and arm (`heldout.examples`, 256 a level at full
+size), evaluated greedily and, at the ends, `--samples` times at
+temperature 1: `evidence.py` averages a task's score over the runs and
+samples and reads 95% intervals from a paired bootstrap over the tasks
+(`stats.py`), beside exact match and the floors (`floors.py`). The older
+range over seeds (`compare`) remains for the tables that report it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import os
 import pathlib
 import shutil
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -43,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from rao_jax.runtime import host_memory
+import heldout
 
 if sys.argv and pathlib.Path(sys.argv[0]).resolve().parent == HERE:
   # An experiment's command, as the entry point does: glibc reads its
@@ -72,6 +77,13 @@ from rao_jax.viewer import run_files
 Trees = list[tree_lib.Tree]
 
 
+class Run(NamedTuple):
+  """One RL run of an arm: the SFT seed it starts from, its RL seed."""
+
+  sft: int
+  rl: int
+
+
 # ---------------------------------------------------------------------------
 # Flags.
 # ---------------------------------------------------------------------------
@@ -84,8 +96,10 @@ class Flags:
   Attributes:
     smoke: a few steps of everything (the tests run it), instead of the
       full size.
-    seeds: RL seeds, one run per arm and seed.
+    seeds: RL seeds, one run per arm, SFT seed and RL seed.
     workdir: where the runs live (shared by the experiments).
+    sft_seeds: SFT seeds, one SFT run per study and seed.
+    samples: evaluations at temperature 1 beside the greedy one.
     sft_steps, rl_steps, num_eval: a reduced run (None: the full size).
   """
 
@@ -95,6 +109,28 @@ class Flags:
   sft_steps: int | None = None
   rl_steps: int | None = None
   num_eval: int | None = None
+  sft_seeds: tuple[int, ...] = (0,)
+  samples: int = 4
+
+
+def runs(flags: Flags) -> list[Run]:
+  """Every (SFT seed, RL seed) pair, SFT seed first."""
+  return [Run(s, r) for s in flags.sft_seeds for r in flags.seeds]
+
+
+def as_run(flags: Flags, seed: 'int | Run') -> Run:
+  """A run; a bare RL seed starts from the first SFT seed."""
+  return seed if isinstance(seed, Run) else Run(flags.sft_seeds[0], seed)
+
+
+def _seed_list(parser, flag: str, text: str) -> tuple[int, ...]:
+  try:
+    seeds = tuple(int(s) for s in text.split(','))
+  except ValueError:
+    parser.error(f'--{flag}={text!r}: expected integers like 0,1,2')
+  if not seeds or len(set(seeds)) != len(seeds):
+    parser.error(f'--{flag}={text!r}: expected distinct seeds')
+  return seeds
 
 
 def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
@@ -105,25 +141,29 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
                       help='a few steps of everything, in about a minute')
   parser.add_argument('--seeds', default='0,1,2',
                       help='comma-separated RL seeds (default 0,1,2)')
+  parser.add_argument('--sft_seeds', default='0,1,2',
+                      help='comma-separated SFT seeds (default 0,1,2)')
+  parser.add_argument('--samples', type=int, default=4,
+                      help='evaluations at temperature 1 beside the greedy '
+                      'one (default 4; --smoke: 1)')
   parser.add_argument('--workdir', default=str(REPO / 'runs' / 'claims'),
                       help='where the runs live (default runs/claims)')
   for name in ('sft_steps', 'rl_steps', 'num_eval'):
     parser.add_argument(f'--{name}', type=int, default=None,
                         help='a reduced run: this instead of the full size')
   args = parser.parse_args(argv)
-  try:
-    seeds = tuple(int(s) for s in args.seeds.split(','))
-  except ValueError:
-    parser.error(f'--seeds={args.seeds!r}: expected integers like 0,1,2')
-  if not seeds or len(set(seeds)) != len(seeds):
-    parser.error(f'--seeds={args.seeds!r}: expected distinct seeds')
+  seeds = _seed_list(parser, 'seeds', args.seeds)
+  sft_seeds = _seed_list(parser, 'sft_seeds', args.sft_seeds)
+  if args.samples < 0:
+    parser.error(f'--samples={args.samples}: expected >= 0')
   if args.smoke and (args.sft_steps or args.rl_steps or args.num_eval):
     parser.error('--smoke has its own sizes: drop --sft_steps, --rl_steps '
                  'and --num_eval')
   return Flags(smoke=args.smoke, seeds=seeds,
                workdir=pathlib.Path(args.workdir).resolve(),
                sft_steps=args.sft_steps, rl_steps=args.rl_steps,
-               num_eval=args.num_eval)
+               num_eval=args.num_eval, sft_seeds=sft_seeds,
+               samples=1 if args.smoke else args.samples)
 
 
 # ---------------------------------------------------------------------------
@@ -197,15 +237,19 @@ def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
 
 def rl_cost(workdir: pathlib.Path, rl_steps: int, trees_per_step: int
             ) -> dict[str, float]:
-  """Seconds (rollouts and updates) and sampled tokens of a run's first
-  `rl_steps` RL steps."""
+  """Seconds (rollouts and updates), sampled and total tokens of a run's
+  first `rl_steps` RL steps."""
   rows = [r for r in read_metrics(workdir) if r.get('phase') == 'rl']
   rows = sorted(rows, key=lambda r: r['step'])[:rl_steps]
   return {
       'seconds': sum(r['rollout_s'] + r['update_s'] for r in rows),
       'rollout_s': sum(r['rollout_s'] for r in rows),
       'sampled_tokens': sum(r['sampled_tokens_per_tree'] * trees_per_step
-                            for r in rows)}
+                            for r in rows),
+      # Every token of every node's sequence: prompt, observations,
+      # children's results and what the policy sampled.
+      'total_tokens': sum(r['tokens_per_tree'] * trees_per_step
+                          for r in rows)}
 
 
 def token_matched_steps(run: pathlib.Path, peer: pathlib.Path,
@@ -252,22 +296,25 @@ def policy(config: config_lib.RunConfig, workdir: pathlib.Path
 def examples(config: config_lib.RunConfig, level: str, data_dir: str,
              num: int) -> list[dict[str, str]]:
   """The first `num` held-out test tasks of `level` (of the config's
-  task kinds); the level is built into `data_dir` if it is not there."""
-  task = config.tasks.resolve()
-  data_lib.prepare(task, level, data_dir)
-  return data_lib.eval_examples(task, level, data_dir, split='test',
-                                num_examples=num,
-                                kinds=config.tasks.task_kinds)
+  task kinds), generated past the stored split where it holds fewer
+  (`heldout.examples`); the level is built into `data_dir` if it is not
+  there."""
+  return heldout.examples(config.tasks.resolve(), level, data_dir, num,
+                          config.tasks.task_kinds)
 
 
 def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
              tasks: Sequence[Mapping[str, str]], max_depth: int,
-             step: int) -> Trees:
-  """Greedy trees of the workdir's newest checkpoint on `tasks` with depth
-  budget `max_depth`, saved as `<workdir>/claims/<tag>.jsonl` and read
-  from there when the tag was evaluated before. The checkpoint must be
+             step: int, sample: int = -1) -> Trees:
+  """Greedy trees (`sample` -1) or sampled ones at temperature 1 (sample
+  0, 1, ...: each its own seed) of the workdir's newest checkpoint on
+  `tasks` with depth budget `max_depth`, saved as
+  `<workdir>/claims/<tag>[_t1s<sample>].jsonl` and read from there when
+  the tag was evaluated before. The checkpoint must be
   the one of trainer step `step`: a run trained past an evaluation it
   skipped cannot give it any more."""
+  if sample >= 0:
+    tag = f'{tag}_t1s{sample}'
   path = workdir / 'claims' / f'{tag}.jsonl'
   if path.exists():
     return tree_lib.load(str(path))
@@ -276,7 +323,9 @@ def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
     raise ValueError(f'{workdir}: evaluation {tag!r} wants the checkpoint '
                      f'of step {step}, the newest is {found}; start this '
                      f'run over in a new --workdir')
-  trees, _ = rollouts.evaluate(tasks, max_depth, seed=config.seed + 1)
+  trees, _ = rollouts.evaluate(
+      tasks, max_depth, seed=config.seed + 1 + 1000 * (sample + 1),
+      temperature=1.0 if sample >= 0 else 0.0)
   path.parent.mkdir(parents=True, exist_ok=True)
   tree_lib.save(trees, str(path) + '.partial')
   os.replace(str(path) + '.partial', path)  # a killed write leaves no tag
@@ -431,17 +480,30 @@ def headline(experiment: str, numbers: Mapping[str, Any]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Curve:
-  """One line of a panel: x, and per seed its y values at x."""
+  """One series of a panel: x, and per seed its y values at x; or, with
+  `intervals`, per x a (mean, low, high) to draw instead."""
 
   label: str
   x: Sequence[float]
-  y_by_seed: Sequence[Sequence[float]]
+  y_by_seed: Sequence[Sequence[float]] = ()
+  intervals: Sequence[tuple[float, float, float]] = ()
+
+
+def _bars(curve: Curve) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+  """(mean, low, high, what the bar is) of a curve's points."""
+  if curve.intervals:
+    mean, low, high = np.asarray(curve.intervals, np.float64).T
+    return mean, low, high, '95% interval'
+  y_SX = np.asarray(curve.y_by_seed, dtype=np.float64)
+  return (y_SX.mean(axis=0), y_SX.min(axis=0), y_SX.max(axis=0),
+          f'range over {len(y_SX)} runs')
 
 
 def plot_panels(path: pathlib.Path, title: str,
                 panels: Sequence[tuple[str, str, Sequence[Curve]]]) -> str:
-  """One panel per (x label, y label, curves): each curve's mean over
-  seeds as a line, its range as a band; returns the PNG's path."""
+  """One panel per (x label, y label, curves): each curve's measured
+  points with their interval (or range over runs) as error bars, and no
+  line through steps that were not measured; returns the PNG's path."""
   fig = figure_lib.Figure(figsize=(plots.FIGSIZE[0], 3.2 * len(panels)),
                           dpi=plots.DPI, layout='constrained')
   backend_agg.FigureCanvasAgg(fig)  # PNGs without a display
@@ -449,12 +511,13 @@ def plot_panels(path: pathlib.Path, title: str,
   axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
   for ax, (xlabel, ylabel, curves) in zip(axes, panels):
     for i, curve in enumerate(curves):
-      y_SX = np.asarray(curve.y_by_seed, dtype=np.float64)
-      ax.plot(curve.x, y_SX.mean(axis=0), marker='o', color=f'C{i}',
-              label=f'{curve.label} ({len(y_SX)} seeds)')
-      if len(y_SX) > 1:
-        ax.fill_between(curve.x, y_SX.min(axis=0), y_SX.max(axis=0),
-                        color=f'C{i}', alpha=0.2, lw=0)
+      mean, low, high, bar = _bars(curve)
+      # Side by side: series measured at the same x do not hide each other.
+      offset = (i - (len(curves) - 1) / 2) * 0.01 * (
+          (max(curve.x) - min(curve.x)) or 1)
+      ax.errorbar(np.asarray(curve.x, np.float64) + offset, mean,
+                  yerr=[mean - low, high - mean], fmt='o', ls='none',
+                  capsize=3, color=f'C{i}', label=f'{curve.label} ({bar})')
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -489,6 +552,14 @@ class Study:
 MIXTURE = Study('mixture', 'mixture')
 # Crafting, trained on medium: the same mixture of solvers.
 CRAFTING = Study('crafting', 'crafting', {'sft.solver': 'mixture'})
+# The single agent in its own distribution: direct demonstrations (read,
+# `add`, answer: the recursive agent's tools) with depth budget 0 in every
+# prompt, SFT and RL alike, so evaluation shows it nothing it never saw.
+SINGLE = Study('single', 'mixture', {'sft.solver': 'direct',
+                                     'rollout.budgets.max_depth': 0})
+# Claim 2 at 16 windows: recursive demonstrations only, trained until
+# leaves are exact (`cpu_tiny.py:beyond`).
+BEYOND = Study('beyond', 'beyond')
 # Records of a `mixed` document: up to one window (the direct reader holds
 # 8 records), one to two windows, two to four.
 RECORD_BUCKETS = (8, 16, 32)
@@ -511,7 +582,8 @@ def sizes(flags: Flags) -> Sizes:
     eval_steps = (0, 5, 10, 15)
   else:
     eval_steps = tuple(sorted({0, flags.rl_steps // 2, flags.rl_steps}))
-  return Sizes(eval_steps=eval_steps, num_eval=flags.num_eval or 96)
+  # 256 tasks a level: a 95% interval of a share of about +-0.06.
+  return Sizes(eval_steps=eval_steps, num_eval=flags.num_eval or 256)
 
 
 def size_record(flags: Flags) -> dict[str, Any]:
@@ -530,9 +602,10 @@ def suffix(flags: Flags) -> str:
   return f'_sft{flags.sft_steps}' if flags.sft_steps else ''
 
 
-def run_name(flags: Flags, name: str, seed: int) -> str:
-  """The folder of an arm's RL run with seed `seed` (`rl_arm`)."""
-  return f'{name}_seed{seed}{suffix(flags)}'
+def run_name(flags: Flags, name: str, seed: 'int | Run') -> str:
+  """The folder of an arm's RL run (`rl_arm`)."""
+  run = as_run(flags, seed)
+  return f'{name}_sft{run.sft}_seed{run.rl}{suffix(flags)}'
 
 
 def study_config(flags: Flags, study: Study,
@@ -543,10 +616,13 @@ def study_config(flags: Flags, study: Study,
                      {**study.overrides, **steps, **(overrides or {})})
 
 
-def study_sft(flags: Flags, study: Study) -> pathlib.Path:
-  """The study's SFT run, trained unless it is done; its workdir."""
-  return sft(flags, f'sft_{study.name}{suffix(flags)}',
-             study_config(flags, study))
+def study_sft(flags: Flags, study: Study, sft_seed: int | None = None
+              ) -> pathlib.Path:
+  """The study's SFT run with seed `sft_seed` (default: the first of
+  `--sft_seeds`), trained unless it is done; its workdir."""
+  seed = flags.sft_seeds[0] if sft_seed is None else sft_seed
+  return sft(flags, f'sft_{study.name}_seed{seed}{suffix(flags)}',
+             study_config(flags, study, {'seed': seed}))
 
 
 def records(tree: tree_lib.Tree) -> int:
@@ -561,14 +637,15 @@ def bucket_stats(trees: Trees) -> dict[str, Any]:
               trees, records, RECORD_BUCKETS).items() if part}}
 
 
-def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
-           every_step: Mapping[str, tuple[str, int, int]],
+def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
+           max_depth: int, every_step: Mapping[str, tuple[str, int, int]],
            at_ends: Mapping[str, tuple[str, int, int]] | None = None,
            overrides: Mapping[str, Any] | None = None,
            eval_steps: Sequence[int] | None = None
            ) -> list[dict[str, Any]]:
-  """RL from the study's SFT at depth budget `max_depth` (0: the single
-  agent) with seed `seed`, in the run `<name>_seed<seed>`.
+  """RL from the study's SFT run `seed.sft` at depth budget `max_depth`
+  (0: the single agent) with RL seed `seed.rl`, in the run
+  `run_name(name, seed)`.
 
   The run stops at every step of `sizes(flags).eval_steps` whatever it
   evaluates there, so experiments that share it evaluate the same
@@ -577,18 +654,23 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
   Args:
     every_step: tag -> (level, tasks, depth budget): greedy trees of that
       many held-out tasks of the level, at each evaluation step.
-    at_ends: the same, at RL step 0 (the SFT policy) and the last only.
+    at_ends: the same, at RL step 0 (the SFT policy) and the last only;
+      every tag is also sampled `flags.samples` times at temperature 1
+      at the ends.
     overrides: RL fields on top of the study's (an ablation).
     eval_steps: instead of `sizes(flags).eval_steps` (a run continued
       past the experiment's size, `matched_arm`).
 
   Returns:
-    Per evaluation step: `rl_step`, the RL `seconds` and `sampled_tokens`
-    spent until then, and `trees`, tag -> the evaluation's trees.
+    Per evaluation step: `rl_step`, the RL `seconds`, `sampled_tokens` and
+    `total_tokens` spent until then, `trees` (tag -> the greedy
+    evaluation's trees) and `samples` (tag -> a list of sampled
+    evaluations' trees; at the ends only).
   """
-  sft_dir = study_sft(flags, study)
+  run = as_run(flags, seed)
+  sft_dir = study_sft(flags, study, run.sft)
   config = study_config(flags, study, {
-      'seed': seed, 'rollout.budgets.max_depth': max_depth,
+      'seed': run.rl, 'rollout.budgets.max_depth': max_depth,
       **(overrides or {})})
   run_config = typed(config)
   steps = tuple(eval_steps or sizes(flags).eval_steps)
@@ -599,28 +681,35 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: int, max_depth: int,
 
   def evaluate_at(rl_step, workdir):
     point = {'rl_step': rl_step,
-             **rl_cost(workdir, rl_step, trees_per_step), 'trees': {}}
-    evaluations = dict(every_step)
-    if rl_step in (steps[0], steps[-1]):
-      evaluations.update(at_ends)
-    # Step 0 is the SFT policy, the same for every seed: evaluated once.
+             **rl_cost(workdir, rl_step, trees_per_step), 'trees': {},
+             'samples': {}}
+    end = rl_step in (steps[0], steps[-1])
+    evaluations = {**every_step, **(at_ends if end else {})}
+    # Step 0 is the SFT policy, the same for every RL seed: evaluated once.
     where = workdir if rl_step else sft_dir
     for tag, (level, num, depth) in evaluations.items():
-      point['trees'][tag] = evaluate(
-          run_config, where, f'{level}{num}_depth{depth}_rl{rl_step}',
-          tasks[tag], depth, step=run_config.sft.steps + rl_step)
+      for sample in range(-1, flags.samples if end else 0):
+        trees = evaluate(
+            run_config, where, f'{level}{num}_depth{depth}_rl{rl_step}',
+            tasks[tag], depth, step=run_config.sft.steps + rl_step,
+            sample=sample)
+        if sample < 0:
+          point['trees'][tag] = trees
+        else:
+          point['samples'].setdefault(tag, []).append(trees)
     return point
 
-  return rl_curve(flags, run_name(flags, name, seed), config,
+  return rl_curve(flags, run_name(flags, name, run), config,
                   sft_dir, steps, evaluate_at)
 
 
-# The mixture's two agents (name -> depth budget), RL'd as `efficiency.py`
-# does; the other documents experiments evaluate the same runs.
-MIXTURE_ARMS = {'recursive': 8, 'single_agent': 0}
+# The documents agents: name -> (the study its SFT is, depth budget), RL'd
+# as `efficiency.py` does; the other documents experiments evaluate the
+# same runs. The single agent has its own SFT (`SINGLE`).
+MIXTURE_ARMS = {'recursive': (MIXTURE, 8), 'single_agent': (SINGLE, 0)}
 
 
-def mixture_arm(flags: Flags, arm: str, seed: int,
+def mixture_arm(flags: Flags, arm: str, seed: 'int | Run',
                 levels: Mapping[str, int] | None = None, name: str = '',
                 overrides: Mapping[str, Any] | None = None,
                 eval_steps: Sequence[int] | None = None
@@ -629,9 +718,9 @@ def mixture_arm(flags: Flags, arm: str, seed: int,
   `name`) at its own depth budget: held-out `mixed` tasks (tag 'mixed')
   at every evaluation step, and `levels` (level -> held-out tasks, each
   level its own tag) before and after RL."""
-  depth = MIXTURE_ARMS[arm]
+  study, depth = MIXTURE_ARMS[arm]
   return rl_arm(
-      flags, MIXTURE, name or f'efficiency_{arm}', seed, depth,
+      flags, study, name or f'efficiency_{arm}', seed, depth,
       {'mixed': ('mixed', sizes(flags).num_eval, depth)},
       {level: (level, num, depth) for level, num in (levels or {}).items()},
       overrides=overrides, eval_steps=eval_steps)
@@ -649,7 +738,7 @@ def training_signal(flags: Flags, experiment: str,
   rows = []
   for arm in results:
     by_step: dict[int, list[dict]] = {}
-    for seed in flags.seeds:
+    for seed in runs(flags):
       name = run_name(flags, f'{experiment}_{arm}', seed)
       records = [r for r in read_metrics(flags.workdir / name)
                  if r.get('phase') == 'rl']
@@ -679,8 +768,7 @@ def level_ends(points: Sequence[dict[str, Any]], tags: Sequence[str]
   `tree_stats` of its trees, for `tags`."""
   ends = [dict(points[0]), dict(points[-1])]
   for point in ends:
-    trees = point.pop('trees')
-    point['stats'] = {tag: tree_stats(trees[tag]) for tag in tags}
+    point['stats'] = {tag: tree_stats(point['trees'][tag]) for tag in tags}
   return ends
 
 

@@ -1,27 +1,29 @@
-r"""Claims 1 and 5: the recursive agent learns more per unit of training than
-a single agent, and delegates better as training goes on.
+r"""Claim 1: the recursive agent learns more per unit of training than a
+single agent (claim 5, when to delegate, is `delegation.py`).
 
-  python benchmarks/claims/efficiency.py [--smoke] [--seeds=0,1,2] \
-      [--workdir=runs/claims]
+  python benchmarks/claims/efficiency.py [--smoke] [--sft_seeds=0,1,2] \
+      [--seeds=0,1] [--samples=4] [--workdir=runs/claims]
 
-Both agents start from one SFT run on a mixture of direct and recursive
-demonstrations over `mixed` documents (2-32 records; a node reads 8 in
-its window), so whether to delegate is a coin flip that does not depend
-on the length (`configs/cpu_tiny.py:mixture`). Then the same RL (the
-paper's root-level baseline, 4 root tasks x 8 trees a step, AdamW 5e-5)
-for the recursive agent (depth budget 8) and for the single agent (depth
-budget 0: every spawn is refused), 15 steps a seed, each under the same
-budgets (tokens a tree, steps a node). Every 5 RL steps both are
-evaluated greedily on 96 held-out `mixed` tasks at their own depth
-budget: root success overall and per length bucket (records <= 8, 9-16,
-17-32), the share of roots and of nodes that delegate, well-formed
-spawns (accepted over attempted), child success, children per
-delegating node, depth used; against RL steps, RL seconds and sampled
-tokens. The arms take the same RL steps; a third, the single agent's
-run continued for the steps that, at its rate over the first ones, sample
-as many tokens as the recursive agent's, compares them at a larger
-budget: the tokens and RL seconds it actually spent are reported beside.
-`--smoke`: 3 SFT steps, 2 RL steps (the third arm at most 4), 4 tasks.
+The recursive agent: SFT (per SFT seed) on a mixture of direct and
+recursive demonstrations over `mixed` documents (2-32 records; a node
+reads 8 in its window), so whether to delegate is a coin flip that does
+not depend on the length (`configs/cpu_tiny.py:mixture`), then RL at
+depth budget 8 (the paper's root-level baseline, 4 root tasks x 8 trees
+a step, AdamW 5e-5). The single agent in its own distribution: SFT on
+direct demonstrations (read, `add`, answer: the same tools) with depth
+budget 0 in every prompt, then the same RL at depth budget 0. 15 RL steps
+per (SFT seed, RL seed); every 5, both are evaluated greedily on the same
+256 held-out `mixed` tasks, and at the ends `--samples` times at
+temperature 1 too. A third arm continues the single agent's run until it
+has spent as many *total* tokens (every node's prompt, observations and
+samples) as the recursive agent's, measured, not estimated.
+
+Each table row gives credit and exact match with 95% paired bootstrap
+intervals over the tasks (scores averaged over the runs), the floors on
+the same tasks (answering 0; the best blind answer from question kind and
+record count, fit on the training split) and the scripted solvers'
+ceilings; 'holds' only above the floor and outside the interval
+(`evidence.py`). `--smoke`: 3 SFT steps, 2 RL steps, 4 tasks, 1 sample.
 
 Prints the tables, then one JSON line; draws `<workdir>/efficiency.png`.
 """
@@ -32,40 +34,58 @@ import math
 import sys
 
 import common
+import evidence
 
 EXPERIMENT = 'efficiency'
 ARMS = common.MIXTURE_ARMS
 TAG = 'mixed'
-# The single agent continued to (an estimate of) the recursive agent's
-# sampled-token budget.
+# The single agent continued to the recursive agent's total tokens.
 MATCHED = 'single_agent_matched'
 
 
-def run_arm(flags: common.Flags, arm: str, seed: int, **kwargs) -> list[dict]:
+def run_arm(flags: common.Flags, arm: str, seed, **kwargs) -> list[dict]:
   """One arm's evaluation points (`common.mixture_arm`), each with
-  `stats`: `common.bucket_stats` of its held-out `mixed` trees; `trees`
-  keeps the other levels' trees."""
+  `stats`: `common.bucket_stats` of its held-out `mixed` trees."""
   points = common.mixture_arm(flags, arm, seed, **kwargs)
   for point in points:
-    point['stats'] = common.bucket_stats(point['trees'].pop(TAG))
+    point['stats'] = common.bucket_stats(point['trees'][TAG])
   return points
 
 
-def arm_dir(flags: common.Flags, arm: str, seed: int):
+def arm_dir(flags: common.Flags, arm: str, seed):
   return flags.workdir / common.run_name(flags, f'{EXPERIMENT}_{arm}', seed)
 
 
-def matched_steps(flags: common.Flags, seed: int) -> int:
-  """`common.token_matched_steps` of the single agent against the
-  recursive one (`--smoke`: at most twice the experiment's steps)."""
+def total_tokens(flags: common.Flags, arm: str, seed, steps: int) -> float:
+  study, _ = ARMS.get(arm, ARMS['single_agent'])
+  config = common.typed(common.study_config(flags, study))
+  per_step = config.rl.roots_per_step * config.rl.group_size
+  return common.rl_cost(arm_dir(flags, arm, seed), steps,
+                        per_step)['total_tokens']
+
+
+def matched_steps(flags: common.Flags, seed) -> int:
+  """RL steps of the single agent's copy that spend at least the
+  recursive agent's total tokens: trained a guess at a time (its own
+  rate so far) until the measured count reaches the target (`--smoke`:
+  at most twice the experiment's steps)."""
   steps = common.sizes(flags).eval_steps[-1]
-  matched = common.token_matched_steps(arm_dir(flags, 'single_agent', seed),
-                                       arm_dir(flags, 'recursive', seed),
-                                       steps)
-  return min(matched, 2 * steps) if flags.smoke else matched
+  target = total_tokens(flags, 'recursive', seed, steps)
+  cap = 2 * steps if flags.smoke else 50 * steps
+  while steps < cap:
+    spent = total_tokens(flags, MATCHED, seed, 10**9)
+    done = len([r for r in common.read_metrics(arm_dir(flags, MATCHED, seed))
+                if r.get('phase') == 'rl'])
+    if spent >= target:
+      return done
+    steps = min(cap, max(done + 1, math.ceil(done * target / max(spent, 1))))
+    study, depth = ARMS['single_agent']
+    common.rl_arm(flags, study, f'{EXPERIMENT}_{MATCHED}', seed, depth, {},
+                  eval_steps=(steps,))
+  return steps
 
 
-def matched_arm(flags: common.Flags, seed: int) -> list[dict]:
+def matched_arm(flags: common.Flags, seed) -> list[dict]:
   """The single agent's run continued, in a copy, to `matched_steps`: one
   evaluation point, there."""
   common.copy_run(arm_dir(flags, 'single_agent', seed),
@@ -74,126 +94,88 @@ def matched_arm(flags: common.Flags, seed: int) -> list[dict]:
                  eval_steps=(matched_steps(flags, seed),))
 
 
-def run(flags: common.Flags) -> dict[str, dict[int, list[dict]]]:
-  """arm -> seed -> evaluation points (`run_arm`), for `ARMS` and, with
+def run(flags: common.Flags) -> dict[str, dict]:
+  """arm -> run -> evaluation points (`run_arm`), for `ARMS` and, with
   one point, `MATCHED`."""
-  results = {arm: {seed: run_arm(flags, arm, seed) for seed in flags.seeds}
-             for arm in ARMS}
-  results[MATCHED] = {seed: matched_arm(flags, seed) for seed in flags.seeds}
+  runs = common.runs(flags)
+  results = {arm: {r: run_arm(flags, arm, r) for r in runs} for arm in ARMS}
+  results[MATCHED] = {r: matched_arm(flags, r) for r in runs}
   return results
 
 
-def metric(points_by_seed, index: int, key: str,
-           bucket: str | None = None) -> common.Estimate:
-  """A statistic of evaluation `index` over seeds (NaN-free seeds)."""
-  def value(point):
-    stats = (point['stats']['all'] if bucket is None else
-             point['stats']['buckets'].get(bucket, {}))
-    return stats.get(key, math.nan)
-  return common.over_seeds(points_by_seed, index, value)
+def ends(results) -> dict[str, tuple[dict, int]]:
+  """Row label -> (points by run, evaluation index) of the table."""
+  return {'recursive, SFT': (results['recursive'], 0),
+          'recursive, RL': (results['recursive'], -1),
+          'single agent, SFT': (results['single_agent'], 0),
+          'single agent, RL': (results['single_agent'], -1),
+          'single agent, total tokens matched': (results[MATCHED], 0)}
 
 
-def gain(points_by_seed, key: str = 'root_success') -> common.Estimate:
-  """The last evaluation minus the SFT policy's, over seeds."""
-  return common.estimate([p[-1]['stats']['all'][key] -
-                          p[0]['stats']['all'][key]
-                          for p in points_by_seed.values()])
+PEERS = {'recursive, RL': 'single agent, total tokens matched',
+         'recursive, SFT': 'single agent, SFT'}
+
+
+def tables(flags: common.Flags, results, read) -> dict:
+  """Prints the evidence table per length bucket for `read` (greedy or
+  sampled scores); returns the JSON numbers of 'all'."""
+  by_run = results['recursive']
+  first = next(iter(by_run.values()))[0]['trees'][TAG]
+  config = common.typed(common.study_config(flags, common.MIXTURE))
+  data_dir = str(common.study_sft(flags, common.MIXTURE) / 'data')
+  tasks = common.examples(config, TAG, data_dir, len(first))
+  floor = evidence.floor_scores(config, TAG, data_dir, tasks)
+  arms = {label: read(points, i, TAG)
+          for label, (points, i) in ends(results).items()}
+  arms = {k: v for k, v in arms.items() if v is not None}
+  arms.update(evidence.ceilings(config, tasks, max_depth=8))
+  numbers = evidence.to_json(arms, floor, PEERS)
+  low = 0
+  for edge in ('all', *common.RECORD_BUCKETS):
+    mask = None if edge == 'all' else evidence.mask_by(
+        first, common.records, low, edge)
+    name = 'all' if edge == 'all' else f'records {low}-{edge}'
+    low = low if edge == 'all' else edge + 1
+    if mask is not None and not mask.any():
+      continue  # no task of this length (a smoke run's few)
+    print(f'\n{name}\n')
+    print(common.table(evidence.HEADER, evidence.rows(arms, floor, mask,
+                                                       PEERS)))
+  return numbers
 
 
 def report(flags: common.Flags, results) -> dict:
   """Prints the tables; returns the headline numbers."""
-  matched = results[MATCHED]
-  results = {arm: results[arm] for arm in ARMS}
-  steps = common.sizes(flags).eval_steps
-  last = len(steps) - 1
-  rows = []
-  for arm, by_seed in results.items():
-    for i, step in enumerate(steps):
-      cost = [p[i] for p in by_seed.values()]
-      rows.append([arm, step, str(metric(by_seed, i, 'root_success')),
-                   *[str(metric(by_seed, i, 'root_success', b))
-                     for b in buckets()],
-                   f'{sum(c["seconds"] for c in cost) / len(cost):.0f}',
-                   f'{sum(c["sampled_tokens"] for c in cost) / len(cost):.0f}'])
-  print('\nHeld-out root success (mixed, greedy), mean [range] over seeds\n')
-  print(common.table(['agent', 'RL step', 'all', *[f'records {b}' for b in
-                                                   buckets()],
-                      'RL s', 'sampled tokens'], rows))
+  print('\nHeld-out `mixed`, greedy: score per task averaged over '
+        f'{len(common.runs(flags))} runs (SFT x RL seeds), paired 95% '
+        'intervals over tasks')
+  greedy = tables(flags, results, evidence.greedy)
+  print(f'\nThe same, {flags.samples} samples a run at temperature 1')
+  sampled = tables(flags, results, evidence.sampled)
+  delegation_table(flags, results['recursive'])
+  common.training_signal(flags, EXPERIMENT, {a: results[a] for a in ARMS})
+  matched = [p[0] for p in results[MATCHED].values()]
+  return {'seeds': list(flags.seeds), 'sft_seeds': list(flags.sft_seeds),
+          'sizes': common.size_record(flags), 'greedy': greedy,
+          'sampled': sampled,
+          'matched': {'rl_steps': [p['rl_step'] for p in matched],
+                      'total_tokens': [p['total_tokens'] for p in matched]}}
 
-  by_seed = results['recursive']
+
+def delegation_table(flags: common.Flags, by_run) -> None:
+  """How the recursive agent delegates, at each evaluation step."""
+  steps = common.sizes(flags).eval_steps
   rows = []
   for key in ('delegating_roots', 'delegating_nodes', 'well_formed_spawns',
-              'child_success', 'children_per_delegating_node', 'depth',
-              'nodes'):
-    for i in (0, last):
-      rows.append([key, steps[i], *[str(metric(by_seed, i, key, b))
-                                    for b in buckets()],
-                   str(metric(by_seed, i, key))])
-  print('\nHow the recursive agent delegates, before and after RL\n')
+              'child_success', 'nodes'):
+    for i, step in enumerate(steps):
+      rows.append([key, step, *[str(common.over_seeds(
+          by_run, i, lambda p, b=b: p['stats']['buckets'].get(b, {}).get(
+              key, math.nan))) for b in buckets()]])
+  print('\nHow the recursive agent delegates (greedy), mean [range] over '
+        'runs\n')
   print(common.table(['statistic', 'RL step', *[f'records {b}' for b in
-                                                buckets()], 'all'], rows))
-
-  common.training_signal(flags, EXPERIMENT, results)
-  gains = {arm: gain(by_seed) for arm, by_seed in results.items()}
-  verdict = common.compare(gains['single_agent'], gains['recursive'])
-  per_token = {arm: common.estimate([
-      100_000 * (p[last]['stats']['all']['root_success'] -
-                 p[0]['stats']['all']['root_success']) /
-      max(p[last]['sampled_tokens'], 1) for p in by_seed.values()])
-               for arm, by_seed in results.items()}
-  print('\nRL gain in held-out root success (last evaluation minus SFT)\n')
-  print(common.table(
-      ['agent', 'gain', 'gain per 100k sampled tokens'],
-      [[arm, str(gains[arm]), str(per_token[arm])] for arm in results]))
-  print(f'\nrecursive gain against the single agent\'s: {verdict}')
-  budgets = equal_budgets(results, matched, last)
-  return {
-      'rl_steps': steps[last], 'seeds': list(flags.seeds),
-      'sizes': common.size_record(flags),
-      'success': {arm: {'sft': metric(s, 0, 'root_success').to_json(),
-                        'rl': metric(s, last, 'root_success').to_json()}
-                  for arm, s in results.items()},
-      'gain': {arm: g.to_json() for arm, g in gains.items()},
-      'recursive_gain_vs_single': verdict,
-      'delegating_roots': {
-          b: {'sft': metric(by_seed, 0, 'delegating_roots', b).mean,
-              'rl': metric(by_seed, last, 'delegating_roots', b).mean}
-          for b in buckets()},
-      'equal_budgets': budgets,
-  }
-
-
-def equal_budgets(results, matched, last: int) -> dict:
-  """Prints the recursive agent after RL against the single agent after as
-  many steps and continued to the token estimate (`MATCHED`), overall and
-  per length bucket; returns the verdicts (recursive against each)."""
-  ends = {'recursive': (results['recursive'], last),
-          'single agent, same steps': (results['single_agent'], last),
-          'single agent, continued to the token estimate': (matched, 0)}
-  rows = []
-  for label, (by_seed, i) in ends.items():
-    cost = [p[i] for p in by_seed.values()]
-    rows.append([label, ', '.join(str(c['rl_step']) for c in cost),
-                 *[str(metric(by_seed, i, 'root_success', b))
-                   for b in (None, *buckets())],
-                 f'{sum(c["sampled_tokens"] for c in cost) / len(cost):.0f}',
-                 f'{sum(c["seconds"] for c in cost) / len(cost):.0f}'])
-  print('\nEqual budgets: held-out root success after RL, mean [range] over '
-        'seeds (RL steps per seed)\n')
-  print(common.table(['agent', 'RL steps', 'all', *[f'records {b}' for b in
-                                                    buckets()],
-                      'sampled tokens', 'RL s'], rows))
-  recursive = results['recursive']
-  verdicts = {}
-  for label, (by_seed, i) in list(ends.items())[1:]:
-    verdicts[label] = {b or 'all': common.compare(
-        metric(by_seed, i, 'root_success', b),
-        metric(recursive, last, 'root_success', b))
-                       for b in (None, *buckets())}
-    print(f'recursive against {label}: {verdicts[label]}')
-  return {'matched_rl_steps': [p[0]['rl_step'] for p in matched.values()],
-          'matched_success': metric(matched, 0, 'root_success').to_json(),
-          'recursive_vs': verdicts}
+                                                buckets()]], rows))
 
 
 def buckets() -> list[str]:
@@ -203,42 +185,26 @@ def buckets() -> list[str]:
 
 
 def plot(flags: common.Flags, results) -> str:
-  matched = results[MATCHED]
-  results = {arm: results[arm] for arm in ARMS}
+  """Exact match against RL step and total tokens: measured points with
+  95% intervals (paired bootstrap over tasks, runs averaged)."""
   steps = list(common.sizes(flags).eval_steps)
 
-  def success(by_seed, key='root_success', bucket=None):
-    return [[metric({0: points}, i, key, bucket).mean
-             for i in range(len(points))] for points in by_seed.values()]
-
-  def mean_cost(by_seed, key):
-    points = list(by_seed.values())
-    return [sum(p[i][key] for p in points) / len(points)
-            for i in range(len(points[0]))]
-
-  # The single agent's steps up to the recursive agent's tokens: its run's
-  # points, then the matched one.
-  single = {seed: [*results['single_agent'][seed], *matched[seed]]
-            for seed in matched}
-  budget_arms = {'recursive': results['recursive'],
-                 'single_agent (continued)': single}
+  def curve(arm, x_key=None):
+    by_run = results[arm]
+    count = len(next(iter(by_run.values())))
+    points = [evidence.greedy(by_run, i, TAG) for i in range(count)]
+    x = steps[:count] if x_key is None else [
+        sum(p[i][x_key] for p in by_run.values()) / len(by_run)
+        for i in range(count)]
+    bars = [evidence.stats.bootstrap(p.exact) for p in points]
+    return common.Curve(arm, x, intervals=[(b.mean, b.low, b.high)
+                                           for b in bars])
   return common.plot_panels(
       flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
-      'Recursive vs single agent: RL from one mixture SFT', [
-          ('RL step', 'held-out root success',
-           [common.Curve(arm, steps, success(s))
-            for arm, s in results.items()]),
-          ('sampled tokens (mean over seeds)', 'held-out root success',
-           [common.Curve(arm, mean_cost(s, 'sampled_tokens'), success(s))
-            for arm, s in budget_arms.items()]),
-          ('RL seconds (mean over seeds)', 'held-out root success',
-           [common.Curve(arm, mean_cost(s, 'seconds'), success(s))
-            for arm, s in budget_arms.items()]),
-          ('RL step', 'recursive: roots that delegate',
-           [common.Curve(f'records {b}', steps,
-                         success(results['recursive'], 'delegating_roots', b))
-            for b in buckets()]),
-      ])
+      'Recursive vs single agent (own SFT): held-out exact match', [
+          ('RL step', 'exact match', [curve(a) for a in ARMS]),
+          ('total tokens (mean over runs)', 'exact match',
+           [curve(a, 'total_tokens') for a in (*ARMS, MATCHED)])])
 
 
 def main(argv=None) -> dict:

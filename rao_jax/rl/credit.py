@@ -5,7 +5,15 @@ For a batch of finished trees grouped by root task:
                 it, else the root's; sparse: the root's success copied down.
                 Failed and aborted nodes score 0 (they still train).
   reward (Eq.1) R(X) = s(X) + lambda * mean_{c in children(X)} s(c)
-                (no bonus for a leaf).
+                (no bonus for a leaf), less an optional cost of what X
+                launched: - kappa_node * |descendants(X)|
+                          - kappa_token * tokens sampled in X's subtree.
+                The paper's Eq. 1 has no cost (kappa = 0, the default).
+                lambda pays a parent for its children's success, so a
+                delegating root earns up to lambda more than an equally
+                right direct one: it is a delegation bonus, not a
+                neutral weight; a cost lets delegation pay only where
+                it raises s(X) by more than it costs.
   baseline (Eq.3) b_{-g} = mean_{g' != g} R_root(g') over the group's trees,
                 the same for every node of tree g: A(X) = R(X) - b_{-g}.
                 Variant 'leave_one_out_depth': b(X) = mean of R(Y) over the
@@ -74,6 +82,10 @@ class CreditConfig:
     exact_success: a node succeeds (1) only with a full score, else 0: a
       task's partial credit (Oolong's 0.75^|error| on numbers) still grades
       evaluation, but a near miss earns nothing in training.
+    node_cost: kappa_node, subtracted from R(X) per node below X (the
+      compute X launched; 0 in the paper).
+    token_cost: kappa_token, subtracted from R(X) per token sampled by X
+      and the nodes below it (0 in the paper).
   """
   # Frozen and kw-only, as every config section: built once from the run's
   # config and hashable, so a jitted function could take it as static.
@@ -84,6 +96,8 @@ class CreditConfig:
   depth_weighting: bool = True
   normalize_std: bool = False
   exact_success: bool = False
+  node_cost: float = 0.0
+  token_cost: float = 0.0
 
   def __post_init__(self):
     if self.success not in SUCCESS_MODES:
@@ -93,6 +107,10 @@ class CreditConfig:
     if self.child_bonus < 0:
       raise ValueError(f'rl.credit.child_bonus={self.child_bonus}: must be '
                        '>= 0')
+    for name in ('node_cost', 'token_cost'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'rl.credit.{name}={getattr(self, name)}: must be '
+                         '>= 0')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,11 +166,12 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
     success = {n.node_id: node_success(n, root_s, config.success,
                                        config.exact_success)
                for n in tree.nodes}
+    cost = launch_costs(tree, config.node_cost, config.token_cost)
     for node in tree.nodes:
       child_ids = [c for step in node.children for c in step]
       bonus = (config.child_bonus * float(np.mean([success[c] for c in child_ids]))
                if child_ids else 0.0)
-      reward = success[node.node_id] + bonus
+      reward = success[node.node_id] + bonus - cost[node.node_id]
       node.reward = reward
       rows.append((t, node, success[node.node_id]))
       rewards.append(reward)
@@ -179,6 +198,33 @@ def assign_credit(trees: Sequence[tree_lib.Tree],
       advantage=advantages,
       weight=depth_weights(depth) if config.depth_weighting else
       np.ones(len(rows)))
+
+
+def launch_costs(tree: tree_lib.Tree, node_cost: float,
+                 token_cost: float) -> dict[int, float]:
+  """node id -> node_cost * (nodes below it) + token_cost * (tokens
+  sampled in its subtree, its own included); zeros when both are 0."""
+  if not node_cost and not token_cost:
+    return {n.node_id: 0.0 for n in tree.nodes}
+  by_id = {n.node_id: n for n in tree.nodes}
+  totals: dict[int, tuple[int, int]] = {}  # id -> (descendants, tokens)
+
+  def visit(node_id: int) -> tuple[int, int]:
+    node = by_id[node_id]
+    below, tokens = 0, int(sum(node.loss_mask))
+    for step in node.children:
+      for child in step:
+        if child in by_id:  # a child a budget aborted may be missing
+          child_below, child_tokens = visit(child)
+          below, tokens = below + 1 + child_below, tokens + child_tokens
+    totals[node_id] = (below, tokens)
+    return totals[node_id]
+
+  for node in tree.nodes:
+    if node.node_id not in totals:
+      visit(node.node_id)
+  return {i: node_cost * below + token_cost * tokens
+          for i, (below, tokens) in totals.items()}
 
 
 def _check_group_sizes(trees) -> None:

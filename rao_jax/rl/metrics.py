@@ -18,6 +18,12 @@ def root_scores(trees: Sequence[tree_lib.Tree]) -> list[float]:
           for t in trees]
 
 
+def root_exact_scores(trees: Sequence[tree_lib.Tree]) -> list[float]:
+  """Each tree's exact match: 1.0 where the root finished with a full
+  score, else 0.0 (partial credit, e.g. a number off by one, counts 0)."""
+  return [float(score == 1.0) for score in root_scores(trees)]
+
+
 def tree_metrics(trees: Sequence[tree_lib.Tree],
                  node_credit: credit_lib.NodeCredit | None = None
                  ) -> dict[str, float]:
@@ -30,9 +36,7 @@ def tree_metrics(trees: Sequence[tree_lib.Tree],
       'root_success': float(np.mean(root_scores(trees))),
       # Exact match: a full score (partial credit, e.g. a number off by
       # one, counts 0 here).
-      'root_exact': float(np.mean([
-          t.root.status == tree_lib.DONE and t.root.success == 1.0
-          for t in trees])),
+      'root_exact': float(np.mean(root_exact_scores(trees))),
       'nodes_per_tree': float(np.mean([len(t.nodes) for t in trees])),
       'max_depth_per_tree': float(np.mean([
           max(n.depth for n in t.nodes) for t in trees])),

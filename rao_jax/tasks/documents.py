@@ -271,8 +271,21 @@ def _combine(kind: str, args: tuple[str, ...],
   return format_tally(totals) if kind == 'tally' else most_frequent(totals)
 
 
+def _terms(kind: str, args: tuple[str, ...], text: str) -> list[str]:
+  """What a direct reader adds: a 1 per record with the label (count) or
+  the speaker's values (sum); '0' when no record counts."""
+  rows = records(text)
+  if kind == 'count':
+    terms = ['1' for _, label, _ in rows if label == args[0]]
+  else:
+    terms = [str(value) for speaker, _, value in rows if speaker == args[0]]
+  return terms or ['0']
+
+
 class DirectSolver:
-  """Answers from its inline data, or reads as much as fits, then answers.
+  """Answers from its inline data, or reads as much as fits, then answers
+  (numbers: adds the terms it read with the `add` tool, then copies the
+  total).
 
   Beyond the window it truncates: it reads the longest prefix of whole
   records that leaves room for its answer, and answers over that prefix.
@@ -318,7 +331,15 @@ class DirectSolver:
       seen = ''
     elif not self.fixed_width and len(seen) < len(view.spec.data):
       seen = seen[:seen.rfind('\n') + 1]  # a cut last line is not read
-    return protocol.answer(solve(*parsed, seen))
+    if parsed[0] not in ('count', 'sum'):
+      return protocol.answer(solve(*parsed, seen))
+    # Numbers through the `add` tool, as the recursive solver's parents
+    # do: the policy copies the terms it read and the tool's total, and
+    # never adds up to 8 numbers in its head.
+    if view.step == 1:
+      return protocol.tool_call('add', ' '.join(_terms(*parsed, seen)))
+    total = view.observations[-1]
+    return protocol.answer(total if total.isdigit() else solve(*parsed, seen))
 
 
 class RecursiveSolver:

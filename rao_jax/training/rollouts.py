@@ -134,12 +134,13 @@ class Rollouts:
                      version=version)
 
   def evaluate(self, examples: Sequence[Mapping[str, str]], max_depth: int,
-               seed: int) -> Trees:
-    """Greedy trees for held-out examples with depth budget `max_depth`."""
+               seed: int, temperature: float = 0.0) -> Trees:
+    """Greedy trees for held-out examples with depth budget `max_depth`
+    (or sampled ones at `temperature` > 0, one tree a task per seed)."""
     budgets = dataclasses.replace(self.rollout_config.budgets,
                                   max_depth=max_depth)
     envs = [self.task.make_env(ex) for ex in examples]
-    return self._run(0.0, envs,
+    return self._run(temperature, envs,
                      [seed_of(seed, i) for i in range(len(envs))],
                      budgets=budgets)
 

@@ -1,0 +1,245 @@
+r"""Claim 5: the recursive agent learns *when* to delegate.
+
+  python benchmarks/claims/delegation.py [--smoke] [--sft_seeds=0,1,2] \
+      [--seeds=0,1] [--samples=4] [--workdir=runs/claims]
+
+A task and reward where the decision is learnable: `mixed` documents
+(2-32 records). Inside the window (<= 8 records) a direct answer is exact
+with the tools in three steps (read, `add`, answer: the scripted direct
+solver's exact match is 1 there) and one node; beyond it the direct
+reader truncates and only delegation is exact. Both agents start from
+the mixture SFT (`efficiency.py`: a coin per tree, so the first action
+does not depend on the length) and differ only in the reward:
+  paper  Eq. 1 with lambda 0.4 (a delegation bonus: a delegating root
+         earns up to 0.4 more than an equally right direct one), partial
+         credit, Eq. 3 (the efficiency experiment's recursive runs);
+  cost   lambda 0, exact success, and a launch cost of 0.01 a node below
+         (`rl.credit.node_cost`): delegating pays only where it raises
+         exact success by more than its tree costs, i.e. beyond the
+         window (the reward-optimal crossover, from the scripted
+         solvers' exact match and tree sizes, is printed beside).
+Reported: the greedy delegation rate per exact record count at every
+evaluation step (and sampled at the ends); the regret of the chosen
+first action against the forced direct one (depth budget 0: every spawn
+refused) on the same checkpoint; RL's gain in exact match split into
+"delegation switched on" (the SFT policy's per-bucket exact match when
+it delegated or not, reweighted by RL's delegation rate) and "better
+nodes" (the rest). `--smoke`: 3 SFT steps, 2 RL steps, 4 tasks.
+
+Prints the tables, then one JSON line; draws `<workdir>/delegation.png`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+import common
+import evidence
+import floors
+from rao_jax.tasks import demonstrations
+
+EXPERIMENT = 'delegation'
+TAG = 'mixed'
+NODE_COST = 0.01
+# arm -> (run name, RL overrides): the paper's reward is efficiency's run.
+ARMS = {'paper': ('efficiency_recursive', {}),
+        'cost': (f'{EXPERIMENT}_cost', {
+            'rl.credit.child_bonus': 0.0, 'rl.credit.exact_success': True,
+            'rl.credit.node_cost': NODE_COST})}
+FORCED = 'forced_direct'
+
+
+def run_arm(flags: common.Flags, arm: str, run) -> list[dict]:
+  name, overrides = ARMS[arm]
+  num = common.sizes(flags).num_eval
+  depth = common.MIXTURE_ARMS['recursive'][1]
+  return common.rl_arm(
+      flags, common.MIXTURE, name, run, depth, {TAG: (TAG, num, depth)},
+      {FORCED: (TAG, num, 0)}, overrides=overrides)
+
+
+def run(flags: common.Flags) -> dict[str, dict]:
+  return {arm: {r: run_arm(flags, arm, r) for r in common.runs(flags)}
+          for arm in ARMS}
+
+
+def delegates(trees) -> np.ndarray:
+  return np.array([float(any(t.root.children)) for t in trees])
+
+
+def delegation_by_records(points_by_run, index: int, sampled: bool = False
+                          ) -> dict[int, np.ndarray]:
+  """Record count -> per root (over runs, and samples), 1 where it
+  delegated."""
+  found: dict[int, list[float]] = {}
+  for points in points_by_run.values():
+    point = points[index]
+    evaluations = (point['samples'].get(TAG, []) if sampled
+                   else [point['trees'][TAG]])
+    for trees in evaluations:
+      for tree, d in zip(trees, delegates(trees)):
+        found.setdefault(common.records(tree), []).append(d)
+  return {n: np.array(v) for n, v in sorted(found.items())}
+
+
+def rate_by_records(points_by_run, index: int, sampled: bool = False
+                    ) -> dict[int, float]:
+  """Record count -> share of roots that delegated (over runs)."""
+  return {n: float(v.mean()) for n, v in delegation_by_records(
+      points_by_run, index, sampled).items()}
+
+
+def crossover(flags: common.Flags) -> dict[int, tuple[float, float, str]]:
+  """Record count -> (scripted direct R, scripted recursive R, the
+  reward-optimal first action) under the cost arm's reward (exact
+  success less NODE_COST a node below the root), on the held-out tasks."""
+  config = common.typed(common.study_config(flags, common.MIXTURE))
+  data_dir = str(common.study_sft(flags, common.MIXTURE) / 'data')
+  tasks = common.examples(config, TAG, data_dir, common.sizes(flags).num_eval)
+  reward = {}
+  for name, recursive in (('direct', False), ('recursive', True)):
+    trees, _ = demonstrations.rollout(
+        config.tasks.resolve(), tasks, recursive=recursive,
+        window=config.rollout.window, budgets=config.rollout.budgets,
+        seeds=list(range(len(tasks))))
+    reward[name] = (np.array(floors.root_exact(trees)) - NODE_COST *
+                    np.array([len(t.nodes) - 1 for t in trees]))
+  lengths_T = np.array([len(t['data']) // 10 for t in tasks])
+  out = {}
+  for n in sorted(set(lengths_T)):
+    direct, delegate = (float(reward[k][lengths_T == n].mean())
+                        for k in ('direct', 'recursive'))
+    out[int(n)] = (direct, delegate,
+                   'delegate' if delegate > direct else 'direct')
+  return out
+
+
+def rate_table(flags: common.Flags, results) -> dict:
+  """Prints the delegation rate per record count over training."""
+  steps = common.sizes(flags).eval_steps
+  best = crossover(flags)
+  rates = {arm: [rate_by_records(by_run, i) for i in range(len(steps))]
+           for arm, by_run in results.items()}
+  sampled = {arm: [rate_by_records(by_run, i, sampled=True)
+                   for i in (0, -1)] for arm, by_run in results.items()}
+  rows = []
+  for n, (direct, delegate, choice) in best.items():
+    rows.append([n, f'{direct:.2f} / {delegate:.2f}', choice, *[
+        _cell(rates[arm][i].get(n)) for arm in ARMS
+        for i in range(len(steps))],
+                 *[_cell(sampled[arm][i].get(n)) for arm in ARMS
+                   for i in (0, -1)]])
+  header = ['records', 'scripted R direct / delegate', 'optimal', *[
+      f'{arm} greedy RL {s}' for arm in ARMS for s in steps], *[
+          f'{arm} T=1 RL {s}' for arm in ARMS for s in (steps[0], steps[-1])]]
+  print('\nShare of roots that delegate, per exact record count (the '
+        'window holds 8)\n')
+  print(common.table(header, rows))
+  return {arm: {str(steps[i]): r for i, r in enumerate(by_step)}
+          for arm, by_step in rates.items()}
+
+
+def _cell(value) -> str:
+  return 'n/a' if value is None else f'{value:.2f}'
+
+
+def regret_table(flags: common.Flags, results) -> dict:
+  """Prints exact match as chosen against forced direct (depth budget 0)
+  on the same checkpoints, per length bucket."""
+  first = next(iter(results['paper'].values()))[0]['trees'][TAG]
+  edges = [(0, 8), (9, 16), (17, 32)]
+  rows, numbers = [], {}
+  for arm, by_run in results.items():
+    for index, when in ((0, 'SFT'), (-1, 'RL')):
+      chosen = evidence.greedy(by_run, index, TAG)
+      forced = evidence.greedy(by_run, index, FORCED)
+      for low, high in edges:
+        mask = evidence.mask_by(first, common.records, low, high)
+        gap = evidence.stats.difference(forced.exact[mask],
+                                        chosen.exact[mask])
+        rows.append([arm, when, f'{low}-{high}', int(mask.sum()),
+                     f'{chosen.exact[mask].mean():.3f}',
+                     f'{forced.exact[mask].mean():.3f}', str(gap)])
+        numbers[f'{arm}/{when}/{low}-{high}'] = gap.to_json()
+  print('\nRegret of the first action: exact match as chosen minus forced '
+        'direct (depth budget 0), paired 95% interval\n')
+  print(common.table(['reward', 'policy', 'records', 'tasks', 'as chosen',
+                      'forced direct', 'chosen - direct'], rows))
+  return numbers
+
+
+def gain_split(flags: common.Flags, results) -> dict:
+  """Prints RL's gain in exact match (sampled trees) split into the
+  delegation rate's change and the nodes' change, per length bucket."""
+  del flags
+  rows, numbers = [], {}
+  for arm, by_run in results.items():
+    parts = [_split(by_run, low, high)
+             for low, high in ((0, 8), (9, 16), (17, 32))]
+    for (low, high), (total, switched) in zip(((0, 8), (9, 16), (17, 32)),
+                                              parts):
+      rows.append([arm, f'{low}-{high}', total, switched, total - switched])
+      numbers[f'{arm}/{low}-{high}'] = {'gain': total, 'delegation': switched}
+  print('\nRL gain in exact match (temperature 1), split: delegation '
+        'switched on (SFT nodes at RL\'s delegation rate) and better '
+        'nodes (the rest)\n')
+  print(common.table(['reward', 'records', 'gain', 'delegation switched on',
+                      'better nodes'], rows))
+  return numbers
+
+
+def _split(by_run, low: int, high: int) -> tuple[float, float]:
+  """(RL - SFT exact, the part from the delegation rate alone)."""
+  def pooled(index):
+    trees = [t for p in by_run.values()
+             for ts in p[index]['samples'].get(TAG, []) for t in ts
+             if low <= common.records(t) <= high]
+    d = delegates(trees).astype(bool)
+    e = np.array(floors.root_exact(trees))
+    return d, e
+  (d0, e0), (d1, e1) = pooled(0), pooled(-1)
+  if not len(e0) or not len(e1):
+    return float('nan'), float('nan')
+  # The SFT policy's exact match when it delegated and when it did not
+  # (its mean where one choice never occurred).
+  on = e0[d0].mean() if d0.any() else e0.mean()
+  off = e0[~d0].mean() if (~d0).any() else e0.mean()
+  switched = (d1.mean() - d0.mean()) * (on - off)
+  return float(e1.mean() - e0.mean()), float(switched)
+
+
+def report(flags: common.Flags, results) -> dict:
+  return {'seeds': list(flags.seeds), 'sft_seeds': list(flags.sft_seeds),
+          'sizes': common.size_record(flags), 'node_cost': NODE_COST,
+          'rates': rate_table(flags, results),
+          'regret': regret_table(flags, results),
+          'gain_split': gain_split(flags, results)}
+
+
+def plot(flags: common.Flags, results) -> str:
+  """Delegation rate per record count at each evaluation step: each
+  exact count one measured share with its 95% bootstrap interval."""
+  steps = common.sizes(flags).eval_steps
+  panels = []
+  for arm, by_run in results.items():
+    curves = []
+    for i, step in enumerate(steps):
+      rate = delegation_by_records(by_run, i)
+      bars = [evidence.stats.bootstrap(v) for v in rate.values()]
+      curves.append(common.Curve(f'RL step {step}', list(rate), intervals=[
+          (b.mean, b.low, b.high) for b in bars]))
+    panels.append(('records (window: 8)', f'{arm}: roots that delegate',
+                   curves))
+  return common.plot_panels(
+      flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
+      'When to delegate: greedy delegation rate per record count', panels)
+
+
+def main(argv=None) -> dict:
+  return common.main(__doc__, EXPERIMENT, run, report, plot, argv)
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

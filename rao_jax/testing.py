@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flax import nnx
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from rao_jax.model import config as config_lib
 from rao_jax.model import gemma
@@ -32,3 +34,28 @@ def tiny_model(seed: int = 0, scale: float = 0.2, preset: str = 'tiny',
   'tiny_qwen3') with perturbed weights."""
   config = config_lib.PRESETS[preset](**overrides)
   return perturbed(gemma.Transformer(config, rngs=nnx.Rngs(0)), seed, scale)
+
+
+def sft_losses(model: gemma.Transformer, optimizer: nnx.Optimizer,
+               rows: list[np.ndarray], *, bucket: int, logprob_chunk: int,
+               learning_rate: float, steps: int
+               ) -> tuple[gemma.Transformer, list[float]]:
+  """`steps` SFT updates on `rows` (every token trained), packed into one
+  row of `bucket` tokens; returns the trained model and the loss before
+  each update."""
+  # Imported here: the fixture module stays light for the model's tests.
+  from rao_jax.rl import losses  # pylint: disable=g-import-not-at-top
+  from rao_jax.rl import packing  # pylint: disable=g-import-not-at-top
+  from rao_jax.rl import update  # pylint: disable=g-import-not-at-top
+  seqs = [packing.TrainSequence(np.asarray(row), np.ones(len(row), np.int32),
+                                np.zeros(len(row)), 1.0, 1.0) for row in rows]
+  (batch,), _ = packing.pack(seqs, buckets=[bucket], rows_per_batch=1)
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  config = losses.LossConfig(estimator='sft', logprob_chunk=logprob_chunk)
+  graphdef, state = update.split_train_state(model, optimizer)
+  seen = []
+  for _ in range(steps):
+    state, metrics = update.train_step(graphdef, state, batch, config,
+                                       learning_rate)
+    seen.append(float(metrics['loss']))
+  return nnx.merge(graphdef, state)[0], seen

@@ -17,13 +17,12 @@ import torch
 import transformers
 
 from rao_jax import sampler as sampler_lib
+from rao_jax import testing
 from rao_jax.model import gguf_io
 from rao_jax.model import hf_io
 from rao_jax.model import lora
 from rao_jax.model import sharding
 from rao_jax.model import tokenizer as tokenizer_lib
-from rao_jax.rl import losses
-from rao_jax.rl import packing
 from rao_jax.rl import update
 
 pytestmark = pytest.mark.slow
@@ -131,19 +130,10 @@ def test_lora_sft_on_the_real_checkpoint(converted, token_rows, tmp_path):
   base = jax.tree.map(np.array, nnx.state(model, nnx.Not(nnx.LoRAParam)))
   optimizer = nnx.Optimizer(model, update.make_optimizer(update.OptimConfig(
       learning_rate=1e-3, weight_decay=0.0)), wrt=lora.trained(model))
-  seqs = [packing.TrainSequence(np.asarray(row), np.ones(len(row), np.int32),
-                                np.zeros(len(row)), 1.0, 1.0)
-          for row in token_rows]
-  (batch,), _ = packing.pack(seqs, buckets=[64], rows_per_batch=1)
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  config = losses.LossConfig(estimator='sft', logprob_chunk=32)
-  graphdef, state = update.split_train_state(model, optimizer)
-  seen = []
-  for _ in range(4):
-    state, metrics = update.train_step(graphdef, state, batch, config, 1e-3)
-    seen.append(float(metrics['loss']))
+  model, seen = testing.sft_losses(model, optimizer, token_rows, bucket=64,
+                                   logprob_chunk=32, learning_rate=1e-3,
+                                   steps=4)
   assert seen[-1] < seen[0], seen
-  model, _ = nnx.merge(graphdef, state)
   after = jax.tree.map(np.array, nnx.state(model, nnx.Not(nnx.LoRAParam)))
   jax.tree.map(np.testing.assert_array_equal, after, base)
 

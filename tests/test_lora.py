@@ -9,8 +9,6 @@ import pytest
 from rao_jax import testing
 from rao_jax.model import hf_io
 from rao_jax.model import lora
-from rao_jax.rl import losses
-from rao_jax.rl import packing
 from rao_jax.rl import update
 
 _CONFIG = lora.LoraConfig(rank=4, alpha=8.0)
@@ -71,19 +69,10 @@ def test_lora_sft_trains_only_the_adapters():
   moments = sum(x.size for x in jax.tree.leaves(
       nnx.state(optimizer, nnx.OptState)) if x.ndim)
   assert moments == 2 * lora.num_adapter_params(model)
-  tokens = np.arange(40) % 50 + 3
-  seqs = [packing.TrainSequence(tokens, np.ones(40, np.int32),
-                                np.zeros(40), 1.0, 1.0)]
-  (batch,), _ = packing.pack(seqs, buckets=[48], rows_per_batch=1)
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  config = losses.LossConfig(estimator='sft', logprob_chunk=16)
-  graphdef, state = update.split_train_state(model, optimizer)
-  seen = []
-  for _ in range(8):
-    state, metrics = update.train_step(graphdef, state, batch, config, 3e-3)
-    seen.append(float(metrics['loss']))
+  model, seen = testing.sft_losses(model, optimizer, [np.arange(40) % 50 + 3],
+                                   bucket=48, logprob_chunk=16,
+                                   learning_rate=3e-3, steps=8)
   assert seen[-1] < 0.8 * seen[0], seen
-  model, _ = nnx.merge(graphdef, state)
   after = jax.tree.map(np.array, nnx.state(model, nnx.Not(nnx.LoRAParam)))
   jax.tree.map(np.testing.assert_array_equal, after, base)
 

@@ -18,16 +18,7 @@ from rao_jax.model import gguf_io
 
 import xla_env
 
-# Tens of minutes and about 8 GB on a 2-core CPU: more than the suite's
-# budget, so it runs when asked (RAO_REAL_MODEL_E2E=1), e.g. on a larger
-# machine. The parity and LoRA tests on the same checkpoint
-# (tests/test_gguf.py) run in the suite.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get('RAO_REAL_MODEL_E2E') != '1',
-                       reason='set RAO_REAL_MODEL_E2E=1 to run the real '
-                       'model end to end (tens of minutes on a CPU)'),
-]
+pytestmark = pytest.mark.slow
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -132,13 +132,14 @@ def test_should_stop_ends_the_step_between_updates():
   # A preemption notice mid-step: the update under way finishes, no other
   # starts, and the metrics say so.
   run_config = config_lib.from_config_dict(_rl_phase(rows_per_batch=8))
-  s = train.setup(run_config)
-  rl = phases_lib.phases(run_config)[-1]
+  s = setup_lib.setup(run_config)
+  rl = phases_lib.phases(run_config, ('sft', 'rl'))[-1]
   # Twice the usual sequences: four minibatches or so.
   sequences = 2 * _sequences(run_config.model.vocab_size,
                              lambda i, rng: float(rng.normal()))
   model = params_lib.create_model(run_config.model, s.mesh, s.rules, seed=0)
-  graphdef, state = train_state.fresh(model, rl.optim, s.mesh, s.rules)
+  fresh = train_state.fresh(model, rl.optim, s.mesh, s.rules)
+  graphdef, state = fresh.graphdef, fresh.arrays
   asked = []
 
   def should_stop():

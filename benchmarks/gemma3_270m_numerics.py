@@ -66,7 +66,9 @@ def _mismatch(model, rows) -> float:
                                     jnp.asarray(positions),
                                     jnp.asarray(segments), chunk=64)
     trainer = np.asarray(logp)[0, len(row):seq.shape[1]]
-    diffs.append(np.abs(trainer - turn.model_logprobs))
+    # At temperature 1 with no filter the sampler's log-probs are the
+    # model's softmax: what the trainer recomputes.
+    diffs.append(np.abs(trainer - turn.sampler_logprobs))
   return float(np.mean(np.concatenate(diffs)))
 
 

@@ -9,7 +9,7 @@ spells it (`rl.group_size=1: ...`). Past this boundary no library function
 sees a ConfigDict: each takes its own section or explicit arguments.
 
 Checks that need the devices (the mesh divides the slots, the parameters
-shard evenly) run in `train.setup`, still before anything is compiled.
+shard evenly) run in `training.setup`, still before anything is compiled.
 """
 
 from __future__ import annotations

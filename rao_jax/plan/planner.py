@@ -136,7 +136,7 @@ def _phases(config: config_lib.RunConfig) -> list[_Phase]:
 
 
 def _check_divides(config: config_lib.RunConfig, mesh) -> None:
-  """What `train.setup` checks on this host's devices, on the target's
+  """What `training.setup` checks on this host's devices, on the target's
   mesh: every parameter shards evenly, and the slots and packed rows split
   over the axes the rules give the batch."""
   rules = config.sharding_rules

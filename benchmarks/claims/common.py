@@ -67,7 +67,6 @@ from rao_jax.agent import tree as tree_lib
 from rao_jax.rl import metrics as metrics_lib
 from rao_jax.runtime import checkpoint as checkpoint_lib
 from rao_jax.tasks import context
-from rao_jax.training import data as data_lib
 from rao_jax.training import rollouts as rollouts_lib
 from rao_jax.training import setup as setup_lib
 from rao_jax.viewer import plots

@@ -44,6 +44,10 @@ def _checkpoints(workdir):
                 if name.isdigit())
 
 
+def _listing(folder):
+  return os.listdir(folder) if folder.exists() else []
+
+
 def _error_line(result):
   lines = [line for line in result.stderr.splitlines()
            if line.startswith('error: ')]
@@ -210,10 +214,14 @@ def test_a_step_running_past_the_patience_stops_between_minibatches(
   process = subprocess.Popen(_command(workdir, *slow), cwd=_ROOT, env=_ENV,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
+  # Step 1's checkpoint is saved after the loop asked whether to stop at
+  # step 1: once it appears the signal lands in step 2 (at step 1's
+  # metrics line alone it could still land before that question).
   deadline = time.time() + 600
-  while time.time() < deadline and not (
-      (workdir / 'metrics.jsonl').exists() and _steps(workdir)):
-    time.sleep(0.05)
+  while not any(name.split('.')[0] == '1' for name in _listing(
+      workdir / 'checkpoints')):
+    assert time.time() < deadline and process.poll() is None
+    time.sleep(0.01)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)
   assert process.returncode == 0, stderr[-3000:]

@@ -20,6 +20,25 @@ def configs(quick: bool) -> dict:
   return named
 
 
+def models(quick: bool, hf_dir: str | None, tmp: str):
+  """[(name, ModelConfig, Hugging Face directory)] to benchmark: the
+  checkpoint in `hf_dir` alone (its real weights, named by its folder),
+  else `configs(quick)` with random weights written under `tmp`."""
+  if hf_dir:
+    import json  # pylint: disable=g-import-not-at-top
+    import os  # pylint: disable=g-import-not-at-top
+    from rao_jax.model import hf_io  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(hf_dir, 'config.json')) as f:
+      config = hf_io.config_from_hf(json.load(f))
+    return [(os.path.basename(os.path.normpath(hf_dir)), config, hf_dir)]
+  named = []
+  for name, config in configs(quick).items():
+    model_dir = f'{tmp}/{name}'
+    save_model(config, model_dir)
+    named.append((name, config, model_dir))
+  return named
+
+
 def save_model(config, path: str) -> None:
   """Writes random weights for `config` to `path` with `save_hf`."""
   from flax import nnx  # pylint: disable=g-import-not-at-top

@@ -3,6 +3,7 @@ r"""Greedy generation speed: rao_jax's slot sampler vs HF generate vs tunix.
   python benchmarks/sampler_bench.py --quick           # tiny config, < 2 min
   python benchmarks/sampler_bench.py                   # + the 130M config
   python benchmarks/sampler_bench.py --tunix_python=/work/tunix-venv/bin/python
+  python benchmarks/sampler_bench.py --hf_dir=/tmp/gemma3-270m  # real weights
 
 Every system runs the same random weights (written once with `save_hf`),
 fp32, greedy, 128 new tokens for batches of prompts of mixed lengths (8 to
@@ -278,6 +279,14 @@ def main():
       'TUNIX_PYTHON', '/work/tunix-venv/bin/python'))
   parser.add_argument('--chunk', type=int, default=32,
                       help='decode steps per sampler call')
+  parser.add_argument('--hf_dir', default=None,
+                      help='a real checkpoint (a Hugging Face directory, '
+                      'e.g. Gemma 3 270M from `python -m '
+                      'rao_jax.model.gguf_io --out=DIR`) to run instead of '
+                      'the random-weight configs')
+  parser.add_argument('--batches', default=None,
+                      help='comma-separated batch sizes (default 1,16,64; '
+                      '1,64 with --quick)')
   parser.add_argument('--worker', choices=('ours', 'hf', 'tunix'))
   parser.add_argument('--model_dir')
   parser.add_argument('--prompts')
@@ -285,6 +294,9 @@ def main():
   if args.worker:
     return _worker_main(args)
 
+  # rao_jax settles JAX's platform before jax loads (no TPU probe errors
+  # on a CPU machine with libtpu installed: rao_jax/runtime/platforms.py).
+  import rao_jax  # pylint: disable=g-import-not-at-top,unused-import
   bandwidth, peak = _measure_limits()
   print(f'measured: memory read bandwidth {bandwidth / 1e9:.1f} GB/s, fp32 '
         f'matmul peak {peak / 1e9:.1f} GFLOP/s, {os.cpu_count()} CPUs')
@@ -294,12 +306,13 @@ def main():
           '--tunix_python or set TUNIX_PYTHON to a venv with google-tunix '
           'and jax==0.10.2): tunix column left empty')
   batches = (1, 64) if args.quick else (1, 16, 64)
+  if args.batches:
+    batches = tuple(int(b) for b in args.batches.split(','))
   rng = np.random.RandomState(0)
   rows, summary = [], {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name, config in bench_models.configs(args.quick).items():
-      model_dir = os.path.join(tmp, name)
-      bench_models.save_model(config, model_dir)
+    for name, config, model_dir in bench_models.models(args.quick,
+                                                       args.hf_dir, tmp):
       prompts = {b: [rng.randint(3, config.vocab_size,
                                  rng.randint(*PROMPT_LENS) + 1).tolist()
                      for _ in range(b)] for b in batches}
@@ -337,7 +350,8 @@ def main():
                                  cell['tunix'] and cell['tunix']['tokens'])
         rows.append(f'| {name} | {b} | agreement | ours=hf {agree_hf} | '
                     f'ours=tunix {agree_tunix} | | | |')
-        if name == 'tiny' and b == 64:
+        if b == batches[-1] and name in ('tiny', os.path.basename(
+            os.path.normpath(args.hf_dir or ''))):
           summary = dict(
               ours_tok_s=ours and ours['tok_s'],
               hf_tok_s=cell['hf'] and cell['hf']['tok_s'],

@@ -2,6 +2,7 @@ r"""Training-step throughput: rao_jax's jitted SFT step vs HF transformers.
 
   python benchmarks/train_bench.py --quick     # tiny config, < 2 min on CPU
   python benchmarks/train_bench.py             # + the 130M config
+  python benchmarks/train_bench.py --hf_dir=/tmp/gemma3-270m --rows=1,4,16
   python benchmarks/train_bench.py --worker=ours --model_dir=DIR \
       --steps_file=FILE                        # one system alone (any venv)
 
@@ -326,6 +327,14 @@ def main():
                       default='highest',
                       help='fp32 matmul precision in both systems (TF32 '
                       'matters on GPUs only)')
+  parser.add_argument('--hf_dir', default=None,
+                      help='a real checkpoint (a Hugging Face directory, '
+                      'e.g. Gemma 3 270M from `python -m '
+                      'rao_jax.model.gguf_io --out=DIR`) to train instead of '
+                      'the random-weight configs')
+  parser.add_argument('--rows', default=None,
+                      help='comma-separated packed rows per step, one case '
+                      'each (default: tiny 16, 130M 8, a checkpoint 4)')
   parser.add_argument('--worker', choices=('ours', 'hf'))
   parser.add_argument('--model_dir')
   parser.add_argument('--steps_file')
@@ -348,15 +357,19 @@ def main():
         f'{os.getloadavg()[0]:.1f}')
   rows_md, summary, all_agree = [], {}, True
   with tempfile.TemporaryDirectory() as tmp:
-    for name, config in bench_models.configs(args.quick).items():
-      model_dir = os.path.join(tmp, name)
-      bench_models.save_model(config, model_dir)
+    cases = []  # (name, rows, model config, model directory)
+    for model, config, model_dir in bench_models.models(
+        args.quick, args.hf_dir, tmp):
+      row_counts = ([int(r) for r in args.rows.split(',')] if args.rows
+                    else [ROWS.get(model, 4)])
+      cases += [(model if len(row_counts) == 1 else f'{model} x{rows}', rows,
+                 config, model_dir) for rows in row_counts]
+    for name, rows, config, model_dir in cases:
       timed = args.steps or (20 if not on_cpu else 10 if name == 'tiny' else 3)
-      steps = make_steps(config.vocab_size, ROWS[name],
-                         args.warmup_steps + timed)
-      steps_file = os.path.join(tmp, f'{name}_steps.json')
+      steps = make_steps(config.vocab_size, rows, args.warmup_steps + timed)
+      steps_file = os.path.join(tmp, f'{name.replace(" ", "_")}_steps.json')
       with open(steps_file, 'w') as f:
-        json.dump(dict(steps=steps, rows=ROWS[name],
+        json.dump(dict(steps=steps, rows=rows,
                        warmup_steps=args.warmup_steps,
                        learning_rate=args.learning_rate,
                        weight_decay=args.weight_decay), f)
@@ -389,7 +402,7 @@ def main():
             f'{compile_s} | {r["warmup_s"]:.1f} | {r["peak_rss_mb"]:,.0f} | '
             f'{device_mb} | '
             f'{r["losses"][0]:.5f} | {r["losses"][-1]:.5f} |')
-      summary[name] = dict(rows=ROWS[name], timed_steps=timed,
+      summary[name] = dict(rows=rows, timed_steps=timed,
                            tokens_per_step=timed_tokens / timed)
       if ours and hf:
         first_diff = _relative(ours['losses'][0], hf['losses'][0])

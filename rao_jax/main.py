@@ -148,13 +148,7 @@ def main(argv: list[str]) -> None:
       raise
     _refuse(e.one_line())
   except errors.Stopped as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    # Out at once: stopped mid-setup, the interpreter's teardown can crash
-    # in XLA's threads (seen: a segfault after the line). Nothing is left
-    # to save: the loop saves its own preemptions, and the kernel drops
-    # the workdir lock.
-    sys.stdout.flush()
-    os._exit(e.exit_status)  # pylint: disable=protected-access
+    _stop(e)
   except FloatingPointError as e:
     # Training diverged: what happened and what was kept, in one line.
     if _wants_traceback():
@@ -182,12 +176,31 @@ def _lost_peer(error: Exception) -> NoReturn:
 
 def _stop_on_sigterm(signum: int, frame: Any) -> NoReturn:
   """SIGTERM outside the training loop (which saves and stops at the end
-  of its step instead: `multihost.Preemption`)."""
+  of its step instead: `multihost.Preemption`): one line, then out.
+
+  Out from the handler itself, not by an exception left to unwind: the
+  signal may arrive while Python runs a callback whose exceptions are
+  printed and ignored (JAX's gc callback, a `__del__`), and the run would
+  go on.
+  """
   del frame
-  raise errors.Stopped(
+  stopped = errors.Stopped(
       'SIGTERM outside the training loop: stopped; the checkpoints saved so '
       'far are kept (a save cut short is removed on resume): rerun the '
       'command to resume', 128 + signum)
+  if _wants_traceback():
+    raise stopped
+  _stop(stopped)
+
+
+def _stop(stopped: errors.Stopped) -> NoReturn:
+  print(f'error: {stopped}', file=sys.stderr, flush=True)
+  # Out at once: stopped mid-setup, the interpreter's teardown can crash
+  # in XLA's threads (seen: a segfault after the line). Nothing is left
+  # to save: the loop saves its own preemptions, and the kernel drops
+  # the workdir lock.
+  sys.stdout.flush()
+  os._exit(stopped.exit_status)  # pylint: disable=protected-access
 
 
 def _main() -> None:

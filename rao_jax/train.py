@@ -131,7 +131,7 @@ def _checkpoint(ckpt: checkpoint_lib.Checkpointer, log: run_log_lib.RunLog,
   than saved over the last finite one."""
   checkpoint_lib.check_finite(state.params(),
                               f'step {state.step} (not saved)')
-  ckpt.save(state.step, state.arrays, {
+  ckpt.save(state.step, state.checkpointed(), {
       'step': state.step, 'phase': phase.name, 'evals': evals,
       'data': {k: it.get_state() for k, it in iterators.items()}})
   log.flush()

@@ -78,3 +78,30 @@ def smoke_run(tmp_path_factory, worker_id):
   result = types.SimpleNamespace(**json.loads(output.read_text()))
   assert result.returncode == 0, result.stderr[-4000:]
   return workdir, result
+
+
+@pytest.fixture(scope='session')
+def gemma3_270m(tmp_path_factory, worker_id):
+  """(GGUF path, converted Hugging Face directory) of the packaged Gemma 3
+  270M, converted once for the whole suite by the command users run
+  (`python -m rao_jax.model.gguf_io`; about 40 s and 1 GB): pytest-xdist's
+  workers share it as they share `smoke_run`. Read-only: a test that
+  changes it copies it."""
+  from rao_jax.model import gguf_io  # pylint: disable=import-outside-toplevel
+  base = tmp_path_factory.getbasetemp()
+  root = (base if worker_id == 'master' else base.parent) / 'shared_gemma3'
+  done, out = root / 'converted', root / 'hf'
+  with filelock.FileLock(str(root) + '.lock'):
+    if not done.exists():
+      root.mkdir(exist_ok=True)
+      gguf_path = gguf_io.packaged_gguf(str(root))
+      result = subprocess.run(
+          [sys.executable, '-m', 'rao_jax.model.gguf_io',
+           f'--gguf={gguf_path}', f'--out={out}'],
+          cwd=_ROOT, env=xla_env.env(1), capture_output=True, text=True,
+          timeout=900)
+      assert result.returncode == 0, result.stderr[-4000:]
+      assert f'-> {out}: 268,098,176 parameters' in result.stdout, (
+          result.stdout)
+      done.write_text(gguf_path)
+  return done.read_text(), str(out)

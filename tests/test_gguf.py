@@ -1,8 +1,8 @@
 """The packaged Gemma 3 270M GGUF, converted by `gguf_io`, against
 `transformers`' own GGUF loader on the same file.
 
-Slow: the real 268M-parameter checkpoint, converted once per module (about
-40 s and 2.5 GB), then held by both libraries at once.
+Slow: the real 268M-parameter checkpoint, converted once for the suite
+(the `gemma3_270m` fixture), then held by both libraries at once.
 """
 
 import json
@@ -18,7 +18,6 @@ import transformers
 
 from rao_jax import sampler as sampler_lib
 from rao_jax import testing
-from rao_jax.model import gguf_io
 from rao_jax.model import hf_io
 from rao_jax.model import lora
 from rao_jax.model import sharding
@@ -34,13 +33,9 @@ _NEW_TOKENS = 32
 
 
 @pytest.fixture(scope='module')
-def converted(tmp_path_factory):
-  """(GGUF path, converted directory)."""
-  base = tmp_path_factory.mktemp('gemma3_270m')
-  gguf_path = gguf_io.packaged_gguf(str(base))
-  out = str(base / 'hf')
-  gguf_io.convert(gguf_path, out)
-  return gguf_path, out
+def converted(gemma3_270m):
+  """(GGUF path, converted directory): the suite's one conversion."""
+  return gemma3_270m
 
 
 @pytest.fixture(scope='module')

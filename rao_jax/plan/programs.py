@@ -100,11 +100,19 @@ class _Sizes:
 # ------------------------------------------------------------ the arrays
 
 
+# A plan asks for the same abstract model a dozen times (each program and
+# each local shape); tracing a billion-parameter model's construction takes
+# seconds, so each is built once. Callers never modify what they get.
 def train_state(model: model_config.ModelConfig, optim: update.OptimConfig,
                 rules, lora: lora_lib.LoraConfig = lora_lib.LoraConfig()
                 ) -> tuple[nnx.GraphDef, Abstract]:
   """The (model, optimiser) train state of `update.split_train_state`;
   with `lora`, the adapters and their optimiser state alone."""
+  return _train_state(model, optim, sharding.normalize_rules(rules), lora)
+
+
+@functools.lru_cache(maxsize=16)
+def _train_state(model, optim, rules, lora) -> tuple[nnx.GraphDef, Abstract]:
 
   def init():
     m = lora_lib.add_adapters(gemma.Transformer(model, rngs=nnx.Rngs(0)),
@@ -118,11 +126,16 @@ def train_state(model: model_config.ModelConfig, optim: update.OptimConfig,
 def model_state(model: model_config.ModelConfig,
                 rules) -> tuple[nnx.GraphDef, Abstract]:
   """The model alone (the samplers' graph and parameters)."""
+  return _model_state(model, sharding.normalize_rules(rules))
+
+
+@functools.lru_cache(maxsize=16)
+def _model_state(model, rules) -> tuple[nnx.GraphDef, Abstract]:
   return _split(lambda: gemma.Transformer(model, rngs=nnx.Rngs(0)), rules)
 
 
 def _split(init: Callable[[], Any], rules) -> tuple[nnx.GraphDef, Abstract]:
-  with nnx.logical_axis_rules(sharding.normalize_rules(rules)):
+  with nnx.logical_axis_rules(rules):
     graphdef, state = nnx.split(nnx.eval_shape(init))
     specs = nnx.get_partition_spec(state)
   return graphdef, Abstract(state, specs)
@@ -133,10 +146,10 @@ def parameter_groups(model: model_config.ModelConfig, rules, mesh_shape
   """The parameters grouped by name with the layer index as '*': shape,
   count, logical axes, mesh axes and bytes a device holds of the group."""
   rules = sharding.normalize_rules(rules)
-  abstract = nnx.eval_shape(lambda: gemma.Transformer(model,
-                                                      rngs=nnx.Rngs(0)))
+  _, abstract = model_state(model, rules)
   groups: dict[str, dict[str, Any]] = {}
-  for path, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
+  for path, var in nnx.to_flat_state(nnx.filter_state(abstract.tree,
+                                                      nnx.Param)):
     name = '.'.join('*' if isinstance(p, int) else str(p) for p in path)
     axes = tuple(var.get_metadata().get('out_sharding') or ())
     spec = sharding.logical_to_spec(axes, rules)

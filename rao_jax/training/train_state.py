@@ -5,7 +5,9 @@ holds the structure and the optimiser's hyper-parameters and is static to
 the jitted steps, and the arrays (parameters and optimiser state), donated
 to each update; with the global step they include. Parameters are created
 (or loaded) directly sharded over the mesh; a checkpoint restores onto the
-same shardings.
+same shardings. A checkpoint holds what the run trains (`checkpointed`):
+with LoRA adapters, the adapters and their optimiser state, not the base
+weights, which a restore takes from the initial model.
 """
 
 from __future__ import annotations
@@ -57,8 +59,30 @@ class TrainState:
     """The model's state, as the sampler takes it."""
     return nnx.state(self.model)
 
+  def checkpointed(self) -> nnx.State:
+    """What a checkpoint of this state holds: every array but the frozen
+    base weights of a model with LoRA adapters, which are the initial
+    model's bit for bit (`init_from_hf` or the seed) and come from there
+    on restore. Without adapters, every array."""
+    return split_frozen(self.arrays)[1]
+
   def replace(self, **changes: Any) -> TrainState:
     return dataclasses.replace(self, **changes)
+
+
+def _is_frozen(path: tuple[Any, ...], value: Any) -> bool:
+  """A base weight of a model with adapters: the model's (the first of
+  the (model, optimiser) pair) `nnx.Param` that is not an adapter's."""
+  return (path[0] == 0 and isinstance(value, nnx.Param) and
+          not isinstance(value, nnx.LoRAParam))
+
+
+def split_frozen(arrays: nnx.State) -> tuple[nnx.State, nnx.State]:
+  """(frozen base weights, the rest) of a train state's arrays; nothing is
+  frozen in a model without LoRA adapters (every parameter trains)."""
+  if not jax.tree.leaves(nnx.filter_state(arrays, nnx.LoRAParam)):
+    return nnx.State({}), arrays
+  return nnx.split_state(arrays, _is_frozen, ...)
 
 
 def initial_model(architecture: model_config.ModelConfig,
@@ -103,12 +127,17 @@ def restore(ckpt: checkpoint_lib.Checkpointer, initial: TrainState, *,
   """
   fresh_name = phases[0].name if phases else phases_lib.RL
 
+  # A LoRA run's checkpoints leave out the frozen base weights: the
+  # initial model's are merged back in.
+  frozen, _ = split_frozen(initial.arrays)
+
   @functools.cache
   def layout(name):
     if name == fresh_name or optims[name] == optims[fresh_name]:
-      return initial.graphdef, checkpoint_lib.abstract_like(initial.arrays)
+      return initial.graphdef, checkpoint_lib.abstract_like(
+          initial.checkpointed())
     other = fresh(initial.model, optims[name], mesh, rules)
-    return other.graphdef, checkpoint_lib.abstract_like(other.arrays)
+    return other.graphdef, checkpoint_lib.abstract_like(other.checkpointed())
 
   def name_of(step):
     name = ckpt.record(step).get('phase')
@@ -126,6 +155,6 @@ def restore(ckpt: checkpoint_lib.Checkpointer, initial: TrainState, *,
     return initial, {}
   logging.info('resumed from step %d (newer ones skipped: %s)', restored.step,
                restored.skipped)
-  state = TrainState(layout(names[restored.step])[0], restored.state,
-                     restored.step)
+  state = TrainState(layout(names[restored.step])[0],
+                     nnx.merge_state(frozen, restored.state), restored.step)
   return state, restored.record

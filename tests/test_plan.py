@@ -145,7 +145,7 @@ def _tpu_plan(module, arg):
   return plan_lib.plan(config_lib.from_config_dict(config))
 
 
-# Each traces a 1B-4B model's programs: 20-60 s on 2 cores.
+# Each traces a 1B-4B model's programs: 15-30 s on 2 cores.
 @pytest.mark.slow
 @pytest.mark.parametrize('module, arg', [
     (tpu_v4, 'v4-8'), (tpu_v4, None), (qwen3_4b_tpu_v4, 'v4-8'),

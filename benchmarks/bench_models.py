@@ -20,6 +20,15 @@ def configs(quick: bool) -> dict:
   return named
 
 
+def add_hf_dir_flag(parser) -> None:
+  """The `--hf_dir` flag every benchmark that runs `models` takes."""
+  parser.add_argument('--hf_dir', default=None,
+                      help='a real checkpoint (a Hugging Face directory, '
+                      'e.g. Gemma 3 270M from `python -m '
+                      'rao_jax.model.gguf_io --out=DIR`) to run instead of '
+                      'the random-weight configs')
+
+
 def models(quick: bool, hf_dir: str | None, tmp: str):
   """[(name, ModelConfig, Hugging Face directory)] to benchmark: the
   checkpoint in `hf_dir` alone (its real weights, named by its folder),

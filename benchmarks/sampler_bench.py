@@ -279,11 +279,7 @@ def main():
       'TUNIX_PYTHON', '/work/tunix-venv/bin/python'))
   parser.add_argument('--chunk', type=int, default=32,
                       help='decode steps per sampler call')
-  parser.add_argument('--hf_dir', default=None,
-                      help='a real checkpoint (a Hugging Face directory, '
-                      'e.g. Gemma 3 270M from `python -m '
-                      'rao_jax.model.gguf_io --out=DIR`) to run instead of '
-                      'the random-weight configs')
+  bench_models.add_hf_dir_flag(parser)
   parser.add_argument('--batches', default=None,
                       help='comma-separated batch sizes (default 1,16,64; '
                       '1,64 with --quick)')

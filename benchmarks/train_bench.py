@@ -327,11 +327,7 @@ def main():
                       default='highest',
                       help='fp32 matmul precision in both systems (TF32 '
                       'matters on GPUs only)')
-  parser.add_argument('--hf_dir', default=None,
-                      help='a real checkpoint (a Hugging Face directory, '
-                      'e.g. Gemma 3 270M from `python -m '
-                      'rao_jax.model.gguf_io --out=DIR`) to train instead of '
-                      'the random-weight configs')
+  bench_models.add_hf_dir_flag(parser)
   parser.add_argument('--rows', default=None,
                       help='comma-separated packed rows per step, one case '
                       'each (default: tiny 16, 130M 8, a checkpoint 4)')

@@ -18,6 +18,9 @@ import pytest
 
 import xla_env
 
+# Every test here runs the entry point (one smoke run shared, then reruns).
+pytestmark = pytest.mark.slow
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENV = xla_env.env(8)
 

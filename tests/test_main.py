@@ -28,6 +28,7 @@ def _main(*args: str) -> subprocess.CompletedProcess:
       capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_main_generates_on_a_sharded_mesh(tmp_path):
   result = _main('--config=configs/cpu_tiny.py', f'--workdir={tmp_path}',
                  '--config.mode=generate',

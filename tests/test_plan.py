@@ -224,6 +224,7 @@ def test_plan_mode_is_dispatched_without_a_workdir(tmp_path):
   assert not (tmp_path / 'unused').exists()
 
 
+@pytest.mark.slow
 def test_main_refuses_a_run_that_does_not_fit(tmp_path):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
   result = subprocess.run(

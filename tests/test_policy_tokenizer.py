@@ -140,6 +140,7 @@ def _main(directory, *overrides):
       cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_entry_point_refuses_the_tokenizer_before_the_weights(bpe,
                                                                   tmp_path):
   # Weights that cannot load: only the checks can say anything first.

@@ -16,6 +16,9 @@ from rao_jax.agent import tree as tree_lib
 from rao_jax.viewer import console
 from rao_jax.viewer import run_files
 
+# One entry-point run of the python action mode, read by every test.
+pytestmark = pytest.mark.slow
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -50,6 +50,7 @@ def _final_params(workdir):
 # `smoke_run` (tests/conftest.py): the suite's one `cpu_tiny:smoke` run.
 
 
+@pytest.mark.slow
 def test_smoke_run_trains_evaluates_and_logs(smoke_run):
   workdir, result = smoke_run
   config = cpu_tiny.get_config('smoke')
@@ -170,6 +171,7 @@ def test_trainer_temperature_must_be_the_samplers():
     config_lib.from_config_dict(config)
 
 
+@pytest.mark.slow
 def test_eval_mode_restores_the_trained_run(smoke_run, tmp_path):
   import shutil  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / 'eval'
@@ -187,6 +189,7 @@ def test_eval_mode_restores_the_trained_run(smoke_run, tmp_path):
             trained['evals'][f'after_rl/easy/{name}/root_success'])
 
 
+@pytest.mark.slow
 def test_a_workdir_of_another_run_is_refused(smoke_run, tmp_path):
   import shutil  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / 'other'
@@ -205,6 +208,7 @@ def test_a_workdir_of_another_run_is_refused(smoke_run, tmp_path):
   assert _metrics(workdir) == _metrics(smoke_run[0])
 
 
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_is_skipped_with_a_message(smoke_run,
                                                                tmp_path):
   import shutil  # pylint: disable=import-outside-toplevel
@@ -273,6 +277,7 @@ def test_every_task_family_trains(family, tmp_path):
     assert f'after_rl/easy/{name}/root_success' in summary['evals']
 
 
+@pytest.mark.slow
 def test_the_trained_policy_exports_to_transformers(smoke_run):
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel

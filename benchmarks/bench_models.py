@@ -8,6 +8,9 @@ benchmark scripts from venvs that may lack rao_jax's stack.
 
 from __future__ import annotations
 
+import json
+import os
+
 
 def configs(quick: bool) -> dict:
   """{name: ModelConfig}: the tiny test model, plus ~130M unless `quick`."""
@@ -34,15 +37,13 @@ def models(quick: bool, hf_dir: str | None, tmp: str):
   checkpoint in `hf_dir` alone (its real weights, named by its folder),
   else `configs(quick)` with random weights written under `tmp`."""
   if hf_dir:
-    import json  # pylint: disable=g-import-not-at-top
-    import os  # pylint: disable=g-import-not-at-top
     from rao_jax.model import hf_io  # pylint: disable=g-import-not-at-top
     with open(os.path.join(hf_dir, 'config.json')) as f:
       config = hf_io.config_from_hf(json.load(f))
     return [(os.path.basename(os.path.normpath(hf_dir)), config, hf_dir)]
   named = []
   for name, config in configs(quick).items():
-    model_dir = f'{tmp}/{name}'
+    model_dir = os.path.join(tmp, name)
     save_model(config, model_dir)
     named.append((name, config, model_dir))
   return named

@@ -20,7 +20,8 @@ FLOP limit is peak / (2 N) tokens/s and the bandwidth limit is
 batch x bandwidth / (4 N) tokens/s; the table shows min(both).
 
 Prints a markdown table, the greedy agreement between systems, and as the
-last line one JSON object for the tiny config's batch-64 case.
+last line one JSON object for the first model's largest batch (the tiny
+config's 64, or `--hf_dir`'s checkpoint).
 """
 
 from __future__ import annotations
@@ -307,8 +308,8 @@ def main():
   rng = np.random.RandomState(0)
   rows, summary = [], {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name, config, model_dir in bench_models.models(args.quick,
-                                                       args.hf_dir, tmp):
+    models = bench_models.models(args.quick, args.hf_dir, tmp)
+    for name, config, model_dir in models:
       prompts = {b: [rng.randint(3, config.vocab_size,
                                  rng.randint(*PROMPT_LENS) + 1).tolist()
                      for _ in range(b)] for b in batches}
@@ -346,8 +347,7 @@ def main():
                                  cell['tunix'] and cell['tunix']['tokens'])
         rows.append(f'| {name} | {b} | agreement | ours=hf {agree_hf} | '
                     f'ours=tunix {agree_tunix} | | | |')
-        if b == batches[-1] and name in ('tiny', os.path.basename(
-            os.path.normpath(args.hf_dir or ''))):
+        if name == models[0][0] and b == batches[-1]:
           summary = dict(
               ours_tok_s=ours and ours['tok_s'],
               hf_tok_s=cell['hf'] and cell['hf']['tok_s'],

@@ -13,10 +13,10 @@ config.json; about 40 s):
 
 `:smoke` runs every phase (SFT, eval, RL, eval, export) for one step each
 of short rows on `easy` documents on one CPU device, evaluating one task.
-Measured on a quiet 2-core VM with `--config.lora.rank=8` (SFT and RL
-steps of two), the whole run took 5.8 minutes and peaked at 5.9 GB
-resident; a step of one tree (~2,900 tokens in 1 x 768 rows) trains in
-about a minute, compiling included. `:h100` is one
+Measured on a quiet 2-core VM with `--config.lora.rank=8`, before it was
+cut to one SFT step and one eval task (two of each), the run took 5.8
+minutes and peaked at 5.9 GB resident; a step of one tree (~2,900 tokens
+in 1 x 768 rows) trains in about a minute, compiling included. `:h100` is one
 GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the paper's protocol
 (configs/tpu_v4.py's `paper_config`). Plan a variant before paying for it,
 on any machine (shapes only):

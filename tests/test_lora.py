@@ -90,7 +90,7 @@ def test_the_entry_point_trains_adapters_only_and_exports_them_merged(
   # SFT and RL through `python -m rao_jax.main` with rank-4 adapters: the
   # checkpoints hold the adapters and their optimiser state, not the base
   # weights; the adapters moved; the export is the initial model with the
-  # saved adapters merged, and an evaluation restores the same model.
+  # saved adapters merged.
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top

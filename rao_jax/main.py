@@ -23,9 +23,9 @@ if __name__ == '__main__':
   host_memory.reexec_with_huge_pages()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 import faulthandler
-import functools
+import importlib
 import os
 import signal
 import sys
@@ -39,28 +39,25 @@ from ml_collections import config_flags
 
 from rao_jax import config as config_lib
 from rao_jax.runtime import errors
-from rao_jax import evaluate
-from rao_jax import export
-from rao_jax import generate
-from rao_jax import plan
-from rao_jax import train
 from rao_jax.runtime import multihost
 from rao_jax.runtime import workdir as workdir_lib
-from rao_jax.training import phases
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-# `config.mode` -> what runs it: f(config, workdir, start_over=...) -> the
-# run's summary. `config.MODES` lists the same names for validation.
-MODES: dict[str, Callable[..., dict[str, Any]]] = {
-    'train': functools.partial(train.run, phase_names=(phases.SFT,
-                                                       phases.RL)),
-    'sft': functools.partial(train.run, phase_names=(phases.SFT,)),
-    'rl': functools.partial(train.run, phase_names=(phases.RL,)),
-    'eval': evaluate.run,
-    'generate': generate.run,
-    'export': export.run,
-    # Shapes only, on the target slice's devices: no workdir is touched.
-    'plan': lambda config, workdir, start_over: plan.run(config),
+# `config.mode` -> (module, keyword arguments): the module's
+# `run(config, workdir, start_over=..., **kwargs)` runs the mode and returns
+# its summary. A module is imported when its mode runs, so a refused
+# command or `--help` answers before the training stack (Orbax,
+# TensorBoard, the trainer's programs) is imported. `config.MODES` lists
+# the same names for validation; the phase names are `training.phases`'.
+MODES: dict[str, tuple[str, dict[str, Any]]] = {
+    'train': ('rao_jax.train', {'phase_names': ('sft', 'rl')}),
+    'sft': ('rao_jax.train', {'phase_names': ('sft',)}),
+    'rl': ('rao_jax.train', {'phase_names': ('rl',)}),
+    'eval': ('rao_jax.evaluate', {}),
+    'generate': ('rao_jax.generate', {}),
+    'export': ('rao_jax.export', {}),
+    # Shapes only, on the target slice's devices: `run(config)`, no workdir.
+    'plan': ('rao_jax.plan', {}),
 }
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -94,10 +91,12 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   process: the notebook and the claims harness call it); returns the
   mode's summary."""
   config_lib.check_inputs(config)  # before the workdir records the run
+  module, kwargs = MODES[config.mode]
+  run_mode = importlib.import_module(module).run
   if config.mode == 'plan':  # touches no workdir
-    return MODES[config.mode](config, workdir, start_over=start_over)
+    return run_mode(config)
   with workdir_lib.lock(workdir):  # one run a workdir
-    return MODES[config.mode](config, workdir, start_over=start_over)
+    return run_mode(config, workdir, start_over=start_over, **kwargs)
 
 
 def _wants_traceback() -> bool:

@@ -1,6 +1,7 @@
 """The module boundaries of docs/design.md, checked on the source."""
 
 import ast
+import importlib
 import os
 import pathlib
 import subprocess
@@ -103,7 +104,21 @@ def test_the_training_loop_names_no_other_mode():
 def test_the_mode_table_covers_every_mode():
   from rao_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from rao_jax import main  # pylint: disable=g-import-not-at-top
+  from rao_jax.training import phases  # pylint: disable=g-import-not-at-top
   assert tuple(main.MODES) == tuple(config_lib.MODES)
+  for mode, (module, kwargs) in main.MODES.items():
+    assert callable(importlib.import_module(module).run), mode
+    assert set(kwargs.get('phase_names', ())) <= {phases.SFT, phases.RL}
+
+
+def test_a_refusal_imports_no_mode():
+  # A refused command answers before the training stack is imported.
+  code = ('import sys; from rao_jax import main; '
+          'print(sorted(m for m in ("rao_jax.train", "rao_jax.evaluate", '
+          '"orbax.checkpoint", "tensorboardX") if m in sys.modules))')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, check=True, cwd=_PACKAGE.parent)
+  assert result.stdout.strip() == '[]', result.stdout
 
 
 def test_ml_collections_stops_at_the_config_boundary():

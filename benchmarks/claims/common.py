@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -304,20 +305,23 @@ def examples(config: config_lib.RunConfig, level: str, data_dir: str,
 
 def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
              tasks: Sequence[Mapping[str, str]], max_depth: int,
-             step: int, sample: int = -1) -> Trees:
+             step: int, sample: int = -1,
+             restore: Callable[[], tuple[int, rollouts_lib.Rollouts]]
+             | None = None) -> Trees:
   """Greedy trees (`sample` -1) or sampled ones at temperature 1 (sample
   0, 1, ...: each its own seed) of the workdir's newest checkpoint on
   `tasks` with depth budget `max_depth`, saved as
   `<workdir>/claims/<tag>[_t1s<sample>].jsonl` and read from there when
   the tag was evaluated before. The checkpoint must be
   the one of trainer step `step`: a run trained past an evaluation it
-  skipped cannot give it any more."""
+  skipped cannot give it any more. `restore` gives (step, rollouts) of
+  that checkpoint (default: `policy`, restored anew)."""
   if sample >= 0:
     tag = f'{tag}_t1s{sample}'
   path = workdir / 'claims' / f'{tag}.jsonl'
   if path.exists():
     return tree_lib.load(str(path))
-  found, rollouts = policy(config, workdir)
+  found, rollouts = (restore or functools.partial(policy, config, workdir))()
   if found != step:
     raise ValueError(f'{workdir}: evaluation {tag!r} wants the checkpoint '
                      f'of step {step}, the newest is {found}; start this '
@@ -686,12 +690,16 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
     evaluations = {**every_step, **(at_ends if end else {})}
     # Step 0 is the SFT policy, the same for every RL seed: evaluated once.
     where = workdir if rl_step else sft_dir
+    # Restored once a point, when a tag first needs it: every tag and
+    # sample evaluates the same checkpoint (a restore and a new sampler
+    # cost about a second and a half each on a 2-core CPU).
+    restore = functools.cache(functools.partial(policy, run_config, where))
     for tag, (level, num, depth) in evaluations.items():
       for sample in range(-1, flags.samples if end else 0):
         trees = evaluate(
             run_config, where, f'{level}{num}_depth{depth}_rl{rl_step}',
             tasks[tag], depth, step=run_config.sft.steps + rl_step,
-            sample=sample)
+            sample=sample, restore=restore)
         if sample < 0:
           point['trees'][tag] = trees
         else:

@@ -2,9 +2,10 @@
 checkpoint, a half-written metrics line, a second run on the workdir, an
 export of an older step, non-finite parameters.
 
-One short run (cpu_tiny:smoke with 1 RL step: checkpoints 2, 3, 4 and
-`hf/` of step 4) is made once and copied for each test; a test breaks its
-copy as a fault would and reruns the command (2 RL steps: it resumes)."""
+The suite's one cpu_tiny:smoke run (`smoke_run` in tests/conftest.py: 3
+SFT and 2 RL steps, checkpoints 3, 4, 5 and `hf/` of step 5) is copied for
+each test; a test breaks its copy as a fault would and reruns the command
+(3 RL steps where it should resume and train on)."""
 
 import json
 import os
@@ -59,19 +60,11 @@ def _error_line(result):
   return lines[0]
 
 
-@pytest.fixture(scope='module')
-def base_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('base') / 'run'
-  result = _main(workdir, '--config.rl.steps=1')
-  assert result.returncode == 0, result.stderr[-4000:]
-  assert _checkpoints(workdir) == [2, 3, 4]
-  return workdir
-
-
 @pytest.fixture
-def run_copy(base_run, tmp_path):
+def run_copy(smoke_run, tmp_path):
   workdir = tmp_path / 'run'
-  shutil.copytree(base_run, workdir)
+  shutil.copytree(smoke_run[0], workdir)
+  assert _checkpoints(workdir) == [3, 4, 5]
   return workdir
 
 
@@ -79,55 +72,55 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_saved_again(run_copy):
   workdir = run_copy
   # The newest step's arrays overwritten, as a disk fault or a bad copy
   # leaves them; and a save that never finished.
-  for folder, _, files in os.walk(workdir / 'checkpoints' / '4' / 'state'):
+  for folder, _, files in os.walk(workdir / 'checkpoints' / '5' / 'state'):
     for name in files:
       with open(os.path.join(folder, name), 'wb') as f:
         f.write(b'not a checkpoint')
-  partial = workdir / 'checkpoints' / '5.orbax-checkpoint-tmp-1700000000'
+  partial = workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1700000000'
   partial.mkdir()
   (partial / 'junk').write_text('half')
-  result = _main(workdir, '--config.rl.steps=1', '--verbosity=0')
+  result = _main(workdir, '--verbosity=0')
   assert result.returncode == 0, result.stderr[-4000:]
   assert 'moved it to' in result.stderr
   assert 'never finished' in result.stderr
-  assert os.path.isdir(workdir / 'checkpoints' / 'corrupt' / '4')
+  assert os.path.isdir(workdir / 'checkpoints' / 'corrupt' / '5')
   assert not partial.exists()
-  # Step 4 was redone and saved again: the next run starts after it.
-  assert _checkpoints(workdir) == [2, 3, 4]
-  again = _main(workdir, '--config.rl.steps=1', '--verbosity=0')
+  # Step 5 was redone and saved again: the next run starts after it.
+  assert _checkpoints(workdir) == [3, 4, 5]
+  again = _main(workdir, '--verbosity=0')
   assert again.returncode == 0, again.stderr[-4000:]
-  assert 'resumed from step 4' in again.stderr
+  assert 'resumed from step 5' in again.stderr
   assert 'does not restore' not in again.stderr
-  assert _steps(workdir) == [1, 2, 3, 4]
+  assert _steps(workdir) == [1, 2, 3, 4, 5]
 
 
 def test_export_never_replaces_a_newer_export(run_copy):
   workdir = run_copy
   with open(workdir / 'hf' / 'rao_export.json') as f:
-    assert json.load(f) == {'step': 4}
+    assert json.load(f) == {'step': 5}
   before = (workdir / 'hf' / 'model.safetensors').read_bytes()
-  # The newest checkpoint lost: the newest that restores is step 3.
-  shutil.rmtree(workdir / 'checkpoints' / '4')
+  # The newest checkpoint lost: the newest that restores is step 4.
+  shutil.rmtree(workdir / 'checkpoints' / '5')
   result = _main(workdir, '--config.mode=export')
   assert result.returncode == 2, result.stderr[-3000:]
   line = _error_line(result)
-  assert 'holds the export of step 4, newer than step 3' in line
+  assert 'holds the export of step 5, newer than step 4' in line
   assert (workdir / 'hf' / 'model.safetensors').read_bytes() == before
 
 
 def test_torn_metrics_line_is_dropped_on_resume(run_copy):
   workdir = run_copy
   with open(workdir / 'metrics.jsonl', 'a') as f:
-    f.write('{"step": 5, "loss": 0.12')  # killed mid-write
-  result = _main(workdir, '--config.rl.steps=2', '--verbosity=0')
+    f.write('{"step": 6, "loss": 0.12')  # killed mid-write
+  result = _main(workdir, '--config.rl.steps=3', '--verbosity=0')
   assert result.returncode == 0, result.stderr[-4000:]
   assert 'cut short' in result.stderr
-  assert _steps(workdir) == [1, 2, 3, 4, 5]
+  assert _steps(workdir) == [1, 2, 3, 4, 5, 6]
 
 
 def test_one_run_a_workdir_and_a_killed_one_does_not_block(run_copy):
   workdir = run_copy
-  first = subprocess.Popen(_command(workdir, '--config.rl.steps=2'),
+  first = subprocess.Popen(_command(workdir, '--config.rl.steps=3'),
                            cwd=_ROOT, env=_ENV, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
   try:
@@ -138,7 +131,7 @@ def test_one_run_a_workdir_and_a_killed_one_does_not_block(run_copy):
         break
       assert first.poll() is None, 'the first run ended early'
       time.sleep(0.2)
-    second = _main(workdir, '--config.rl.steps=2')
+    second = _main(workdir, '--config.rl.steps=3')
     assert second.returncode == 2, second.stderr[-3000:]
     line = _error_line(second)
     assert 'is in use by another run' in line
@@ -159,8 +152,8 @@ def test_nonfinite_parameters_are_never_exported(run_copy):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   workdir = run_copy
-  shutil.copytree(workdir / 'checkpoints' / '4', workdir / 'checkpoints' / '5')
-  state_dir = workdir / 'checkpoints' / '5' / 'state'
+  shutil.copytree(workdir / 'checkpoints' / '5', workdir / 'checkpoints' / '6')
+  state_dir = workdir / 'checkpoints' / '6' / 'state'
   state = ocp.StandardCheckpointer().restore(state_dir)
   leaves, treedef = jax.tree.flatten(state)
   leaves = [np.full_like(x, np.nan) if np.issubdtype(np.asarray(x).dtype,
@@ -173,7 +166,7 @@ def test_nonfinite_parameters_are_never_exported(run_copy):
   result = _main(workdir, '--config.mode=export')
   assert result.returncode == 1, result.stderr[-3000:]
   line = _error_line(result)
-  assert 'export of step 5' in line and 'NaN or infinity' in line
+  assert 'export of step 6' in line and 'NaN or infinity' in line
   assert (workdir / 'hf' / 'model.safetensors').read_bytes() == before
 
 

@@ -12,11 +12,12 @@ config.json; about 40 s):
       --config.tokenizer.path=/tmp/gemma3-270m
 
 `:smoke` runs every phase (SFT, eval, RL, eval, export) for one step each
-of short rows on `easy` documents on one CPU device, evaluating one task.
-Measured on a quiet 2-core VM with `--config.lora.rank=8`, before it was
-cut to one SFT step and one eval task (two of each), the run took 5.8
-minutes and peaked at 5.9 GB resident; a step of one tree (~2,900 tokens
-in 1 x 768 rows) trains in about a minute, compiling included. `:h100` is one
+of short rows on `easy` documents on one CPU device, evaluating one task,
+at depth budget 1. Measured on a quiet 2-core VM with
+`--config.lora.rank=8` and an empty compilation cache, the run takes 4.3
+minutes (258 s) and peaks at 5.9 GB resident; the SFT step (one tree of
+3 nodes, ~1,300 tokens in 1 x 768 rows) trains in about a minute,
+compiling included. `:h100` is one
 GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the paper's protocol
 (configs/tpu_v4.py's `paper_config`). Plan a variant before paying for it,
 on any machine (shapes only):
@@ -118,8 +119,11 @@ def _smoke():
   config.sampler.decode_steps = 16
   config.rollout.budgets.max_new_tokens = 48
   config.rollout.budgets.max_steps = 4
-  config.rollout.budgets.max_depth = 2
-  config.rollout.eval_max_depth = 2
+  # Depth 1: a parent and its children (a 3-node demonstration of ~1,300
+  # tokens, not depth 2's 7 nodes and ~2,900), enough to show the real
+  # model delegates through the chat template.
+  config.rollout.budgets.max_depth = 1
+  config.rollout.eval_max_depth = 1
   config.rollout.window.inline_chars = 48
   config.rollout.window.head_chars = 12
   config.generate.max_len = 256

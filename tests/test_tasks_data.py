@@ -5,6 +5,7 @@ import importlib.util
 import json
 import pathlib
 import sys
+import tempfile
 
 import pytest
 import tensorflow_datasets as tfds
@@ -103,6 +104,17 @@ def test_same_seed_same_bytes(builder_cls, tmp_path):
   other = _build_with_seed(builder_cls, tmp_path / 'c', seed=4)
   assert first == again
   assert [b for _, b in first] != [b for _, b in other]
+
+
+def test_building_a_level_leaves_nothing_in_the_temporary_directory(
+    tmp_path, monkeypatch):
+  scratch = tmp_path / 'tmp'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+  builder_lib.build('rao_documents', 'easy', str(tmp_path / 'data'))
+  assert builder_lib.load('rao_documents', 'easy', 'test',
+                          str(tmp_path / 'data'), build_if_missing=False)
+  assert not list(scratch.iterdir())
 
 
 def test_documents_span_one_window_to_far_beyond():

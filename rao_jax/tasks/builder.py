@@ -68,6 +68,17 @@ def level_configs(ranges: Mapping[str, tuple[int, int]], what: str,
           for level, (low, high) in ranges.items()]
 
 
+class _GeneratedInfo(tfds.core.DatasetInfo):
+  """The DatasetInfo of a level generated here, which tfds's GCS bucket of
+  precomputed metadata cannot hold."""
+
+  def initialize_from_bucket(self) -> None:
+    # tfds's version makes a temporary directory for files it would copy
+    # from the bucket and, finding none, leaves it behind: one empty
+    # `/tmp/tmp*tfds` for every builder of a level not built yet.
+    pass
+
+
 class TaskBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   """Shared tfds plumbing; a family writes `make_example`."""
 
@@ -89,8 +100,8 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   def _info(self) -> tfds.core.DatasetInfo:
     features = tfds.features.FeaturesDict(
         {name: tfds.features.Text() for name in FIELDS})
-    return tfds.core.DatasetInfo(builder=self, features=features,
-                                 description=self.__doc__)
+    return _GeneratedInfo(builder=self, features=features,
+                          description=self.__doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is generated offline from the seed

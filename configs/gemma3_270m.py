@@ -15,7 +15,7 @@ config.json; about 40 s):
 of short rows on `easy` documents on one CPU device, evaluating one task,
 at depth budget 1. Measured on a quiet 2-core VM with
 `--config.lora.rank=8` and an empty compilation cache, the run takes 4.3
-minutes (258 s) and peaks at 5.9 GB resident; the SFT step (one tree of
+minutes (258 s) and peaks at 5.8 GiB resident; the SFT step (one tree of
 3 nodes, ~1,300 tokens in 1 x 768 rows) trains in about a minute,
 compiling included. `:h100` is one
 GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the paper's protocol

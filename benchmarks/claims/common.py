@@ -305,9 +305,9 @@ def examples(config: config_lib.RunConfig, level: str, data_dir: str,
 
 def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
              tasks: Sequence[Mapping[str, str]], max_depth: int,
-             step: int, sample: int = -1,
-             restore: Callable[[], tuple[int, rollouts_lib.Rollouts]]
-             | None = None) -> Trees:
+             step: int,
+             restore: Callable[[], tuple[int, rollouts_lib.Rollouts]],
+             sample: int = -1) -> Trees:
   """Greedy trees (`sample` -1) or sampled ones at temperature 1 (sample
   0, 1, ...: each its own seed) of the workdir's newest checkpoint on
   `tasks` with depth budget `max_depth`, saved as
@@ -315,13 +315,13 @@ def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
   the tag was evaluated before. The checkpoint must be
   the one of trainer step `step`: a run trained past an evaluation it
   skipped cannot give it any more. `restore` gives (step, rollouts) of
-  that checkpoint (default: `policy`, restored anew)."""
+  that checkpoint (`policy`, restored once for all the tags of a point)."""
   if sample >= 0:
     tag = f'{tag}_t1s{sample}'
   path = workdir / 'claims' / f'{tag}.jsonl'
   if path.exists():
     return tree_lib.load(str(path))
-  found, rollouts = (restore or functools.partial(policy, config, workdir))()
+  found, rollouts = restore()
   if found != step:
     raise ValueError(f'{workdir}: evaluation {tag!r} wants the checkpoint '
                      f'of step {step}, the newest is {found}; start this '
@@ -699,7 +699,7 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
         trees = evaluate(
             run_config, where, f'{level}{num}_depth{depth}_rl{rl_step}',
             tasks[tag], depth, step=run_config.sft.steps + rl_step,
-            sample=sample, restore=restore)
+            restore=restore, sample=sample)
         if sample < 0:
           point['trees'][tag] = trees
         else:

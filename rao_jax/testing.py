@@ -21,9 +21,12 @@ def perturbed(model: gemma.Transformer, seed: int = 0,
   """
   state = nnx.state(model, nnx.Param)
   leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  leaves = [x + scale * jax.random.normal(k, x.shape, x.dtype)
-            for x, k in zip(leaves, keys)]
+  # Drawn on the host: on a device each leaf's shape would compile its
+  # own normal sampler (threefry is slow to compile) for a tiny model's
+  # weights.
+  rng = np.random.default_rng(seed)
+  leaves = [jnp.asarray(np.asarray(x) + scale * rng.standard_normal(x.shape),
+                        x.dtype) for x in leaves]
   nnx.update(model, jax.tree.unflatten(treedef, leaves))
   return model
 
@@ -34,6 +37,18 @@ def tiny_model(seed: int = 0, scale: float = 0.2, preset: str = 'tiny',
   'tiny_qwen3') with perturbed weights."""
   config = config_lib.PRESETS[preset](**overrides)
   return perturbed(gemma.Transformer(config, rngs=nnx.Rngs(0)), seed, scale)
+
+
+def logits(model: gemma.Transformer, tokens_BT: jax.Array) -> np.ndarray:
+  """The model's logits `[B, T, V]` of unpadded rows, positions 0..T-1."""
+  return np.asarray(_logits(model, jnp.asarray(tokens_BT)))
+
+
+@nnx.jit
+def _logits(model: gemma.Transformer, tokens_BT: jax.Array) -> jax.Array:
+  positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]),
+                                  tokens_BT.shape)
+  return model(tokens_BT, positions_BT)[0]
 
 
 def sft_losses(model: gemma.Transformer, optimizer: nnx.Optimizer,

@@ -14,12 +14,6 @@ from rao_jax.rl import update
 _CONFIG = lora.LoraConfig(rank=4, alpha=8.0)
 
 
-def _logits(model, tokens_BT):
-  positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]),
-                                  tokens_BT.shape)
-  return np.asarray(model(tokens_BT, positions_BT)[0])
-
-
 def _tokens():
   return jnp.asarray(np.random.default_rng(0).integers(3, 300, (2, 24)))
 
@@ -28,36 +22,36 @@ def _randomise_adapters(model, seed=1):
   """B is zero when fresh; give every adapter a visible update."""
   state = nnx.state(model, nnx.LoRAParam)
   leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  rng = np.random.default_rng(seed)
   nnx.update(model, jax.tree.unflatten(treedef, [
-      0.05 * jax.random.normal(k, x.shape, x.dtype)
-      for k, x in zip(keys, leaves)]))
+      jnp.asarray(0.05 * rng.standard_normal(x.shape), x.dtype)
+      for x in leaves]))
 
 
 def test_fresh_adapters_change_nothing():
   model = testing.tiny_model()
-  want = _logits(model, _tokens())
+  want = testing.logits(model, _tokens())
   lora.add_adapters(model, _CONFIG)
   assert lora.num_adapter_params(model) > 0
-  np.testing.assert_array_equal(_logits(model, _tokens()), want)
+  np.testing.assert_array_equal(testing.logits(model, _tokens()), want)
 
 
 @pytest.mark.parametrize('targets', [lora.TARGETS, ('gate_up',), ('o',)])
 def test_merged_model_computes_the_adapted_one(targets, tmp_path):
   model = testing.tiny_model()
-  plain = _logits(model, _tokens())
+  plain = testing.logits(model, _tokens())
   lora.add_adapters(model, lora.LoraConfig(rank=4, alpha=8.0,
                                            targets=targets))
   _randomise_adapters(model)
-  adapted = _logits(model, _tokens())
+  adapted = testing.logits(model, _tokens())
   assert np.max(np.abs(adapted - plain)) > 1e-2  # the adapters matter
   lora.merged(model)
   assert lora.num_adapter_params(model) == 0
-  np.testing.assert_allclose(_logits(model, _tokens()), adapted, atol=2e-5)
+  np.testing.assert_allclose(testing.logits(model, _tokens()), adapted, atol=2e-5)
   # Merged, it is a plain checkpoint again.
   hf_io.save_hf(model, str(tmp_path))
   np.testing.assert_allclose(
-      _logits(hf_io.load_hf(str(tmp_path)), _tokens()), adapted, atol=2e-5)
+      testing.logits(hf_io.load_hf(str(tmp_path)), _tokens()), adapted, atol=2e-5)
 
 
 def test_lora_sft_trains_only_the_adapters():
@@ -133,7 +127,7 @@ def test_the_entry_point_trains_adapters_only_and_exports_them_merged(
     variable[...] = jnp.asarray(value)
   assert moved, 'no adapter moved'
   nnx.update(model, adapters)
-  want = _logits(lora.merged(model), _tokens())
+  want = testing.logits(lora.merged(model), _tokens())
   exported = hf_io.load_hf(str(tmp_path / 'hf'))
   assert not lora.num_adapter_params(exported)
-  np.testing.assert_allclose(_logits(exported, _tokens()), want, atol=2e-5)
+  np.testing.assert_allclose(testing.logits(exported, _tokens()), want, atol=2e-5)

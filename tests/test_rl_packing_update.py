@@ -1,5 +1,7 @@
 """Packing into fixed buckets, and the jitted update on packed batches."""
 
+import functools
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -198,6 +200,16 @@ def test_schedule_warms_up_only_when_asked(warmup, decay):
     assert float(schedule(warmup + decay)) == pytest.approx(1e-4)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _whole_batch_gradient(graphdef, state, batch, config):
+  """The reference: the gradient and loss of one minibatch holding every
+  row, taken directly (jitted: eagerly each op compiles on its own)."""
+  model = nnx.merge(graphdef, state)[0]
+  (loss, _), grads = nnx.value_and_grad(update.loss_and_metrics,
+                                        has_aux=True)(model, batch, config)
+  return grads, loss
+
+
 # constant_sum adds up with any split; the other two need the shared
 # denominator.
 @pytest.mark.parametrize('aggregation', ['token_mean', 'sequence_mean'])
@@ -229,10 +241,8 @@ def test_accumulated_minibatches_update_as_one_batch(aggregation):
     loss += float(metrics['loss'])
   # One program for one bucket shape, whatever the minibatch.
   assert update.accumulate_grads._cache_size() - compiled_before == 1  # pylint: disable=protected-access
-  want, _ = nnx.grad(update.loss_and_metrics, has_aux=True)(
-      nnx.merge(graphdef, state)[0], _jnp(whole[0]), config)
-  want_loss, _ = update.loss_and_metrics(nnx.merge(graphdef, state)[0],
-                                         _jnp(whole[0]), config)
+  want, want_loss = _whole_batch_gradient(graphdef, state, _jnp(whole[0]),
+                                          config)
   assert loss == pytest.approx(float(want_loss), rel=1e-5)
   for got_leaf, want_leaf in zip(jax.tree.leaves(grads),
                                  jax.tree.leaves(want)):

@@ -31,13 +31,13 @@ def model():
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _full_logits(graphdef, params, tokens_1L, length):
-  """Logits of a whole padded sequence, no cache."""
+def _full_log_softmax(graphdef, params, tokens_1L, length):
+  """Next-token log-probs `[L, V]` of a whole padded sequence, no cache."""
   model = nnx.merge(graphdef, params)
   positions = jnp.arange(tokens_1L.shape[1])[None]
   segments = (positions < length).astype(jnp.int32)
   logits, _ = model(tokens_1L, positions, segments)
-  return logits[0]
+  return jax.nn.log_softmax(logits[0], axis=-1)
 
 
 def _log_softmax_at(model, tokens):
@@ -45,8 +45,9 @@ def _log_softmax_at(model, tokens):
   graphdef, params = nnx.split(model)
   padded = np.zeros((1, MAX_LEN), np.int32)
   padded[0, :len(tokens)] = tokens
-  logits = _full_logits(graphdef, params, jnp.asarray(padded), len(tokens))
-  return np.asarray(jax.nn.log_softmax(logits[:len(tokens)], axis=-1))
+  # Cut on the host: a device slice per length would compile per length.
+  return np.asarray(_full_log_softmax(graphdef, params, jnp.asarray(padded),
+                                      len(tokens)))[:len(tokens)]
 
 
 def _greedy_reference(model, prompt, num_new):
@@ -79,8 +80,11 @@ def _check_against_forward(model, prompt, turn, method):
   `method`."""
   logp = _log_softmax_at(model, list(prompt) + turn.tokens.tolist())
   steps = np.arange(len(prompt) - 1, len(prompt) - 1 + len(turn.tokens))
-  # log_softmax is shift-invariant: log-probs serve as logits.
-  dist = np.asarray(method.log_probs(jnp.asarray(logp[steps])))
+  # log_softmax is shift-invariant: log-probs serve as logits. Padded to
+  # MAX_LEN rows: one program a method, not one a length.
+  rows = np.zeros((MAX_LEN, logp.shape[1]), logp.dtype)
+  rows[:len(steps)] = logp[steps]
+  dist = np.asarray(method.log_probs(jnp.asarray(rows)))[:len(steps)]
   np.testing.assert_allclose(turn.sampler_logprobs,
                              dist[np.arange(len(steps)), turn.tokens],
                              atol=2e-4)

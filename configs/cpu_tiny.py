@@ -69,7 +69,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.rollout = dict(
       budgets=dict(max_depth=8, max_children=4, max_steps=6, max_nodes=512,
                    max_tokens=1 << 16, max_new_tokens=96),
-      window=dict(inline_chars=24, head_chars=10),
+      # show_depth_budget=False: the paper's prompt, without the depth
+      # budget (a spawn past it is refused in text).
+      window=dict(inline_chars=24, head_chars=10, show_depth_budget=True),
       # Binary splits down to two records need log2(records / 2) levels: 5
       # for moderate documents, 7 for medium ones. An eval budget equal to
       # the training one is evaluated once.

@@ -484,6 +484,10 @@ class RunConfig:
     plain = dataclasses.asdict(self)
     plain['rollout']['window'].pop('max_tokens')  # sampler.max_len
     plain['rollout']['window'].pop('chat')  # bound by the rollout
+    if self.rollout.window.show_depth_budget:
+      # Recorded where it is off only: workdirs of runs from before the
+      # field compare equal.
+      plain['rollout']['window'].pop('show_depth_budget')
     if self.rollout.actions == 'tags':
       # The python mode's fields are recorded for its runs only, so the
       # workdirs of tag runs from before it compare equal.

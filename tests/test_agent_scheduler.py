@@ -99,6 +99,34 @@ def test_single_agent_mode_refuses_spawns():
   assert 'budget: depth 0' in text
 
 
+def test_a_hidden_depth_budget_is_learnt_from_the_refusal():
+  # The paper's prompt: no depth in the budget line, at any depth budget;
+  # past the budget the spawn is refused in text, as when it is shown.
+  budgets = scheduler_lib.Budgets(max_depth=1, max_steps=4)
+
+  def spawn_until_refused(view):
+    if view.observations and 'refused' in view.observations[-1]:
+      return protocol.answer('alone')
+    if view.children_answers:
+      return protocol.answer('+'.join(view.children_answers[-1]))
+    return protocol.spawn([('sub', 'x', '')])
+
+  engine = scripted_engine.ScriptedEngine(
+      spawn_until_refused, TOK, protocol.STOP_TAGS, num_slots=4, max_len=4096,
+      decode_steps=4)
+  scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets,
+                                              show_depth_budget=False)
+  (tree,), _ = scheduler.run([agent_testing.SumEnv('12')], [0])
+  assert [n.depth for n in tree.nodes] == [0, 1]
+  assert tree.root.answer == 'alone'
+  for node in tree.nodes:
+    text = TOK.decode(node.tokens)
+    assert f'budget: steps 4, children {budgets.max_children}\n' in text
+    assert 'depth' not in text.split('<obs>')[0]  # prompt and first step
+  assert '<obs>error: spawn refused: depth budget 1 reached' in TOK.decode(
+      tree.nodes[1].tokens)
+
+
 def test_depth_budget_and_failures_reach_parent():
   # Depth 1 on 8 digits: the children (4 digits each) may not split, so
   # under this policy they read and answer their digits directly.

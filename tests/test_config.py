@@ -75,6 +75,18 @@ def test_to_dict_is_the_config_files_shape():
   json.dumps(plain)
 
 
+def test_a_hidden_depth_budget_is_recorded_and_a_shown_one_is_not():
+  # Shown (the default) it is left out, so workdirs of runs from before the
+  # field compare equal; hidden, the run records it.
+  config = cpu_tiny.get_config()
+  assert 'show_depth_budget' not in (
+      config_lib.from_config_dict(config).to_dict()['rollout']['window'])
+  config.rollout.window.show_depth_budget = False
+  run = config_lib.from_config_dict(config)
+  assert run.rollout.window.show_depth_budget is False
+  assert run.to_dict()['rollout']['window']['show_depth_budget'] is False
+
+
 def test_registries_list_their_variants():
   assert credit.BASELINES.names() == (
       'leave_one_out', 'leave_one_out_depth', 'leave_one_out_task',

@@ -80,6 +80,37 @@ def test_direct_solvers_count_the_context_the_rollout_builds(
     assert len(tree.root.tokens) <= window.max_tokens
 
 
+@pytest.mark.parametrize('fmt', ['byte', 'bpe_gemma_preamble'])
+def test_recursive_demonstrations_count_a_prompt_without_the_depth(
+    formats, data_dir, fmt):
+  # `show_depth_budget=False`: the solvers still read the depth budget from
+  # their view and count the prompt the rollout built without it.
+  task = tasks.get('documents')
+  examples = builder_lib.load(task.tfds_name, 'hard', 'test', data_dir)[:2]
+  chat = formats[fmt]
+  window = dataclasses.replace(_WIDE if chat.preamble else _WINDOW,
+                               chat=chat, show_depth_budget=False)
+  engine = _CountingEngine(task.recursive_solver(window), chat.tokenizer,
+                           protocol.STOP_TAGS, num_slots=8,
+                           max_len=window.max_tokens)
+  engine.window, engine.checked = window, 0
+  envs = [task.make_env(e) for e in examples]
+  engine.tools = tuple(envs[0].tools())
+  scheduler = scheduler_lib.FrontierScheduler(
+      engine, chat.tokenizer, tasks.demonstrations.RECURSIVE_BUDGETS,
+      inline_chars=window.inline_chars, head_chars=window.head_chars,
+      show_depth_budget=False, chat=chat)
+  trees, _ = scheduler.run(envs, [0, 1])
+  assert engine.checked > len(trees)
+  for tree in trees:
+    assert tree.root.status == tree_lib.DONE
+    assert len(tree.nodes) > 1  # it delegated, with no depth in sight
+    for node in tree.nodes:
+      text = chat.tokenizer.decode(node.tokens)
+      budget_line = text[text.index('\nbudget: '):].split('\n')[1]
+      assert budget_line.startswith('budget: steps'), budget_line
+
+
 @pytest.mark.parametrize('name', ['crafting', 'documents', 'multihop'])
 def test_recursive_demonstrations_fit_a_bpe_window(formats, data_dir, name):
   task = tasks.get(name)

@@ -553,8 +553,11 @@ class Study:
 # Documents: SFT on direct and recursive demonstrations alike (a coin per
 # tree, `cpu_tiny.py:mixture`), so delegating is RL's decision.
 MIXTURE = Study('mixture', 'mixture')
-# Crafting, trained on medium: the same mixture of solvers.
-CRAFTING = Study('crafting', 'crafting', {'sft.solver': 'mixture'})
+# Crafting, trained on medium: the same mixture of solvers, with the
+# paper's prompts (no depth budget in them: a spawn past it is refused in
+# text), so an evaluation budget twice the training one is in distribution.
+CRAFTING = Study('crafting', 'crafting', {
+    'sft.solver': 'mixture', 'rollout.window.show_depth_budget': False})
 # The single agent in its own distribution: direct demonstrations (read,
 # `add`, answer: the recursive agent's tools) with depth budget 0 in every
 # prompt, SFT and RL alike, so evaluation shows it nothing it never saw.

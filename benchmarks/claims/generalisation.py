@@ -13,10 +13,13 @@ same RL at depth budget 0. Both are evaluated greedily before
 and after RL on held-out easy, medium and hard recipes, the recursive
 agent at the training budget and at the larger evaluation budget (12):
 credit and exact match per level with paired 95% intervals, the floors
-and the scripted solvers' ceilings (`evidence.py`). A node reads its budget in
-its prompt ('budget: depth 12, ...'), so the larger budget is also text
-the policy never saw in training. `--smoke`: 3 SFT steps, 2 RL steps, 2
-tasks a level.
+and the scripted solvers' ceilings (`evidence.py`). The recursive agent's
+prompts leave the depth budget out, as the paper's do
+(`rollout.window.show_depth_budget=False`, SFT, RL and evaluation alike):
+a node learns it may not spawn deeper from the refusal alone, so the
+evaluation budget, twice the training one, shows the policy nothing it
+never saw before a refusal it did see. `--smoke`: 3 SFT steps, 2 RL steps,
+2 tasks a level.
 
 Prints the table, then one JSON line; draws `<workdir>/generalisation.png`.
 """

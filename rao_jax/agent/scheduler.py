@@ -198,11 +198,13 @@ class FrontierScheduler:
   def __init__(self, engine: engine_lib.Engine,
                tokenizer: tokenizer_lib.Tokenizer, budgets: Budgets,
                policy_version: int = 0, inline_chars: int = 64,
-               head_chars: int = 24, chat: chat_lib.ChatFormat | None = None,
+               head_chars: int = 24, show_depth_budget: bool = True,
+               chat: chat_lib.ChatFormat | None = None,
                sequential_children: bool = False,
                code: code_lib.CodeRuntime | None = None):
     """Args: the engine, the run's tokenizer, budgets, the version recorded
-    in the nodes, the prompt's data window, the chat format over the
+    in the nodes, the prompt's data window and whether its budget line
+    shows the depth budget (`context.Window`), the chat format over the
     tokenizer (default: the raw protocol), whether a spawn's children
     run one after another, and the sandbox of the python mode (None: the
     tag protocol)."""
@@ -222,6 +224,7 @@ class FrontierScheduler:
     self.policy_version = policy_version
     self.inline_chars = inline_chars
     self.head_chars = head_chars
+    self.show_depth_budget = show_depth_budget
     self.sequential_children = sequential_children
     self.code = code
 
@@ -369,6 +372,13 @@ class FrontierScheduler:
             'steps': budgets.max_steps - run.node.num_steps,
             'children': budgets.max_children}
 
+  def _prompt_budgets(self, run: _NodeRun) -> dict[str, int]:
+    """The budget line of a new node's prompt (`context.prompt_budgets`)."""
+    budgets = self._remaining(run)
+    if not self.show_depth_budget:
+      del budgets['depth']
+    return budgets
+
   def _view(self, run: _NodeRun) -> env_lib.StepView:
     tree_run = run.tree_run
     budgets = dict(self._remaining(run),
@@ -402,13 +412,13 @@ class FrontierScheduler:
     run = _NodeRun(node, tree_run, state, parent)
     tree_run.open_runs.add(run)
     if self.code is None:
-      prompt = protocol.render_prompt(spec, self._remaining(run),
+      prompt = protocol.render_prompt(spec, self._prompt_budgets(run),
                                       tree_run.tool_list, self.inline_chars,
                                       self.head_chars)
       run.conversation = self.chat.start(prompt, tree_run.tool_list)
     else:  # code reads its data as `context`; no environment tools
       run.key = self.code.new_key()
-      prompt = code_protocol.render_prompt(spec, self._remaining(run))
+      prompt = code_protocol.render_prompt(spec, self._prompt_budgets(run))
       run.conversation = self.chat.start(prompt, ())
     if self._inject(run, self.chat.prompt_ids(run.conversation)):
       if ready:

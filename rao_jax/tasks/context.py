@@ -35,6 +35,12 @@ class Window:
       injections); the engine's `max_len`.
     inline_chars: data up to this length is shown inline in the prompt.
     head_chars: characters of data shown in a handle.
+    show_depth_budget: whether the prompt's budget line shows the depth
+      budget. False is the paper's protocol: a node learns that it may not
+      spawn deeper from the refusal alone, so an evaluation budget larger
+      than training's shows the policy no number it never saw. (The
+      preamble of a chat template, `protocol.preamble`, describes the line
+      with its depth either way.)
     chat: the run's chat format, which its solvers count tokens with; None
       (a config's window) is the byte tokenizer's raw protocol. The
       rollout binds the run's (`demonstrations.rollout`).
@@ -43,6 +49,7 @@ class Window:
   max_tokens: int = 512
   inline_chars: int = 64
   head_chars: int = 24
+  show_depth_budget: bool = True
   chat: chat_lib.ChatFormat | None = dataclasses.field(
       default=None, compare=False, repr=False)
 
@@ -93,15 +100,23 @@ def observation_tokens(text: str, window: Window) -> int:
                                          protocol.observation(text)))
 
 
-def _prompt(view: env_lib.StepView, tools: Sequence[env_lib.Tool],
-            window: Window) -> list[chat_lib.Message]:
-  """The node's first turns, as the rollout renders them (the budgets
-  shown are those the node started with)."""
+def prompt_budgets(view: env_lib.StepView, window: Window) -> dict[str, int]:
+  """The budget line of the node's prompt, as the rollout rendered it: the
+  budgets the node started with (its depth budget only where the window
+  shows it)."""
   budgets = {'depth': view.budgets.get('depth', 0),
              'steps': view.budgets.get('steps', 0) + view.step,
              'children': view.budgets.get('children', 0)}
-  text = protocol.render_prompt(view.spec, budgets, tools,
-                                window.inline_chars, window.head_chars)
+  if not window.show_depth_budget:
+    del budgets['depth']
+  return budgets
+
+
+def _prompt(view: env_lib.StepView, tools: Sequence[env_lib.Tool],
+            window: Window) -> list[chat_lib.Message]:
+  """The node's first turns, as the rollout renders them."""
+  text = protocol.render_prompt(view.spec, prompt_budgets(view, window),
+                                tools, window.inline_chars, window.head_chars)
   return window.format.start(text, tools)
 
 

@@ -87,7 +87,8 @@ def rollout(task: registry.Task, examples: Sequence[Mapping[str, str]], *,
         max_len=window.max_tokens, decode_steps=decode_steps)
     scheduler = scheduler_lib.FrontierScheduler(
         engine, tokenizer, budgets, inline_chars=window.inline_chars,
-        head_chars=window.head_chars, chat=chat, code=code)
+        head_chars=window.head_chars,
+        show_depth_budget=window.show_depth_budget, chat=chat, code=code)
     part, part_stats = scheduler.run(
         [task.make_env(examples[i]) for i in index],
         [seeds[i] for i in index], groups=index, tree_ids=index)

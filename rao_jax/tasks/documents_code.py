@@ -35,11 +35,9 @@ def _answer(value: str) -> str:
 
 def prompt_tokens(view: env_lib.StepView, window: context.Window) -> int:
   """Tokens of a python-mode node's prompt, as the rollout builds it."""
-  budgets = {'depth': view.budgets.get('depth', 0),
-             'steps': view.budgets.get('steps', 0) + view.step,
-             'children': view.budgets.get('children', 0)}
   chat = window.format
-  text = code_protocol.render_prompt(view.spec, budgets)
+  text = code_protocol.render_prompt(view.spec,
+                                     context.prompt_budgets(view, window))
   return len(chat.prompt_ids(chat.start(text, ())))
 
 

@@ -98,7 +98,9 @@ class Rollouts:
     scheduler = scheduler_lib.FrontierScheduler(
         engine, self.tokenizer, budgets or self.rollout_config.budgets,
         policy_version=version, inline_chars=window.inline_chars,
-        head_chars=window.head_chars, chat=self.chat, code=self.code)
+        head_chars=window.head_chars,
+        show_depth_budget=window.show_depth_budget, chat=self.chat,
+        code=self.code)
     return scheduler.run(envs, seeds, groups)
 
   def demonstrations(self, examples: Sequence[Mapping[str, str]],

@@ -30,7 +30,6 @@ import numpy as np
 import common
 import generalisation
 from rao_jax.training import rollouts as rollouts_lib
-from rao_jax.agent import model_engine
 from rao_jax.agent import scheduler as scheduler_lib
 
 EXPERIMENT = 'wall_clock'
@@ -55,17 +54,7 @@ def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
              sequential: bool) -> tuple[common.tree_lib.Tree,
                                         scheduler_lib.RolloutStats]:
   """A greedy tree of `task` alone in the engine, at the training budgets."""
-  stops = rollouts.chat.stops  # as `Rollouts` decodes: the run's stop rule
-  engine = model_engine.ModelEngine(
-      rollouts.sampler, stops.device_ids,
-      decode_steps=rollouts.sampler_config.decode_steps,
-      find_stop=stops.host_find, temperature=0.0)
-  window = rollouts.rollout_config.window
-  scheduler = scheduler_lib.FrontierScheduler(
-      engine, rollouts.tokenizer, rollouts.rollout_config.budgets,
-      inline_chars=window.inline_chars, head_chars=window.head_chars,
-      chat=rollouts.chat, code=rollouts.code,
-      sequential_children=sequential)
+  scheduler = rollouts.scheduler(0.0, sequential_children=sequential)
   trees, stats = scheduler.run([rollouts.task.make_env(task)], [seed])
   return trees[0], stats
 

@@ -83,25 +83,33 @@ class Rollouts:
     """The policy the sampler decodes with from now on."""
     self.sampler.set_params(params)
 
-  def _run(self, temperature: float, envs, seeds, groups=None,
-           budgets: scheduler_lib.Budgets | None = None,
-           version: int = 0) -> Trees:
-    # A fresh engine (and scheduler) per rollout: its suspended-KV store
-    # belongs to this rollout's trees; the sampler and its compiled
-    # programs are reused.
+  def scheduler(self, temperature: float,
+                budgets: scheduler_lib.Budgets | None = None,
+                version: int = 0, sequential_children: bool = False
+                ) -> scheduler_lib.FrontierScheduler:
+    """A scheduler over a fresh engine on the run's sampler, as every
+    rollout of the run decodes: its stop rule, chat format, window and
+    budgets (`budgets` replaces them), at `temperature` (0: greedy)."""
+    # A fresh engine per rollout: its suspended-KV store belongs to this
+    # rollout's trees; the sampler and its compiled programs are reused.
     stops = self.chat.stops
     engine = model_engine.ModelEngine(
         self.sampler, stops.device_ids,
         decode_steps=self.sampler_config.decode_steps,
         find_stop=stops.host_find, temperature=temperature)
     window = self.rollout_config.window
-    scheduler = scheduler_lib.FrontierScheduler(
+    return scheduler_lib.FrontierScheduler(
         engine, self.tokenizer, budgets or self.rollout_config.budgets,
         policy_version=version, inline_chars=window.inline_chars,
         head_chars=window.head_chars,
         show_depth_budget=window.show_depth_budget, chat=self.chat,
-        code=self.code)
-    return scheduler.run(envs, seeds, groups)
+        sequential_children=sequential_children, code=self.code)
+
+  def _run(self, temperature: float, envs, seeds, groups=None,
+           budgets: scheduler_lib.Budgets | None = None,
+           version: int = 0) -> Trees:
+    return self.scheduler(temperature, budgets, version).run(envs, seeds,
+                                                             groups)
 
   def demonstrations(self, examples: Sequence[Mapping[str, str]],
                      step: int) -> Trees:

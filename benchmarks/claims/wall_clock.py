@@ -11,10 +11,12 @@ here if they are not done), and the same held-out tasks for every seed
 each decoded greedily as a tree of its own, twice: with a spawn's
 children running in parallel (the scheduler's default) and one after
 another (`sequential_children`: each child's whole subtree before its
-next sibling). Per tree: seconds, decode steps until it finished (one
-token of every slot a step: the latency a fixed-width engine pays), the
-share of spawns whose children overlapped, and whether both modes made
-the same tree. An untimed pass over the same trees compiles first.
+next sibling); beside them the single agent after RL (the same
+experiments' runs, depth budget 0) on the same tasks. Per tree: seconds,
+decode steps until it finished (one token of every slot a step: the
+latency a fixed-width engine pays), the share of spawns whose children
+overlapped, and whether both recursive modes made the same tree. An
+untimed pass over the same trees compiles first.
 `--smoke`: the smoke runs, 2 tasks a family.
 
 Prints the table, then one JSON line; draws `<workdir>/wall_clock.png`.
@@ -33,21 +35,40 @@ from rao_jax.training import rollouts as rollouts_lib
 from rao_jax.agent import scheduler as scheduler_lib
 
 EXPERIMENT = 'wall_clock'
-# family -> (study, the recursive agent's RL runs, held-out level)
-FAMILIES = {'documents': (common.MIXTURE, 'efficiency_recursive', 'window4'),
-            'crafting': (common.CRAFTING, 'generalisation_recursive',
-                         'medium')}
+# family -> (held-out level, agent -> (its study, its RL runs))
+FAMILIES = {
+    'documents': ('window4', {
+        'recursive': (common.MIXTURE, 'efficiency_recursive'),
+        'single_agent': (common.SINGLE, 'efficiency_single_agent')}),
+    'crafting': ('medium', {
+        'recursive': (common.CRAFTING, 'generalisation_recursive'),
+        'single_agent': (generalisation.SINGLE,
+                         'generalisation_single_agent')})}
 MODES = {'parallel': False, 'sequential': True}  # -> sequential_children
+SINGLE = 'single agent'  # the single agent's row
+ROWS = (*MODES, SINGLE)
+KEYS = ('seconds', 'decode_steps', 'spawns', 'parallel_spawns', 'same')
 NUM_TASKS = 8  # held-out tasks a family
 
 
-def train(flags: common.Flags, family: str, seed: int) -> None:
-  """The recursive agent's RL run of the family, as its experiment makes
-  it (done already if that experiment ran)."""
+def train(flags: common.Flags, family: str, agent: str, seed: int) -> None:
+  """The agent's RL run of the family, as its experiment makes it (done
+  already if that experiment ran)."""
   if family == 'documents':
-    common.mixture_arm(flags, 'recursive', seed)
+    common.mixture_arm(flags, agent, seed)
   else:
-    generalisation.run_arm(flags, 'recursive', seed)
+    generalisation.run_arm(flags, agent, seed)
+
+
+def policy(flags: common.Flags, family: str, agent: str,
+           seed: int) -> rollouts_lib.Rollouts:
+  """The agent's rollouts after RL (trained here if not done)."""
+  study, runs = FAMILIES[family][1][agent]
+  train(flags, family, agent, seed)
+  config = common.typed(common.study_config(flags, study))
+  _, rollouts = common.policy(
+      config, flags.workdir / common.run_name(flags, runs, seed))
+  return rollouts
 
 
 def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
@@ -60,44 +81,45 @@ def one_tree(rollouts: rollouts_lib.Rollouts, task, seed: int,
 
 
 def measure(flags: common.Flags, family: str) -> dict[int, dict[str, dict]]:
-  """seed -> mode -> per-tree lists (`seconds`, `decode_steps`, `spawns`,
-  `parallel_spawns`; `same`, sequential only: the tree equals the
-  parallel one) for the family's recursive agent after RL, one policy a
-  seed, saved beside the runs as `wall_clock_<family>.json` and read back
-  on a rerun."""
+  """seed -> row (`ROWS`) -> per-tree lists (`seconds`, `decode_steps`,
+  `spawns`, `parallel_spawns`; `same`, sequential only: the tree equals
+  the parallel one) for the family's agents after RL, one policy an agent
+  and seed, saved beside the runs as `wall_clock_<family>.json` and read
+  back on a rerun."""
   saved = flags.workdir / f'{EXPERIMENT}_{family}{common.suffix(flags)}.json'
   if saved.exists():
-    return {int(seed): rows for seed, rows in
-            json.loads(saved.read_text()).items()}
-  study, runs, level = FAMILIES[family]
-  sft_dir = common.study_sft(flags, study)
+    results = {int(seed): rows for seed, rows in
+               json.loads(saved.read_text()).items()}
+    if all(set(rows) == set(ROWS) for rows in results.values()):
+      return results  # else from before the single agent's row: again
+  level, agents = FAMILIES[family]
+  study, _ = agents['recursive']
   config = common.typed(common.study_config(flags, study))
-  tasks = common.examples(config, level, str(sft_dir / 'data'),
+  tasks = common.examples(config, level,
+                          str(common.study_sft(flags, study) / 'data'),
                           2 if flags.smoke else NUM_TASKS)
   results = {}
   for seed in flags.seeds:
-    train(flags, family, seed)
-    _, rollouts = common.policy(
-        config, flags.workdir / common.run_name(flags, runs, seed))
+    results[seed] = {row: {key: [] for key in KEYS} for row in ROWS}
+    runs = [(mode, policy(flags, family, 'recursive', seed), sequential)
+            for mode, sequential in MODES.items()]
+    runs.append((SINGLE, policy(flags, family, 'single_agent', seed), False))
     # An untimed pass first: each new shape (prefill buckets, suspended
     # KV) compiles once, and not inside a timed tree.
     for i, task in enumerate(tasks):
-      for sequential in MODES.values():
+      for _, rollouts, sequential in runs:
         one_tree(rollouts, task, rollouts_lib.seed_of(seed, i), sequential)
-    results[seed] = {mode: {key: [] for key in (
-        'seconds', 'decode_steps', 'spawns', 'parallel_spawns', 'same')}
-                     for mode in MODES}
     for i, task in enumerate(tasks):
       tokens = {}
-      for mode, sequential in MODES.items():
+      for row_name, rollouts, sequential in runs:
         tree, stats = one_tree(rollouts, task,
                                rollouts_lib.seed_of(seed, i), sequential)
-        row = results[seed][mode]
+        row = results[seed][row_name]
         row['seconds'].append(stats.tree_wall_s[0])
         row['decode_steps'].append(stats.tree_decode_steps[0])
         row['spawns'].append(stats.spawns)
         row['parallel_spawns'].append(stats.parallel_spawns)
-        tokens[mode] = [n.tokens for n in tree.nodes]
+        tokens[row_name] = [n.tokens for n in tree.nodes]
       results[seed]['sequential']['same'].append(
           tokens['sequential'] == tokens['parallel'])
   saved.write_text(json.dumps(results))
@@ -130,13 +152,13 @@ def report(flags: common.Flags, results) -> dict:
   """Prints the table; returns the headline numbers."""
   rows = []
   for family, by_seed in results.items():
-    for mode in MODES:
+    for mode in ROWS:
       rows.append([family, mode, *[str(summary(by_seed, mode, key)) for key in
                                    ('seconds', 'decode_steps', 'spawns',
                                     'parallel_share')]])
   print('\nOne greedy tree at a time, mean over trees, mean [range] over '
         'seeds\n')
-  print(common.table(['family', 'children', 's per tree',
+  print(common.table(['family', 'agent (children)', 's per tree',
                       'decode steps per tree', 'spawns per tree',
                       'spawns in parallel'], rows))
   numbers = {'seeds': list(flags.seeds), 'sizes': common.size_record(flags),
@@ -151,7 +173,9 @@ def report(flags: common.Flags, results) -> dict:
           f', decode steps {speedup["decode_steps"]}; same trees {same}')
     numbers[family] = {
         'seconds': {m: summary(by_seed, m, 'seconds').to_json()
-                    for m in MODES},
+                    for m in ROWS},
+        'decode_steps': {m: summary(by_seed, m, 'decode_steps').to_json()
+                         for m in ROWS},
         'speedup_seconds': speedup['seconds'].to_json(),
         'speedup_decode_steps': speedup['decode_steps'].to_json(),
         'parallel_share': summary(by_seed, 'parallel',
@@ -172,11 +196,12 @@ def plot(flags: common.Flags, results) -> str:
   label = ', '.join(f'{i} {f}' for i, f in enumerate(families))
   return common.plot_panels(
       flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
-      'Parallel against sequential children, one tree at a time', [
+      'Parallel against sequential children and the single agent, one '
+      'tree at a time', [
           (f'family ({label})', 'seconds per tree',
-           [curve(mode, 'seconds') for mode in MODES]),
+           [curve(mode, 'seconds') for mode in ROWS]),
           (f'family ({label})', 'decode steps per tree',
-           [curve(mode, 'decode_steps') for mode in MODES])])
+           [curve(mode, 'decode_steps') for mode in ROWS])])
 
 
 def main(argv=None) -> dict:

@@ -54,6 +54,26 @@ class _CountingEngine(scripted_engine.ScriptedEngine):
     return super().step_text(request)
 
 
+def _counted_rollout(task, examples, window, recursive):
+  """The solver's trees, its context count checked at every step of every
+  node until it spawns (`_CountingEngine`); returns them and the count."""
+  solver = task.recursive_solver if recursive else task.direct_solver
+  chat = window.format
+  engine = _CountingEngine(solver(window), chat.tokenizer, protocol.STOP_TAGS,
+                           num_slots=8, max_len=window.max_tokens)
+  engine.window, engine.checked = window, 0
+  envs = [task.make_env(e) for e in examples]
+  engine.tools = tuple(envs[0].tools())
+  scheduler = scheduler_lib.FrontierScheduler(
+      engine, chat.tokenizer,
+      tasks.demonstrations.RECURSIVE_BUDGETS if recursive else
+      tasks.demonstrations.DIRECT_BUDGETS,
+      inline_chars=window.inline_chars, head_chars=window.head_chars,
+      show_depth_budget=window.show_depth_budget, chat=chat)
+  trees, _ = scheduler.run(envs, list(range(len(envs))))
+  return trees, engine.checked
+
+
 @pytest.mark.parametrize('fmt', ['byte', 'bpe_gemma_preamble', 'bpe_raw'])
 @pytest.mark.parametrize('name', ['crafting', 'documents', 'multihop'])
 def test_direct_solvers_count_the_context_the_rollout_builds(
@@ -62,18 +82,8 @@ def test_direct_solvers_count_the_context_the_rollout_builds(
   examples = builder_lib.load(task.tfds_name, 'hard', 'test', data_dir)[:3]
   chat = formats[fmt]
   window = dataclasses.replace(_WIDE if chat.preamble else _WINDOW, chat=chat)
-  engine = _CountingEngine(task.direct_solver(window), chat.tokenizer,
-                           protocol.STOP_TAGS, num_slots=3,
-                           max_len=window.max_tokens)
-  engine.window, engine.checked = window, 0
-  envs = [task.make_env(e) for e in examples]
-  engine.tools = tuple(envs[0].tools())
-  scheduler = scheduler_lib.FrontierScheduler(
-      engine, chat.tokenizer, tasks.demonstrations.DIRECT_BUDGETS,
-      inline_chars=window.inline_chars, head_chars=window.head_chars,
-      chat=chat)
-  trees, _ = scheduler.run(envs, [0, 1, 2])
-  assert engine.checked > len(trees)  # several steps a node
+  trees, checked = _counted_rollout(task, examples, window, recursive=False)
+  assert checked > len(trees)  # several steps a node
   for tree in trees:
     # Hard tasks do not fit: the solver stops in time, never overflowing.
     assert tree.root.status == tree_lib.DONE, tree.root.answer
@@ -90,18 +100,8 @@ def test_recursive_demonstrations_count_a_prompt_without_the_depth(
   chat = formats[fmt]
   window = dataclasses.replace(_WIDE if chat.preamble else _WINDOW,
                                chat=chat, show_depth_budget=False)
-  engine = _CountingEngine(task.recursive_solver(window), chat.tokenizer,
-                           protocol.STOP_TAGS, num_slots=8,
-                           max_len=window.max_tokens)
-  engine.window, engine.checked = window, 0
-  envs = [task.make_env(e) for e in examples]
-  engine.tools = tuple(envs[0].tools())
-  scheduler = scheduler_lib.FrontierScheduler(
-      engine, chat.tokenizer, tasks.demonstrations.RECURSIVE_BUDGETS,
-      inline_chars=window.inline_chars, head_chars=window.head_chars,
-      show_depth_budget=False, chat=chat)
-  trees, _ = scheduler.run(envs, [0, 1])
-  assert engine.checked > len(trees)
+  trees, checked = _counted_rollout(task, examples, window, recursive=True)
+  assert checked > len(trees)
   for tree in trees:
     assert tree.root.status == tree_lib.DONE
     assert len(tree.nodes) > 1  # it delegated, with no depth in sight

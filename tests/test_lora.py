@@ -47,11 +47,13 @@ def test_merged_model_computes_the_adapted_one(targets, tmp_path):
   assert np.max(np.abs(adapted - plain)) > 1e-2  # the adapters matter
   lora.merged(model)
   assert lora.num_adapter_params(model) == 0
-  np.testing.assert_allclose(testing.logits(model, _tokens()), adapted, atol=2e-5)
+  np.testing.assert_allclose(testing.logits(model, _tokens()), adapted,
+                             atol=2e-5)
   # Merged, it is a plain checkpoint again.
   hf_io.save_hf(model, str(tmp_path))
   np.testing.assert_allclose(
-      testing.logits(hf_io.load_hf(str(tmp_path)), _tokens()), adapted, atol=2e-5)
+      testing.logits(hf_io.load_hf(str(tmp_path)), _tokens()), adapted,
+      atol=2e-5)
 
 
 def test_lora_sft_trains_only_the_adapters():
@@ -130,4 +132,5 @@ def test_the_entry_point_trains_adapters_only_and_exports_them_merged(
   want = testing.logits(lora.merged(model), _tokens())
   exported = hf_io.load_hf(str(tmp_path / 'hf'))
   assert not lora.num_adapter_params(exported)
-  np.testing.assert_allclose(testing.logits(exported, _tokens()), want, atol=2e-5)
+  np.testing.assert_allclose(testing.logits(exported, _tokens()), want,
+                             atol=2e-5)

@@ -263,6 +263,13 @@ def strip_tags(text: str) -> str:
 # ---------------------------------------------------------------- Prompt
 
 
+def shown_budgets(budgets: Mapping[str, int],
+                  show_depth: bool = True) -> dict[str, int]:
+  """The budgets a prompt's budget line shows: `budgets`, less the depth
+  where it is hidden (the paper's prompt: a refused spawn tells it)."""
+  return {k: v for k, v in budgets.items() if show_depth or k != 'depth'}
+
+
 def render_data(data: str, inline_chars: int = 64, head_chars: int = 24
                 ) -> str:
   """Data inline when short, else a handle with its length and head."""

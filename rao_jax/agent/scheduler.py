@@ -374,10 +374,8 @@ class FrontierScheduler:
 
   def _prompt_budgets(self, run: _NodeRun) -> dict[str, int]:
     """The budget line of a new node's prompt (`context.prompt_budgets`)."""
-    budgets = self._remaining(run)
-    if not self.show_depth_budget:
-      del budgets['depth']
-    return budgets
+    return protocol.shown_budgets(self._remaining(run),
+                                  self.show_depth_budget)
 
   def _view(self, run: _NodeRun) -> env_lib.StepView:
     tree_run = run.tree_run

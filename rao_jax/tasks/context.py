@@ -104,12 +104,10 @@ def prompt_budgets(view: env_lib.StepView, window: Window) -> dict[str, int]:
   """The budget line of the node's prompt, as the rollout rendered it: the
   budgets the node started with (its depth budget only where the window
   shows it)."""
-  budgets = {'depth': view.budgets.get('depth', 0),
-             'steps': view.budgets.get('steps', 0) + view.step,
-             'children': view.budgets.get('children', 0)}
-  if not window.show_depth_budget:
-    del budgets['depth']
-  return budgets
+  return protocol.shown_budgets(
+      {'depth': view.budgets.get('depth', 0),
+       'steps': view.budgets.get('steps', 0) + view.step,
+       'children': view.budgets.get('children', 0)}, window.show_depth_budget)
 
 
 def _prompt(view: env_lib.StepView, tools: Sequence[env_lib.Tool],

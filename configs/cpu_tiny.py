@@ -117,7 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sharding_rules = [list(rule) for rule in sharding.DEFAULT_RULES]
   config.checkpoint = dict(every_steps=25, max_to_keep=3, export_hf=True,
                            preemption_patience_s=10.0)
-  config.log = dict(every_steps=1, trees_every_steps=50, progress_bar=True)
+  config.log = dict(every_steps=1, trees_every_steps=50, progress_bar=True,
+                    plots=True)
   # `--config.mode=plan`: this machine's (fake) devices, 1 GiB each (CPU
   # devices report no memory of their own).
   config.plan = dict(topology='', hbm_gib=1.0, headroom=0.9, compile=True)

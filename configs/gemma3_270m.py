@@ -14,9 +14,9 @@ config.json; about 40 s):
 `:smoke` runs every phase (SFT, eval, RL, eval, export) for one step each
 of short rows on `easy` documents on one CPU device, evaluating one task,
 at depth budget 1. Measured on a quiet 2-core VM with
-`--config.lora.rank=8` and an empty compilation cache, the run takes 4.3
-minutes (258 s) and peaks at 5.8 GiB resident; the SFT step (one tree of
-3 nodes, ~1,300 tokens in 1 x 768 rows) trains in about a minute,
+`--config.lora.rank=8` and an empty compilation cache, the run takes 3.2
+minutes (194 s) and peaks at 5.5 GiB resident; the SFT step (one tree of
+3 nodes, ~1,250 tokens in 1 x 768 rows) trains in about a minute,
 compiling included. `:h100` is one
 GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the paper's protocol
 (configs/tpu_v4.py's `paper_config`). Plan a variant before paying for it,
@@ -118,8 +118,10 @@ def _smoke():
   config.rl.loss.logprob_chunk = 128
   config.sampler.decode_steps = 16
   config.rollout.budgets.max_new_tokens = 48
-  config.rollout.budgets.max_steps = 4
-  # Depth 1: a parent and its children (a 3-node demonstration of ~1,300
+  # Two turns a node (delegate or act, then answer): every decoded token
+  # reads the 1 GB of weights, so decoding is most of a CPU run's time.
+  config.rollout.budgets.max_steps = 2
+  # Depth 1: a parent and its children (a 3-node demonstration of ~1,250
   # tokens, not depth 2's 7 nodes and ~2,900), enough to show the real
   # model delegates through the chat template.
   config.rollout.budgets.max_depth = 1

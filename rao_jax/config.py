@@ -377,11 +377,14 @@ class CheckpointConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LogConfig:
   """Metrics every `every_steps`, trees every `trees_every_steps` (0:
-  never), a progress bar on the console."""
+  never), a progress bar on the console, the run's plots drawn into
+  `plots/` at its end (`plots`; off for harnesses that run many short runs
+  and draw their own: matplotlib takes about a second a run)."""
 
   every_steps: int = 1
   trees_every_steps: int = 50
   progress_bar: bool = True
+  plots: bool = True
 
   def __post_init__(self):
     _check_positive('log', every_steps=self.every_steps)

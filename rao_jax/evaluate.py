@@ -32,6 +32,7 @@ def run(config: config_lib.RunConfig, workdir: str, *,
   rollouts = setup_lib.rollouts(config, s, state.model)
   evals.update(rollouts_lib.evaluate_levels(rollouts, config.tasks, data_dir,
                                             log, state.step, 'eval'))
-  summary = log.summary(config.mode, config.tasks, evals, steps=0)
+  summary = log.summary(config.mode, config.tasks, evals, steps=0,
+                        draw=config.log.plots)
   log.close()
   return summary

@@ -199,6 +199,6 @@ def run(config: config_lib.RunConfig, workdir: str, *,
                                     config.tokenizer, workdir / 'hf',
                                     step=state.step))
   summary = log.summary(config.mode, config.tasks, evals, total_steps,
-                        exported)
+                        exported, draw=config.log.plots)
   log.close()
   return summary

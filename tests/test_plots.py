@@ -217,9 +217,11 @@ def test_plot_run_writes_what_the_run_logged(tmp_path):
       str(tmp_path / 'plots' / 'success.png')]
 
 
-def test_run_summary_draws_the_plots(tmp_path):
+def _logged_summary(workdir, draw: bool):
+  """The summary of a run that logged `_records()` (its plots drawn if
+  `draw`)."""
   config = config_lib.from_config_dict(cpu_tiny.get_config('smoke'))
-  log = run_log_lib.RunLog(str(tmp_path), 0, tokenizer_lib.ByteTokenizer(
+  log = run_log_lib.RunLog(str(workdir), 0, tokenizer_lib.ByteTokenizer(
       protocol.SPECIAL_TOKENS))
   evals = {}
   for record in _records():
@@ -228,14 +230,28 @@ def test_run_summary_draws_the_plots(tmp_path):
     if 'phase' not in record:
       evals.update(metrics)
   summary = log.summary(config.mode, config.tasks, evals,
-                        SFT_STEPS + RL_STEPS)
+                        SFT_STEPS + RL_STEPS, draw=draw)
   log.close()
+  return summary
+
+
+def test_run_summary_draws_the_plots(tmp_path):
+  summary = _logged_summary(tmp_path, draw=True)
   assert summary['plots'] == [str(tmp_path / 'plots' / name)
                               for name in plots.PLOTS]
   for path in summary['plots']:
     _assert_png(path)
   with open(tmp_path / 'summary.json') as f:
     assert json.load(f)['plots'] == summary['plots']
+
+
+def test_a_run_with_plots_off_draws_none(tmp_path):
+  # `log.plots=False` (the claims harness's runs): the summary, no figure.
+  assert config_lib.from_config_dict(cpu_tiny.get_config('smoke')).log.plots
+  summary = _logged_summary(tmp_path, draw=False)
+  assert summary['plots'] == [] and summary['steps'] == SFT_STEPS + RL_STEPS
+  assert not (tmp_path / 'plots').exists() or not os.listdir(
+      tmp_path / 'plots')
 
 
 def test_importing_plots_leaves_the_backend_alone():

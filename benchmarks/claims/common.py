@@ -182,6 +182,9 @@ def config_dict(variant: str, smoke: bool,
   config.update_from_flattened_dict({
       'tasks.eval_levels': (), 'checkpoint.export_hf': False,
       'log.progress_bar': False, 'log.trees_every_steps': 0,
+      # The experiments draw their own figures; a run's would be redrawn
+      # at each of its evaluation stops.
+      'log.plots': False,
       # Checkpoints at each phase's end only: every run here is one phase.
       'checkpoint.every_steps': 10_000, 'checkpoint.max_to_keep': 2,
       **(overrides or {})})

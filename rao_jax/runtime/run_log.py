@@ -99,10 +99,11 @@ class RunLog:
 
   def summary(self, mode: str, tasks: config_lib.TasksConfig,
               evals: dict[str, float], steps: int,
-              export: str | None = None) -> dict[str, Any]:
-    """Draws the run's plots into `plots/` (a local workdir's), writes
-    `summary.json` (the mode, the evaluations, the steps, the exported
-    directory) and prints root success per evaluation, level of
+              export: str | None = None, draw: bool = True
+              ) -> dict[str, Any]:
+    """Draws the run's plots into `plots/` (a local workdir's, if `draw`),
+    writes `summary.json` (the mode, the evaluations, the steps, the
+    exported directory) and prints root success per evaluation, level of
     `tasks.eval_levels` and agent; returns the summary."""
     summary = {'mode': mode, 'evals': evals, 'steps': steps}
     if export:
@@ -110,8 +111,8 @@ class RunLog:
     if not self.primary:
       return summary
     self.flush()  # the plots read metrics.jsonl
-    summary['plots'] = [] if self._remote else plots.plot_run(
-        str(self.workdir))
+    summary['plots'] = plots.plot_run(str(self.workdir)) if (
+        draw and not self._remote) else []
     (self.workdir / 'summary.json').write_text(
         json.dumps(summary, indent=2, sort_keys=True))
     print('\nroot success (held-out split '

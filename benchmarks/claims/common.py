@@ -586,7 +586,7 @@ def sizes(flags: Flags) -> Sizes:
   """`--smoke`, the full size, or the full size cut by `--rl_steps` and
   `--num_eval`."""
   if flags.smoke:
-    return Sizes(eval_steps=(0, 2), num_eval=4)
+    return Sizes(eval_steps=(0, 1), num_eval=2)
   if flags.rl_steps is None:
     eval_steps = (0, 5, 10, 15)
   else:

@@ -24,7 +24,7 @@ first action against the forced direct one (depth budget 0: every spawn
 refused) on the same checkpoint; RL's gain in exact match split into
 "delegation switched on" (the SFT policy's per-bucket exact match when
 it delegated or not, reweighted by RL's delegation rate) and "better
-nodes" (the rest). `--smoke`: 3 SFT steps, 2 RL steps, 4 tasks.
+nodes" (the rest). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
 
 Prints the tables, then one JSON line; draws `<workdir>/delegation.png`.
 """

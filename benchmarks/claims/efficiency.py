@@ -23,7 +23,7 @@ intervals over the tasks (scores averaged over the runs), the floors on
 the same tasks (answering 0; the best blind answer from question kind and
 record count, fit on the training split) and the scripted solvers'
 ceilings; 'holds' only above the floor and outside the interval
-(`evidence.py`). `--smoke`: 3 SFT steps, 2 RL steps, 4 tasks, 1 sample.
+(`evidence.py`). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks, 1 sample.
 
 Prints the tables, then one JSON line; draws `<workdir>/efficiency.png`.
 """

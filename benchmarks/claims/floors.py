@@ -109,13 +109,22 @@ class BlindGuess:
     return self.by_kind.get(key[0], '0')
 
 
+# (task, level, data_dir, kinds) -> its guesser: an experiment's tables
+# (greedy, sampled) floor the same levels, and drawing 4,096 examples of a
+# 16-window level takes seconds.
+_GUESSERS: dict[tuple[str, str, str, tuple[str, ...]], BlindGuess] = {}
+
+
 def blind_guess(task: registry.Task, level: str, data_dir: str,
                 kinds: Sequence[str] = ()) -> BlindGuess:
   """The blind guesser of `level`, fit on `BLIND_SAMPLES` of its train
-  split (of `kinds`)."""
-  train = heldout.examples(task, level, data_dir, BLIND_SAMPLES, kinds,
-                           split='train')
-  return BlindGuess(task, train)
+  split (of `kinds`); fit once a process."""
+  key = (task.name, level, data_dir, tuple(kinds))
+  if key not in _GUESSERS:
+    train = heldout.examples(task, level, data_dir, BLIND_SAMPLES, kinds,
+                             split='train')
+    _GUESSERS[key] = BlindGuess(task, train)
+  return _GUESSERS[key]
 
 
 def floors(task: registry.Task, examples: Sequence[Mapping[str, str]],

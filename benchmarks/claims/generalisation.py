@@ -18,7 +18,7 @@ prompts leave the depth budget out, as the paper's do
 (`rollout.window.show_depth_budget=False`, SFT, RL and evaluation alike):
 a node learns it may not spawn deeper from the refusal alone, so the
 evaluation budget, twice the training one, shows the policy nothing it
-never saw before a refusal it did see. `--smoke`: 3 SFT steps, 2 RL steps,
+never saw before a refusal it did see. `--smoke`: 3 SFT steps, 1 RL step,
 2 tasks a level.
 
 Prints the table, then one JSON line; draws `<workdir>/generalisation.png`.

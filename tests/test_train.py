@@ -119,13 +119,15 @@ def test_resume_with_another_optimizer_for_rl(tmp_path):
   # each checkpoint must restore into its own phase's.
   config = cpu_tiny.get_config('smoke')
   sft_steps = config.sft.steps
-  sgd = '--config.optim.optimizer=sgd'
+  # No held-out evaluations or figures: what is checked is the resume.
+  sgd = ('--config.optim.optimizer=sgd', '--config.tasks.eval_levels=()',
+         '--config.log.plots=False')
   first = subprocess.run(
-      _command(tmp_path, sgd, '--config.rl.steps=1'), cwd=_ROOT, env=_ENV,
+      _command(tmp_path, *sgd, '--config.rl.steps=1'), cwd=_ROOT, env=_ENV,
       capture_output=True, text=True, timeout=900)
   assert first.returncode == 0, first.stderr[-4000:]
   second = subprocess.run(
-      _command(tmp_path, sgd, '--config.rl.steps=2', '--verbosity=0'),
+      _command(tmp_path, *sgd, '--config.rl.steps=2', '--verbosity=0'),
       cwd=_ROOT, env=_ENV,
       capture_output=True, text=True, timeout=900)
   assert second.returncode == 0, second.stderr[-4000:]
@@ -237,10 +239,12 @@ def test_start_over_moves_the_old_run_aside(smoke_run, tmp_path):
   import shutil  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / 'again'
   shutil.copytree(smoke_run[0], workdir)
-  # Another run (one step a phase) in the same workdir, with the model's
-  # shapes of the smoke run: its programs are the suite's cached ones.
+  # Another run (one step a phase, no held-out evaluation) in the same
+  # workdir, with the model's shapes of the smoke run: its programs are the
+  # suite's cached ones.
   result = subprocess.run(
       _command(workdir, '--config.sft.steps=1', '--config.rl.steps=1',
+               '--config.tasks.eval_levels=()', '--config.log.plots=False',
                '--start_over'),
       cwd=_ROOT, env=_ENV, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-4000:]

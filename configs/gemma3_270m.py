@@ -119,7 +119,8 @@ def _smoke():
   config.sampler.decode_steps = 16
   config.rollout.budgets.max_new_tokens = 48
   # Two turns a node (delegate or act, then answer): every decoded token
-  # reads the 1 GB of weights, so decoding is most of a CPU run's time.
+  # reads the 1 GB of weights, so decoding is a large share of a CPU run
+  # (four turns: 103 of 264 s, the evaluations 96).
   config.rollout.budgets.max_steps = 2
   # Depth 1: a parent and its children (a 3-node demonstration of ~1,250
   # tokens, not depth 2's 7 nodes and ~2,900), enough to show the real

@@ -347,3 +347,55 @@ def test_rollout_stats_add_up():
   assert both.decode_calls == a.decode_calls + b.decode_calls
   assert both.spawns == a.spawns + b.spawns
   assert both.tree_decode_steps == a.tree_decode_steps + b.tree_decode_steps
+
+
+class _ContinuingEngine(scripted_engine.ScriptedEngine):
+  """The scripted policy, continuing a forced `protocol.SPAWN`: a request
+  that already ends with it gets the scripted step without it."""
+
+  def step_text(self, request):
+    text = super().step_text(request)
+    forced = tuple(TOK.encode(protocol.SPAWN))
+    if tuple(request.tokens[-len(forced):]) == forced:
+      assert text.startswith(protocol.SPAWN), text
+      return text[len(protocol.SPAWN):]
+    return text
+
+
+def test_a_forced_root_prefix_is_recorded_unsampled():
+  # Forcing the opening the policy writes anyway changes no token of any
+  # tree; the root's first step begins with it as unsampled tokens (loss
+  # mask 0, log-prob 0) and every other token is as before.
+  budgets = scheduler_lib.Budgets(max_depth=3)
+  digits = ('1234', '56789')
+  plain, _ = _run(agent_testing.split_policy,
+                  [agent_testing.SumEnv(d) for d in digits], budgets)
+  engine = _ContinuingEngine(agent_testing.split_policy, TOK,
+                             protocol.STOP_TAGS, num_slots=8, max_len=4096,
+                             decode_steps=4)
+  scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets,
+                                              root_prefix=protocol.SPAWN)
+  forced, _ = scheduler.run([agent_testing.SumEnv(d) for d in digits],
+                            [0, 1])
+  num_forced = len(TOK.encode(protocol.SPAWN))
+  for a, b in zip(plain, forced):
+    assert [n.tokens for n in a.nodes] == [n.tokens for n in b.nodes]
+    assert [n.answer for n in a.nodes] == [n.answer for n in b.nodes]
+    assert [n.loss_mask for n in a.nodes[1:]] == [
+        n.loss_mask for n in b.nodes[1:]]
+    first = a.root.loss_mask.index(1)  # the first step's first token
+    want = list(a.root.loss_mask)
+    want[first:first + num_forced] = [0] * num_forced
+    assert b.root.loss_mask == want
+    assert b.root.logprobs[first:first + num_forced] == [0.0] * num_forced
+    assert b.root.success == 1.0
+
+
+def test_a_root_prefix_must_leave_room_to_sample():
+  engine = scripted_engine.ScriptedEngine(
+      agent_testing.split_policy, TOK, protocol.STOP_TAGS, num_slots=2,
+      max_len=512)
+  with pytest.raises(ValueError, match='root_prefix'):
+    scheduler_lib.FrontierScheduler(
+        engine, TOK, scheduler_lib.Budgets(max_new_tokens=1),
+        root_prefix=protocol.SPAWN + 'x')

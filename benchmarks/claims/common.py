@@ -310,10 +310,11 @@ def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
              tasks: Sequence[Mapping[str, str]], max_depth: int,
              step: int,
              restore: Callable[[], tuple[int, rollouts_lib.Rollouts]],
-             sample: int = -1) -> Trees:
+             sample: int = -1, root_prefix: str = '') -> Trees:
   """Greedy trees (`sample` -1) or sampled ones at temperature 1 (sample
   0, 1, ...: each its own seed) of the workdir's newest checkpoint on
-  `tasks` with depth budget `max_depth`, saved as
+  `tasks` with depth budget `max_depth` (every root's first step forced
+  to begin with `root_prefix`), saved as
   `<workdir>/claims/<tag>[_t1s<sample>].jsonl` and read from there when
   the tag was evaluated before. The checkpoint must be
   the one of trainer step `step`: a run trained past an evaluation it
@@ -331,7 +332,7 @@ def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
                      f'run over in a new --workdir')
   trees, _ = rollouts.evaluate(
       tasks, max_depth, seed=config.seed + 1 + 1000 * (sample + 1),
-      temperature=1.0 if sample >= 0 else 0.0)
+      temperature=1.0 if sample >= 0 else 0.0, root_prefix=root_prefix)
   path.parent.mkdir(parents=True, exist_ok=True)
   tree_lib.save(trees, str(path) + '.partial')
   os.replace(str(path) + '.partial', path)  # a killed write leaves no tag
@@ -646,9 +647,13 @@ def bucket_stats(trees: Trees) -> dict[str, Any]:
               trees, records, RECORD_BUCKETS).items() if part}}
 
 
+# (level, held-out tasks, depth budget[, the roots' forced first text]).
+EvalSpec = tuple[str, int, int] | tuple[str, int, int, str]
+
+
 def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
-           max_depth: int, every_step: Mapping[str, tuple[str, int, int]],
-           at_ends: Mapping[str, tuple[str, int, int]] | None = None,
+           max_depth: int, every_step: Mapping[str, EvalSpec],
+           at_ends: Mapping[str, EvalSpec] | None = None,
            overrides: Mapping[str, Any] | None = None,
            eval_steps: Sequence[int] | None = None
            ) -> list[dict[str, Any]]:
@@ -661,8 +666,10 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
   checkpoints, in any order.
 
   Args:
-    every_step: tag -> (level, tasks, depth budget): greedy trees of that
-      many held-out tasks of the level, at each evaluation step.
+    every_step: tag -> (level, tasks, depth budget[, root prefix]): greedy
+      trees of that many held-out tasks of the level, at each evaluation
+      step (every root's first step forced to begin with the prefix, if
+      one is given: `FrontierScheduler`'s `root_prefix`).
     at_ends: the same, at RL step 0 (the SFT policy) and the last only;
       every tag is also sampled `flags.samples` times at temperature 1
       at the ends.
@@ -684,8 +691,9 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
   run_config = typed(config)
   steps = tuple(eval_steps or sizes(flags).eval_steps)
   at_ends = at_ends or {}
-  tasks = {tag: examples(run_config, level, str(sft_dir / 'data'), num)
-           for tag, (level, num, _) in {**every_step, **at_ends}.items()}
+  tasks = {tag: examples(run_config, spec[0], str(sft_dir / 'data'),
+                         spec[1])
+           for tag, spec in {**every_step, **at_ends}.items()}
   trees_per_step = run_config.rl.roots_per_step * run_config.rl.group_size
 
   def evaluate_at(rl_step, workdir):
@@ -700,12 +708,17 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
     # sample evaluates the same checkpoint (a restore and a new sampler
     # cost about a second and a half each on a 2-core CPU).
     restore = functools.cache(functools.partial(policy, run_config, where))
-    for tag, (level, num, depth) in evaluations.items():
+    for tag, (level, num, depth, *prefix) in evaluations.items():
+      root_prefix = prefix[0] if prefix else ''
+      # A forced opening evaluates apart: '<spawn>' -> '_forced_spawn'.
+      forced = ('_forced_' + ''.join(c for c in root_prefix if c.isalnum())
+                if root_prefix else '')
       for sample in range(-1, flags.samples if end else 0):
         trees = evaluate(
-            run_config, where, f'{level}{num}_depth{depth}_rl{rl_step}',
-            tasks[tag], depth, step=run_config.sft.steps + rl_step,
-            restore=restore, sample=sample)
+            run_config, where,
+            f'{level}{num}_depth{depth}{forced}_rl{rl_step}', tasks[tag],
+            depth, step=run_config.sft.steps + rl_step, restore=restore,
+            sample=sample, root_prefix=root_prefix)
         if sample < 0:
           point['trees'][tag] = trees
         else:

@@ -20,8 +20,10 @@ does not depend on the length) and differ only in the reward:
          solvers' exact match and tree sizes, is printed beside).
 Reported: the greedy delegation rate per exact record count at every
 evaluation step (and sampled at the ends); the regret of the chosen
-first action against the forced direct one (depth budget 0: every spawn
-refused) on the same checkpoint; RL's gain in exact match split into
+first action on the same checkpoint against the forced direct one (depth
+budget 0: every spawn refused) and the forced delegating one (the root's
+first step begins with `<spawn>`, the policy writes the children; the
+training depth budget); RL's gain in exact match split into
 "delegation switched on" (the SFT policy's per-bucket exact match when
 it delegated or not, reweighted by RL's delegation rate) and "better
 nodes" (the rest). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
@@ -38,6 +40,7 @@ import numpy as np
 import common
 import evidence
 import floors
+from rao_jax.agent import protocol
 from rao_jax.tasks import demonstrations
 
 EXPERIMENT = 'delegation'
@@ -49,6 +52,7 @@ ARMS = {'paper': ('efficiency_recursive', {}),
             'rl.credit.child_bonus': 0.0, 'rl.credit.exact_success': True,
             'rl.credit.node_cost': NODE_COST})}
 FORCED = 'forced_direct'
+FORCED_SPAWN = 'forced_delegate'
 
 
 def run_arm(flags: common.Flags, arm: str, run) -> list[dict]:
@@ -57,7 +61,8 @@ def run_arm(flags: common.Flags, arm: str, run) -> list[dict]:
   depth = common.MIXTURE_ARMS['recursive'][1]
   return common.rl_arm(
       flags, common.MIXTURE, name, run, depth, {TAG: (TAG, num, depth)},
-      {FORCED: (TAG, num, 0)}, overrides=overrides)
+      {FORCED: (TAG, num, 0), FORCED_SPAWN: (TAG, num, depth, protocol.SPAWN)},
+      overrides=overrides)
 
 
 def run(flags: common.Flags) -> dict[str, dict]:
@@ -146,27 +151,36 @@ def _cell(value) -> str:
 
 
 def regret_table(flags: common.Flags, results) -> dict:
-  """Prints exact match as chosen against forced direct (depth budget 0)
-  on the same checkpoints, per length bucket."""
+  """Prints exact match as chosen against the forced first actions on the
+  same checkpoints, per length bucket: direct (depth budget 0) and
+  delegating (`<spawn>` forced)."""
   first = next(iter(results['paper'].values()))[0]['trees'][TAG]
   edges = [(0, 8), (9, 16), (17, 32)]
   rows, numbers = [], {}
   for arm, by_run in results.items():
     for index, when in ((0, 'SFT'), (-1, 'RL')):
       chosen = evidence.greedy(by_run, index, TAG)
-      forced = evidence.greedy(by_run, index, FORCED)
+      direct = evidence.greedy(by_run, index, FORCED)
+      delegate = evidence.greedy(by_run, index, FORCED_SPAWN)
       for low, high in edges:
         mask = evidence.mask_by(first, common.records, low, high)
-        gap = evidence.stats.difference(forced.exact[mask],
-                                        chosen.exact[mask])
+        gaps = {name: evidence.stats.difference(forced.exact[mask],
+                                                chosen.exact[mask])
+                for name, forced in (('direct', direct),
+                                     ('delegate', delegate))}
         rows.append([arm, when, f'{low}-{high}', int(mask.sum()),
                      f'{chosen.exact[mask].mean():.3f}',
-                     f'{forced.exact[mask].mean():.3f}', str(gap)])
-        numbers[f'{arm}/{when}/{low}-{high}'] = gap.to_json()
+                     f'{direct.exact[mask].mean():.3f}',
+                     f'{delegate.exact[mask].mean():.3f}',
+                     str(gaps['direct']), str(gaps['delegate'])])
+        numbers[f'{arm}/{when}/{low}-{high}'] = {
+            name: gap.to_json() for name, gap in gaps.items()}
   print('\nRegret of the first action: exact match as chosen minus forced '
-        'direct (depth budget 0), paired 95% interval\n')
+        'direct (depth budget 0) and minus forced delegating (<spawn> '
+        'first), paired 95% intervals\n')
   print(common.table(['reward', 'policy', 'records', 'tasks', 'as chosen',
-                      'forced direct', 'chosen - direct'], rows))
+                      'forced direct', 'forced delegate', 'chosen - direct',
+                      'chosen - delegate'], rows))
   return numbers
 
 

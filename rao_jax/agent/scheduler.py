@@ -201,13 +201,16 @@ class FrontierScheduler:
                head_chars: int = 24, show_depth_budget: bool = True,
                chat: chat_lib.ChatFormat | None = None,
                sequential_children: bool = False,
-               code: code_lib.CodeRuntime | None = None):
+               code: code_lib.CodeRuntime | None = None,
+               root_prefix: str = ''):
     """Args: the engine, the run's tokenizer, budgets, the version recorded
     in the nodes, the prompt's data window and whether its budget line
     shows the depth budget (`context.Window`), the chat format over the
     tokenizer (default: the raw protocol), whether a spawn's children
-    run one after another, and the sandbox of the python mode (None: the
-    tag protocol)."""
+    run one after another, the sandbox of the python mode (None: the
+    tag protocol), and text every root's first step is forced to begin
+    with (e.g. `protocol.SPAWN`: an evaluation of the policy made to
+    delegate first; its tokens are recorded unsampled, loss mask 0)."""
     if chat is not None and chat.tokenizer is not tokenizer:
       raise ValueError('the chat format must use the scheduler\'s tokenizer')
     if chat is None and code is not None:
@@ -227,6 +230,10 @@ class FrontierScheduler:
     self.show_depth_budget = show_depth_budget
     self.sequential_children = sequential_children
     self.code = code
+    self.root_prefix = tuple(tokenizer.encode(root_prefix))
+    if len(self.root_prefix) >= budgets.max_new_tokens:
+      raise ValueError(f'root_prefix {root_prefix!r} leaves no token of '
+                       f'max_new_tokens={budgets.max_new_tokens}')
 
   # ------------------------------------------------------------ the loop
 
@@ -356,15 +363,23 @@ class FrontierScheduler:
   def _request(self, run: _NodeRun) -> engine_lib.StepRequest | None:
     """The next step's request, or None if the node's context is full."""
     node = run.node
-    room = self.engine.max_len - len(node.tokens)
+    forced = self._forced(run)
+    room = self.engine.max_len - len(node.tokens) - len(forced)
     if room <= 0:
       self._finish(run, tree_lib.FAILED, OUT_OF_CONTEXT)
       return None
     return engine_lib.StepRequest(
-        tokens=tuple(node.tokens), seed=run.tree_run.tree.seed,
+        tokens=tuple(node.tokens) + forced, seed=run.tree_run.tree.seed,
         path=node.path, step=node.num_steps,
-        max_new_tokens=min(self.budgets.max_new_tokens, room),
+        max_new_tokens=min(self.budgets.max_new_tokens - len(forced), room),
         view=self._view(run))
+
+  def _forced(self, run: _NodeRun) -> tuple[int, ...]:
+    """The tokens the node's next step begins with, not sampled: the root
+    prefix on a root's first step, else none."""
+    if run.node.depth == 0 and run.node.num_steps == 0:
+      return self.root_prefix
+    return ()
 
   def _remaining(self, run: _NodeRun) -> dict[str, int]:
     budgets = self.budgets
@@ -539,14 +554,17 @@ class FrontierScheduler:
   def _handle_step(self, run: _NodeRun, output: engine_lib.StepOutput
                    ) -> None:
     node = run.node
-    node.tokens.extend(output.tokens)
-    node.loss_mask.extend([1] * len(output.tokens))
-    node.logprobs.extend(float(p) for p in output.logprobs)
+    forced = self._forced(run)
+    tokens = forced + tuple(output.tokens)
+    node.tokens.extend(tokens)
+    node.loss_mask.extend([0] * len(forced) + [1] * len(output.tokens))
+    node.logprobs.extend([0.0] * len(forced) +
+                         [float(p) for p in output.logprobs])
     node.num_steps += 1
     node.children.append([])
-    if not self._charge(run, len(output.tokens)):
+    if not self._charge(run, len(tokens)):
       return
-    text = self.tokenizer.decode(output.tokens)
+    text = self.tokenizer.decode(tokens)
     run.conversation.append({'role': chat_lib.ASSISTANT, 'content': text})
     if self.code is not None:
       self._handle_code(run, text, output)

@@ -85,11 +85,13 @@ class Rollouts:
 
   def scheduler(self, temperature: float,
                 budgets: scheduler_lib.Budgets | None = None,
-                version: int = 0, sequential_children: bool = False
+                version: int = 0, sequential_children: bool = False,
+                root_prefix: str = ''
                 ) -> scheduler_lib.FrontierScheduler:
     """A scheduler over a fresh engine on the run's sampler, as every
     rollout of the run decodes: its stop rule, chat format, window and
-    budgets (`budgets` replaces them), at `temperature` (0: greedy)."""
+    budgets (`budgets` replaces them), at `temperature` (0: greedy); every
+    root's first step forced to begin with `root_prefix`."""
     # A fresh engine per rollout: its suspended-KV store belongs to this
     # rollout's trees; the sampler and its compiled programs are reused.
     stops = self.chat.stops
@@ -103,13 +105,14 @@ class Rollouts:
         policy_version=version, inline_chars=window.inline_chars,
         head_chars=window.head_chars,
         show_depth_budget=window.show_depth_budget, chat=self.chat,
-        sequential_children=sequential_children, code=self.code)
+        sequential_children=sequential_children, code=self.code,
+        root_prefix=root_prefix)
 
   def _run(self, temperature: float, envs, seeds, groups=None,
            budgets: scheduler_lib.Budgets | None = None,
-           version: int = 0) -> Trees:
-    return self.scheduler(temperature, budgets, version).run(envs, seeds,
-                                                             groups)
+           version: int = 0, root_prefix: str = '') -> Trees:
+    return self.scheduler(temperature, budgets, version,
+                          root_prefix=root_prefix).run(envs, seeds, groups)
 
   def demonstrations(self, examples: Sequence[Mapping[str, str]],
                      step: int) -> Trees:
@@ -144,15 +147,17 @@ class Rollouts:
                      version=version)
 
   def evaluate(self, examples: Sequence[Mapping[str, str]], max_depth: int,
-               seed: int, temperature: float = 0.0) -> Trees:
+               seed: int, temperature: float = 0.0,
+               root_prefix: str = '') -> Trees:
     """Greedy trees for held-out examples with depth budget `max_depth`
-    (or sampled ones at `temperature` > 0, one tree a task per seed)."""
+    (or sampled ones at `temperature` > 0, one tree a task per seed),
+    every root's first step forced to begin with `root_prefix`."""
     budgets = dataclasses.replace(self.rollout_config.budgets,
                                   max_depth=max_depth)
     envs = [self.task.make_env(ex) for ex in examples]
     return self._run(temperature, envs,
                      [seed_of(seed, i) for i in range(len(envs))],
-                     budgets=budgets)
+                     budgets=budgets, root_prefix=root_prefix)
 
 
 def evaluate_levels(rollouts: Rollouts, tasks: config_lib.TasksConfig,

@@ -230,8 +230,8 @@ class FrontierScheduler:
     self.show_depth_budget = show_depth_budget
     self.sequential_children = sequential_children
     self.code = code
-    self.root_prefix = tuple(tokenizer.encode(root_prefix))
-    if len(self.root_prefix) >= budgets.max_new_tokens:
+    self.root_prefix_ids = tuple(tokenizer.encode(root_prefix))
+    if len(self.root_prefix_ids) >= budgets.max_new_tokens:
       raise ValueError(f'root_prefix {root_prefix!r} leaves no token of '
                        f'max_new_tokens={budgets.max_new_tokens}')
 
@@ -378,7 +378,7 @@ class FrontierScheduler:
     """The tokens the node's next step begins with, not sampled: the root
     prefix on a root's first step, else none."""
     if run.node.depth == 0 and run.node.num_steps == 0:
-      return self.root_prefix
+      return self.root_prefix_ids
     return ()
 
   def _remaining(self, run: _NodeRun) -> dict[str, int]:

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import config_testing
 import xla_env
 
 # Every test here runs the entry point (one smoke run shared, then reruns).
@@ -24,12 +25,6 @@ pytestmark = pytest.mark.slow
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENV = xla_env.env(8)
-
-
-# For runs whose checks are steps, checkpoints and messages: no held-out
-# evaluation after each phase and no figures at the end (both free fields:
-# a copied run resumes under them).
-_UNEVALUATED = ('--config.tasks.eval_levels=()', '--config.log.plots=False')
 
 
 def _command(workdir, *overrides):
@@ -85,7 +80,7 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_saved_again(run_copy):
   partial = workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1700000000'
   partial.mkdir()
   (partial / 'junk').write_text('half')
-  result = _main(workdir, '--verbosity=0', *_UNEVALUATED)
+  result = _main(workdir, '--verbosity=0', *config_testing.UNEVALUATED)
   assert result.returncode == 0, result.stderr[-4000:]
   assert 'moved it to' in result.stderr
   assert 'never finished' in result.stderr
@@ -93,7 +88,7 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_saved_again(run_copy):
   assert not partial.exists()
   # Step 5 was redone and saved again: the next run starts after it.
   assert _checkpoints(workdir) == [3, 4, 5]
-  again = _main(workdir, '--verbosity=0', *_UNEVALUATED)
+  again = _main(workdir, '--verbosity=0', *config_testing.UNEVALUATED)
   assert again.returncode == 0, again.stderr[-4000:]
   assert 'resumed from step 5' in again.stderr
   assert 'does not restore' not in again.stderr
@@ -119,7 +114,7 @@ def test_torn_metrics_line_is_dropped_on_resume(run_copy):
   with open(workdir / 'metrics.jsonl', 'a') as f:
     f.write('{"step": 6, "loss": 0.12')  # killed mid-write
   result = _main(workdir, '--config.rl.steps=3', '--verbosity=0',
-                 *_UNEVALUATED)
+                 *config_testing.UNEVALUATED)
   assert result.returncode == 0, result.stderr[-4000:]
   assert 'cut short' in result.stderr
   assert _steps(workdir) == [1, 2, 3, 4, 5, 6]
@@ -214,7 +209,7 @@ def test_a_step_running_past_the_patience_stops_between_minibatches(
   workdir = tmp_path / 'run'
   slow = ('--config.checkpoint.preemption_patience_s=0',
           '--config.sft.rows_per_batch=8', '--config.log.progress_bar=False',
-          *_UNEVALUATED)
+          *config_testing.UNEVALUATED)
   process = subprocess.Popen(_command(workdir, *slow), cwd=_ROOT, env=_ENV,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)

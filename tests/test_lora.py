@@ -91,6 +91,7 @@ def test_the_entry_point_trains_adapters_only_and_exports_them_merged(
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import config_testing  # pylint: disable=g-import-not-at-top
   import xla_env  # pylint: disable=g-import-not-at-top
   from configs import cpu_tiny  # pylint: disable=g-import-not-at-top
   from rao_jax import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -101,7 +102,7 @@ def test_the_entry_point_trains_adapters_only_and_exports_them_merged(
       [sys.executable, '-m', 'rao_jax.main',
        '--config=configs/cpu_tiny.py:smoke', f'--workdir={tmp_path}',
        '--config.lora.rank=4', '--config.log.progress_bar=False',
-       '--config.tasks.eval_levels=()', '--config.log.plots=False'],
+       *config_testing.UNEVALUATED],
       cwd=root, env=xla_env.env(8), capture_output=True, text=True,
       timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]

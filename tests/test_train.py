@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+import config_testing
 import xla_env
 
 from configs import cpu_tiny
@@ -120,8 +121,7 @@ def test_resume_with_another_optimizer_for_rl(tmp_path):
   config = cpu_tiny.get_config('smoke')
   sft_steps = config.sft.steps
   # No held-out evaluations or figures: what is checked is the resume.
-  sgd = ('--config.optim.optimizer=sgd', '--config.tasks.eval_levels=()',
-         '--config.log.plots=False')
+  sgd = ('--config.optim.optimizer=sgd', *config_testing.UNEVALUATED)
   first = subprocess.run(
       _command(tmp_path, *sgd, '--config.rl.steps=1'), cwd=_ROOT, env=_ENV,
       capture_output=True, text=True, timeout=900)
@@ -244,7 +244,7 @@ def test_start_over_moves_the_old_run_aside(smoke_run, tmp_path):
   # suite's cached ones.
   result = subprocess.run(
       _command(workdir, '--config.sft.steps=1', '--config.rl.steps=1',
-               '--config.tasks.eval_levels=()', '--config.log.plots=False',
+               *config_testing.UNEVALUATED,
                '--start_over'),
       cwd=_ROOT, env=_ENV, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-4000:]

@@ -691,9 +691,8 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
   run_config = typed(config)
   steps = tuple(eval_steps or sizes(flags).eval_steps)
   at_ends = at_ends or {}
-  tasks = {tag: examples(run_config, spec[0], str(sft_dir / 'data'),
-                         spec[1])
-           for tag, spec in {**every_step, **at_ends}.items()}
+  tasks = {tag: examples(run_config, level, str(sft_dir / 'data'), num)
+           for tag, (level, num, *_) in {**every_step, **at_ends}.items()}
   trees_per_step = run_config.rl.roots_per_step * run_config.rl.group_size
 
   def evaluate_at(rl_step, workdir):

@@ -362,10 +362,12 @@ class _ContinuingEngine(scripted_engine.ScriptedEngine):
     return text
 
 
-def test_a_forced_root_prefix_is_recorded_unsampled():
+@pytest.mark.parametrize('per_root', [False, True])
+def test_a_forced_root_prefix_is_recorded_unsampled(per_root):
   # Forcing the opening the policy writes anyway changes no token of any
-  # tree; the root's first step begins with it as unsampled tokens (loss
-  # mask 0, log-prob 0) and every other token is as before.
+  # tree; a forced root's first step begins with it as unsampled tokens
+  # (loss mask 0, log-prob 0) and every other token is as before. Per
+  # root (a function of the root's spec), only the roots it names.
   budgets = scheduler_lib.Budgets(max_depth=3)
   digits = ('1234', '56789')
   plain, _ = _run(agent_testing.split_policy,
@@ -373,21 +375,25 @@ def test_a_forced_root_prefix_is_recorded_unsampled():
   engine = _ContinuingEngine(agent_testing.split_policy, TOK,
                              protocol.STOP_TAGS, num_slots=8, max_len=4096,
                              decode_steps=4)
+  prefix = protocol.SPAWN
+  if per_root:
+    prefix = lambda spec: protocol.SPAWN if spec.data == digits[1] else ''
   scheduler = scheduler_lib.FrontierScheduler(engine, TOK, budgets,
-                                              root_prefix=protocol.SPAWN)
+                                              root_prefix=prefix)
   forced, _ = scheduler.run([agent_testing.SumEnv(d) for d in digits],
                             [0, 1])
   num_forced = len(TOK.encode(protocol.SPAWN))
-  for a, b in zip(plain, forced):
+  for i, (a, b) in enumerate(zip(plain, forced)):
     assert [n.tokens for n in a.nodes] == [n.tokens for n in b.nodes]
     assert [n.answer for n in a.nodes] == [n.answer for n in b.nodes]
     assert [n.loss_mask for n in a.nodes[1:]] == [
         n.loss_mask for n in b.nodes[1:]]
     first = a.root.loss_mask.index(1)  # the first step's first token
     want = list(a.root.loss_mask)
-    want[first:first + num_forced] = [0] * num_forced
+    if not per_root or i == 1:
+      want[first:first + num_forced] = [0] * num_forced
+      assert b.root.logprobs[first:first + num_forced] == [0.0] * num_forced
     assert b.root.loss_mask == want
-    assert b.root.logprobs[first:first + num_forced] == [0.0] * num_forced
     assert b.root.success == 1.0
 
 
@@ -399,3 +405,9 @@ def test_a_root_prefix_must_leave_room_to_sample():
     scheduler_lib.FrontierScheduler(
         engine, TOK, scheduler_lib.Budgets(max_new_tokens=1),
         root_prefix=protocol.SPAWN + 'x')
+  # Chosen per root, it is checked at the root's first step.
+  scheduler = scheduler_lib.FrontierScheduler(
+      engine, TOK, scheduler_lib.Budgets(max_new_tokens=1),
+      root_prefix=lambda spec: protocol.SPAWN + 'x')
+  with pytest.raises(ValueError, match='leaves no token'):
+    scheduler.run([agent_testing.SumEnv('12')], [0])

@@ -110,6 +110,15 @@ def test_sizes_and_run_names_follow_the_flags():
                                                num_eval=8)
   assert common.suffix(reduced) == '_sft75'
   assert common.size_record(reduced)['reduced']
+  # A cut SFT decays its learning rate over its own steps; the full one
+  # keeps the variant's schedule.
+  for flags, steps in ((reduced, 75), (common.parse_flags(
+      '', ['--sft_steps=600']), 600)):
+    sft = common.study_config(flags, common.MIXTURE).sft
+    assert sft.steps == steps
+    assert sft.optim.warmup_steps + sft.optim.decay_steps == steps
+  full_sft = common.study_config(full, common.MIXTURE).sft
+  assert (full_sft.steps, full_sft.optim.decay_steps) == (150, 135)
   smoke = common.parse_flags('', ['--smoke'])
   assert common.suffix(smoke) == '_smoke'
   assert not common.size_record(smoke)['reduced']

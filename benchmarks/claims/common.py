@@ -64,6 +64,7 @@ from configs import cpu_tiny
 from rao_jax import config as config_lib
 from rao_jax import main as main_lib
 from rao_jax.agent import protocol
+from rao_jax.agent import scheduler as scheduler_lib
 from rao_jax.agent import tree as tree_lib
 from rao_jax.rl import metrics as metrics_lib
 from rao_jax.runtime import checkpoint as checkpoint_lib
@@ -310,7 +311,8 @@ def evaluate(config: config_lib.RunConfig, workdir: pathlib.Path, tag: str,
              tasks: Sequence[Mapping[str, str]], max_depth: int,
              step: int,
              restore: Callable[[], tuple[int, rollouts_lib.Rollouts]],
-             sample: int = -1, root_prefix: str = '') -> Trees:
+             sample: int = -1,
+             root_prefix: scheduler_lib.RootPrefix = '') -> Trees:
   """Greedy trees (`sample` -1) or sampled ones at temperature 1 (sample
   0, 1, ...: each its own seed) of the workdir's newest checkpoint on
   `tasks` with depth budget `max_depth` (every root's first step forced
@@ -621,7 +623,17 @@ def run_name(flags: Flags, name: str, seed: 'int | Run') -> str:
 def study_config(flags: Flags, study: Study,
                  overrides: Mapping[str, Any] | None = None
                  ) -> ml_collections.ConfigDict:
-  steps = {'sft.steps': flags.sft_steps} if flags.sft_steps else {}
+  """The study's run config at the flags' sizes, with `overrides`.
+
+  `--sft_steps` fits the SFT learning rate's cosine decay to the steps
+  given (after the warm-up), so a longer or shorter SFT decays over its
+  own length, not the variant's.
+  """
+  steps = {}
+  if flags.sft_steps:
+    warmup = config_dict(study.variant, flags.smoke).sft.optim.warmup_steps
+    steps = {'sft.steps': flags.sft_steps,
+             'sft.optim.decay_steps': max(flags.sft_steps - warmup, 0)}
   return config_dict(study.variant, flags.smoke,
                      {**study.overrides, **steps, **(overrides or {})})
 
@@ -647,8 +659,21 @@ def bucket_stats(trees: Trees) -> dict[str, Any]:
               trees, records, RECORD_BUCKETS).items() if part}}
 
 
-# (level, held-out tasks, depth budget[, the roots' forced first text]).
-EvalSpec = tuple[str, int, int] | tuple[str, int, int, str]
+# (level, held-out tasks, depth budget[, the roots' forced first text, or
+# a function of a root's spec that gives it]).
+EvalSpec = (tuple[str, int, int] |
+            tuple[str, int, int, scheduler_lib.RootPrefix])
+
+
+def forced_tag(root_prefix: scheduler_lib.RootPrefix) -> str:
+  """What a forced opening adds to an evaluation's tag, so it evaluates
+  apart: '' for none, '<spawn>' -> '_forced_spawn', a function of the
+  root -> '_forced_<its __name__>'."""
+  if not root_prefix:
+    return ''
+  if callable(root_prefix):
+    return f'_forced_{root_prefix.__name__}'
+  return '_forced_' + ''.join(c for c in root_prefix if c.isalnum())
 
 
 def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
@@ -709,9 +734,7 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
     restore = functools.cache(functools.partial(policy, run_config, where))
     for tag, (level, num, depth, *prefix) in evaluations.items():
       root_prefix = prefix[0] if prefix else ''
-      # A forced opening evaluates apart: '<spawn>' -> '_forced_spawn'.
-      forced = ('_forced_' + ''.join(c for c in root_prefix if c.isalnum())
-                if root_prefix else '')
+      forced = forced_tag(root_prefix)
       for sample in range(-1, flags.samples if end else 0):
         trees = evaluate(
             run_config, where,

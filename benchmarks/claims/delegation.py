@@ -10,29 +10,30 @@ solver's exact match is 1 there) and one node; beyond it the direct
 reader truncates and only delegation is exact. Both agents start from
 the mixture SFT (`efficiency.py`: a coin per tree, so the first action
 does not depend on the length) and differ only in the reward:
-  paper  Eq. 1 with lambda 0.4 (a delegation bonus: a delegating root
-         earns up to 0.4 more than an equally right direct one), partial
-         credit, Eq. 3 (the efficiency experiment's recursive runs);
-  cost   lambda 0, exact success, and a launch cost of 0.01 a node below
+  paper  Eq. 1, lambda 0.4 (a delegating root earns up to 0.4 more
+         than an equally right direct one), partial credit, Eq. 3
+         (efficiency's recursive runs);
+  cost   lambda 0, exact success, a launch cost of 0.01 a node below
          (`rl.credit.node_cost`): delegating pays only where it raises
-         exact success by more than its tree costs, i.e. beyond the
-         window (the reward-optimal crossover, from the scripted
-         solvers' exact match and tree sizes, is printed beside).
+         exact success by more than its tree costs (the reward-optimal
+         crossover, from the scripted solvers' trees, printed beside).
 Reported: the greedy delegation rate per exact record count at every
 evaluation step (and sampled at the ends); the regret of the chosen
-first action on the same checkpoint against the forced direct one (depth
-budget 0: every spawn refused) and the forced delegating one (the root's
-first step begins with `<spawn>`, the policy writes the children; the
-training depth budget); RL's gain in exact match split into
-"delegation switched on" (the SFT policy's per-bucket exact match when
-it delegated or not, reweighted by RL's delegation rate) and "better
-nodes" (the rest). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
+first action against forced ones on the same checkpoint, at the
+training depth budget (the root's first step begins with the direct
+solver's first tag, `<tool>` or `<answer>` on inline data, or with
+`<spawn>`), and at depth budget 0 (a prompt never seen); RL's gain in
+exact match split into "delegation switched on" (the SFT policy's
+per-bucket exact match when it delegated or not, reweighted by RL's
+delegation rate) and "better nodes" (the rest). `--smoke`: 3 SFT steps,
+1 RL step, 2 tasks.
 
-Prints the tables, then one JSON line; draws `<workdir>/delegation.png`.
+Prints the tables and a JSON line; draws `<workdir>/delegation.png`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import sys
 
 import numpy as np
@@ -40,6 +41,7 @@ import numpy as np
 import common
 import evidence
 import floors
+from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.tasks import demonstrations
 
@@ -51,17 +53,31 @@ ARMS = {'paper': ('efficiency_recursive', {}),
         'cost': (f'{EXPERIMENT}_cost', {
             'rl.credit.child_bonus': 0.0, 'rl.credit.exact_success': True,
             'rl.credit.node_cost': NODE_COST})}
-FORCED = 'forced_direct'
+BUDGET_0 = 'forced_depth0'
+FORCED_DIRECT = 'forced_direct'
 FORCED_SPAWN = 'forced_delegate'
+BUCKETS = ((0, 8), (9, 16), (17, 32))  # records: inside, 1-2, 2-4 windows
+
+
+def direct_opening(inline_chars: int) -> Callable[[env_lib.NodeSpec], str]:
+  """The direct solver's first tag: it answers inline data, reads the
+  rest with a tool."""
+  def direct(spec: env_lib.NodeSpec) -> str:
+    inline = len(spec.data) <= inline_chars
+    return protocol.ANSWER if inline else protocol.TOOL
+  return direct
 
 
 def run_arm(flags: common.Flags, arm: str, run) -> list[dict]:
   name, overrides = ARMS[arm]
   num = common.sizes(flags).num_eval
   depth = common.MIXTURE_ARMS['recursive'][1]
+  window = common.study_config(flags, common.MIXTURE).rollout.window
   return common.rl_arm(
       flags, common.MIXTURE, name, run, depth, {TAG: (TAG, num, depth)},
-      {FORCED: (TAG, num, 0), FORCED_SPAWN: (TAG, num, depth, protocol.SPAWN)},
+      {BUDGET_0: (TAG, num, 0),
+       FORCED_DIRECT: (TAG, num, depth, direct_opening(window.inline_chars)),
+       FORCED_SPAWN: (TAG, num, depth, protocol.SPAWN)},
       overrides=overrides)
 
 
@@ -91,7 +107,7 @@ def delegation_by_records(points_by_run, index: int, sampled: bool = False
 
 def rate_by_records(points_by_run, index: int, sampled: bool = False
                     ) -> dict[int, float]:
-  """Record count -> share of roots that delegated (over runs)."""
+  """Record count -> share of roots that delegated."""
   return {n: float(v.mean()) for n, v in delegation_by_records(
       points_by_run, index, sampled).items()}
 
@@ -111,10 +127,10 @@ def crossover(flags: common.Flags) -> dict[int, tuple[float, float, str]]:
         seeds=list(range(len(tasks))))
     reward[name] = (np.array(floors.root_exact(trees)) - NODE_COST *
                     np.array([len(t.nodes) - 1 for t in trees]))
-  lengths_T = np.array([len(t['data']) // 10 for t in tasks])
+  lengths = np.array([len(t['data']) // 10 for t in tasks])
   out = {}
-  for n in sorted(set(lengths_T)):
-    direct, delegate = (float(reward[k][lengths_T == n].mean())
+  for n in sorted(set(lengths)):
+    direct, delegate = (float(reward[k][lengths == n].mean())
                         for k in ('direct', 'recursive'))
     out[int(n)] = (direct, delegate,
                    'delegate' if delegate > direct else 'direct')
@@ -152,17 +168,16 @@ def _cell(value) -> str:
 
 def regret_table(flags: common.Flags, results) -> dict:
   """Prints exact match as chosen against the forced first actions on the
-  same checkpoints, per length bucket: direct (depth budget 0) and
-  delegating (`<spawn>` forced)."""
+  same checkpoints, per length bucket."""
   first = next(iter(results['paper'].values()))[0]['trees'][TAG]
-  edges = [(0, 8), (9, 16), (17, 32)]
   rows, numbers = [], {}
   for arm, by_run in results.items():
     for index, when in ((0, 'SFT'), (-1, 'RL')):
       chosen = evidence.greedy(by_run, index, TAG)
-      direct = evidence.greedy(by_run, index, FORCED)
+      budget_0 = evidence.greedy(by_run, index, BUDGET_0)
+      direct = evidence.greedy(by_run, index, FORCED_DIRECT)
       delegate = evidence.greedy(by_run, index, FORCED_SPAWN)
-      for low, high in edges:
+      for low, high in BUCKETS:
         mask = evidence.mask_by(first, common.records, low, high)
         gaps = {name: evidence.stats.difference(forced.exact[mask],
                                                 chosen.exact[mask])
@@ -172,15 +187,15 @@ def regret_table(flags: common.Flags, results) -> dict:
                      f'{chosen.exact[mask].mean():.3f}',
                      f'{direct.exact[mask].mean():.3f}',
                      f'{delegate.exact[mask].mean():.3f}',
+                     f'{budget_0.exact[mask].mean():.3f}',
                      str(gaps['direct']), str(gaps['delegate'])])
         numbers[f'{arm}/{when}/{low}-{high}'] = {
             name: gap.to_json() for name, gap in gaps.items()}
   print('\nRegret of the first action: exact match as chosen minus forced '
-        'direct (depth budget 0) and minus forced delegating (<spawn> '
-        'first), paired 95% intervals\n')
+        'direct and minus forced delegating, paired 95% intervals\n')
   print(common.table(['reward', 'policy', 'records', 'tasks', 'as chosen',
-                      'forced direct', 'forced delegate', 'chosen - direct',
-                      'chosen - delegate'], rows))
+                      'forced direct', 'forced delegate', 'depth budget 0',
+                      'chosen - direct', 'chosen - delegate'], rows))
   return numbers
 
 
@@ -190,10 +205,8 @@ def gain_split(flags: common.Flags, results) -> dict:
   del flags
   rows, numbers = [], {}
   for arm, by_run in results.items():
-    parts = [_split(by_run, low, high)
-             for low, high in ((0, 8), (9, 16), (17, 32))]
-    for (low, high), (total, switched) in zip(((0, 8), (9, 16), (17, 32)),
-                                              parts):
+    for low, high in BUCKETS:
+      total, switched = _split(by_run, low, high)
       rows.append([arm, f'{low}-{high}', total, switched, total - switched])
       numbers[f'{arm}/{low}-{high}'] = {'gain': total, 'delegation': switched}
   print('\nRL gain in exact match (temperature 1), split: delegation '
@@ -216,8 +229,8 @@ def _split(by_run, low: int, high: int) -> tuple[float, float]:
   (d0, e0), (d1, e1) = pooled(0), pooled(-1)
   if not len(e0) or not len(e1):
     return float('nan'), float('nan')
-  # The SFT policy's exact match when it delegated and when it did not
-  # (its mean where one choice never occurred).
+  # The SFT policy's exact match when it delegated and when not (its
+  # mean where one never occurred).
   on = e0[d0].mean() if d0.any() else e0.mean()
   off = e0[~d0].mean() if (~d0).any() else e0.mean()
   switched = (d1.mean() - d0.mean()) * (on - off)

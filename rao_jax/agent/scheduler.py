@@ -43,7 +43,7 @@ an inventory) makes the outcome depend on the order nodes ran.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import dataclasses
 import time
 from typing import Any
@@ -56,6 +56,11 @@ from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
 from rao_jax.agent import tree as tree_lib
 from rao_jax.model import tokenizer as tokenizer_lib
+
+# Text a root's first step is forced to begin with: the same for every
+# root, or chosen from the root's spec (e.g. a direct answer's first tag,
+# which depends on whether the prompt shows the data whole).
+RootPrefix = str | Callable[[env_lib.NodeSpec], str]
 
 OUT_OF_STEPS = 'error: sub-agent ran out of steps'
 OUT_OF_CONTEXT = 'error: sub-agent ran out of context'
@@ -202,7 +207,7 @@ class FrontierScheduler:
                chat: chat_lib.ChatFormat | None = None,
                sequential_children: bool = False,
                code: code_lib.CodeRuntime | None = None,
-               root_prefix: str = ''):
+               root_prefix: RootPrefix = ''):
     """Args: the engine, the run's tokenizer, budgets, the version recorded
     in the nodes, the prompt's data window and whether its budget line
     shows the depth budget (`context.Window`), the chat format over the
@@ -210,7 +215,8 @@ class FrontierScheduler:
     run one after another, the sandbox of the python mode (None: the
     tag protocol), and text every root's first step is forced to begin
     with (e.g. `protocol.SPAWN`: an evaluation of the policy made to
-    delegate first; its tokens are recorded unsampled, loss mask 0)."""
+    delegate first; its tokens are recorded unsampled, loss mask 0), or
+    a function of the root's spec that gives it."""
     if chat is not None and chat.tokenizer is not tokenizer:
       raise ValueError('the chat format must use the scheduler\'s tokenizer')
     if chat is None and code is not None:
@@ -230,10 +236,10 @@ class FrontierScheduler:
     self.show_depth_budget = show_depth_budget
     self.sequential_children = sequential_children
     self.code = code
-    self.root_prefix_ids = tuple(tokenizer.encode(root_prefix))
-    if len(self.root_prefix_ids) >= budgets.max_new_tokens:
-      raise ValueError(f'root_prefix {root_prefix!r} leaves no token of '
-                       f'max_new_tokens={budgets.max_new_tokens}')
+    self.root_prefix = root_prefix
+    self._prefix_ids: dict[str, tuple[int, ...]] = {}
+    if isinstance(root_prefix, str):
+      self._opening_ids(root_prefix)  # refused here, before any rollout
 
   # ------------------------------------------------------------ the loop
 
@@ -377,9 +383,22 @@ class FrontierScheduler:
   def _forced(self, run: _NodeRun) -> tuple[int, ...]:
     """The tokens the node's next step begins with, not sampled: the root
     prefix on a root's first step, else none."""
-    if run.node.depth == 0 and run.node.num_steps == 0:
-      return self.root_prefix_ids
-    return ()
+    if run.node.depth or run.node.num_steps or not self.root_prefix:
+      return ()
+    prefix = self.root_prefix
+    return self._opening_ids(
+        prefix if isinstance(prefix, str) else prefix(run.node.spec))
+
+  def _opening_ids(self, text: str) -> tuple[int, ...]:
+    """The token ids of a forced opening, checked to leave room to sample."""
+    ids = self._prefix_ids.get(text)
+    if ids is None:
+      ids = tuple(self.tokenizer.encode(text))
+      if len(ids) >= self.budgets.max_new_tokens:
+        raise ValueError(f'root_prefix {text!r} leaves no token of '
+                         f'max_new_tokens={self.budgets.max_new_tokens}')
+      self._prefix_ids[text] = ids
+    return ids
 
   def _remaining(self, run: _NodeRun) -> dict[str, int]:
     budgets = self.budgets

@@ -86,7 +86,7 @@ class Rollouts:
   def scheduler(self, temperature: float,
                 budgets: scheduler_lib.Budgets | None = None,
                 version: int = 0, sequential_children: bool = False,
-                root_prefix: str = ''
+                root_prefix: scheduler_lib.RootPrefix = ''
                 ) -> scheduler_lib.FrontierScheduler:
     """A scheduler over a fresh engine on the run's sampler, as every
     rollout of the run decodes: its stop rule, chat format, window and
@@ -110,7 +110,8 @@ class Rollouts:
 
   def _run(self, temperature: float, envs, seeds, groups=None,
            budgets: scheduler_lib.Budgets | None = None,
-           version: int = 0, root_prefix: str = '') -> Trees:
+           version: int = 0, root_prefix: scheduler_lib.RootPrefix = ''
+           ) -> Trees:
     return self.scheduler(temperature, budgets, version,
                           root_prefix=root_prefix).run(envs, seeds, groups)
 
@@ -148,7 +149,7 @@ class Rollouts:
 
   def evaluate(self, examples: Sequence[Mapping[str, str]], max_depth: int,
                seed: int, temperature: float = 0.0,
-               root_prefix: str = '') -> Trees:
+               root_prefix: scheduler_lib.RootPrefix = '') -> Trees:
     """Greedy trees for held-out examples with depth budget `max_depth`
     (or sampled ones at `temperature` > 0, one tree a task per seed),
     every root's first step forced to begin with `root_prefix`."""

@@ -629,13 +629,13 @@ def study_config(flags: Flags, study: Study,
   given (after the warm-up), so a longer or shorter SFT decays over its
   own length, not the variant's.
   """
-  steps = {}
+  steps = {'sft.steps': flags.sft_steps} if flags.sft_steps else {}
+  config = config_dict(study.variant, flags.smoke,
+                       {**study.overrides, **steps, **(overrides or {})})
   if flags.sft_steps:
-    warmup = config_dict(study.variant, flags.smoke).sft.optim.warmup_steps
-    steps = {'sft.steps': flags.sft_steps,
-             'sft.optim.decay_steps': max(flags.sft_steps - warmup, 0)}
-  return config_dict(study.variant, flags.smoke,
-                     {**study.overrides, **steps, **(overrides or {})})
+    optim = config.sft.optim
+    optim.decay_steps = max(flags.sft_steps - optim.warmup_steps, 0)
+  return config
 
 
 def study_sft(flags: Flags, study: Study, sft_seed: int | None = None

@@ -91,9 +91,13 @@ def test_flags_name_what_is_wrong():
   assert flags.sft_seeds == (0, 1, 2) and flags.samples == 4
   assert common.runs(common.parse_flags('', ['--seeds=5', '--sft_seeds=0,1'])
                      ) == [common.Run(0, 5), common.Run(1, 5)]
-  for bad in ('--seeds=a', '--seeds=1,1', '--sft_seeds=', '--samples=-1'):
+  for bad in ('--seeds=a', '--seeds=1,1', '--sft_seeds=', '--samples=-1',
+              '--task=crafting'):
     with pytest.raises(SystemExit):
       common.parse_flags('', [bad])
+  # An experiment of other tasks takes no documents family.
+  with pytest.raises(SystemExit):
+    common.parse_flags('', ['--task=documents_scan'], documents=False)
 
 
 def test_sizes_and_run_names_follow_the_flags():
@@ -119,6 +123,16 @@ def test_sizes_and_run_names_follow_the_flags():
     assert sft.optim.warmup_steps + sft.optim.decay_steps == steps
   full_sft = common.study_config(full, common.MIXTURE).sft
   assert (full_sft.steps, full_sft.optim.decay_steps) == (150, 135)
+  # Another documents family: its own runs, the studies' task replaced
+  # (the crafting study's is not a documents family).
+  scan = common.parse_flags('', ['--task=documents_scan', '--sft_steps=600'])
+  assert common.suffix(scan) == '_documents_scan_sft600'
+  assert common.size_record(scan)['task'] == 'documents_scan'
+  assert common.study_config(scan, common.MIXTURE).tasks.name == (
+      'documents_scan')
+  assert common.study_config(full, common.MIXTURE).tasks.name == 'documents'
+  with pytest.raises(ValueError, match='not a documents family'):
+    common.study_config(scan, common.CRAFTING)
   smoke = common.parse_flags('', ['--smoke'])
   assert common.suffix(smoke) == '_smoke'
   assert not common.size_record(smoke)['reduced']

@@ -13,6 +13,7 @@ import fuzz_testing
 from rao_jax.agent import env as env_lib
 from rao_jax.tasks import crafting
 from rao_jax.tasks import documents
+from rao_jax.tasks import documents_scan
 from rao_jax.tasks import jsonl
 from rao_jax.tasks import multihop
 
@@ -47,6 +48,12 @@ def _document_env(seed=0, num_records=40):
                                    documents.FORMATS[task.split()[0]])
 
 
+def _scan_env(seed=0, num_records=40):
+  env = _document_env(seed, num_records)
+  return documents_scan.make_env({'task': env.task, 'data': env.document,
+                                  'answer': env.answer, 'format': env.format})
+
+
 def _multihop_env(seed=0, hops=3):
   rng = random.Random(seed)
   graph = multihop.make_graph(rng, 12)
@@ -55,7 +62,7 @@ def _multihop_env(seed=0, hops=3):
                                     for _ in range(hops)))
 
 
-ENVS = [_crafting_env, _document_env, _multihop_env]
+ENVS = [_crafting_env, _document_env, _scan_env, _multihop_env]
 
 
 @pytest.mark.parametrize('make_env', ENVS)
@@ -105,6 +112,29 @@ def test_tool_errors_are_clear():
       'usage: read START END')
   (search,) = _multihop_env().tools()
   assert search.run({'kavo': {}}, 'kav').text == "no page for 'kav'"
+
+
+def test_scan_answers_a_task_over_one_window_at_most():
+  env = _scan_env(num_records=40)
+  read, add, scan = env.tools()
+  assert (read.name, add.name) == ('read', 'add')
+  data = env.root_state()
+  for task in ('count red', 'sum ana', 'tally red tan', 'most red tan blu',
+               'more tan blu'):
+    for start, end in ((0, 80), (10, 50), (320, 400), (7, 7)):
+      assert scan.run(data, f'{task} {start} {end}').text == documents.solve(
+          *documents.parse_task(task), data[start:end])
+  # Longer than one window, outside the data, or not a task: refused.
+  assert scan.run(data, 'sum ana 0 90').text == 'scan at most 80 chars'
+  assert scan.run(data, 'sum ana 5 3').text == (
+      'bad range 5 3 (data has 400 chars)')
+  for bad in ('', 'sum ana', 'sum ana 0', 'sum 0 10', 'pick red 0 10',
+              'sum ana x 10', 'count red tan 0 10', 'sum ana 0 ١٠'):
+    result = scan.run(data, bad)
+    assert result.error and result.text == 'usage: scan TASK START END', bad
+  # The family's environment is the documents one with the tool added.
+  assert env.score_root(env.answer, data) == 1.0
+  assert _document_env().tools() == documents.TOOLS
 
 
 @pytest.mark.parametrize('digits', UNICODE_DIGITS)

@@ -19,6 +19,7 @@ from rao_jax.tasks import builder as builder_lib
 from rao_jax.tasks import context
 from rao_jax.tasks import demonstrations
 from rao_jax.tasks import documents
+from rao_jax.tasks import documents_scan
 
 import tasks_testing
 
@@ -168,3 +169,38 @@ def test_a_mixture_of_solvers_gives_each_example_its_own(data_dir):
   with pytest.raises(ValueError, match='solver flags'):
     demonstrations.rollout(task, examples, recursive=flags[:1], window=WINDOW,
                            budgets=budgets, seeds=seeds)
+
+
+def test_scan_makes_a_direct_answer_exact_inside_one_window_only(data_dir):
+  """`documents_scan`: in cpu_tiny's 256-token window a direct answer is
+  one scan and a copy, exact up to 8 records; beyond them only the
+  recursive solver is, every node inside the window."""
+  task = tasks.get('documents_scan')
+  window = context.Window(max_tokens=256, inline_chars=24, head_chars=10)
+  budgets = scheduler_lib.Budgets(max_depth=8, max_nodes=512)
+  examples = _examples('documents_scan', 'mixed', data_dir, count=24)
+  seeds = list(range(len(examples)))
+  inside = [len(e['data']) <= documents_scan.SCAN_CHARS for e in examples]
+  assert any(inside) and not all(inside)
+  direct, _ = demonstrations.rollout(task, examples, recursive=False,
+                                     window=window, budgets=budgets,
+                                     seeds=seeds)
+  recursive, _ = demonstrations.rollout(task, examples, recursive=True,
+                                        window=window, budgets=budgets,
+                                        seeds=seeds)
+  for tree, fits in zip(direct, inside):
+    assert len(tree.nodes) == 1
+    steps = tasks_testing.sampled_steps(tree.root)
+    inline = len(tree.root.spec.data) <= window.inline_chars
+    assert len(steps) == (1 if inline else 2)
+    if not inline:
+      assert steps[0].startswith('<tool>scan ' + tree.root.spec.task)
+    if fits:
+      assert tree.root.success == 1.0
+  # One window's answer: exact only by chance beyond it.
+  beyond = [t.root.success == 1.0 for t, fits in zip(direct, inside)
+            if not fits]
+  assert sum(beyond) / len(beyond) < 0.5
+  for tree in recursive:
+    assert tree.root.success == 1.0
+    assert all(len(n.tokens) <= window.max_tokens for n in tree.nodes)

@@ -89,6 +89,10 @@ class Run(NamedTuple):
 # Flags.
 # ---------------------------------------------------------------------------
 
+# Families of fixed-width records the documents studies may run (`--task`):
+# their record counts, floors and scripted solvers are the same.
+DOCUMENT_TASKS = ('documents', 'documents_scan')
+
 
 @dataclasses.dataclass(frozen=True)
 class Flags:
@@ -102,6 +106,9 @@ class Flags:
     sft_seeds: SFT seeds, one SFT run per study and seed.
     samples: evaluations at temperature 1 beside the greedy one.
     sft_steps, rl_steps, num_eval: a reduced run (None: the full size).
+    task: the documents family the documents studies run ('' : the
+      variant's, `documents`); `documents_scan` adds a window-sized scan
+      tool (claim 5).
   """
 
   smoke: bool
@@ -112,6 +119,7 @@ class Flags:
   num_eval: int | None = None
   sft_seeds: tuple[int, ...] = (0,)
   samples: int = 4
+  task: str = ''
 
 
 def runs(flags: Flags) -> list[Run]:
@@ -134,8 +142,11 @@ def _seed_list(parser, flag: str, text: str) -> tuple[int, ...]:
   return seeds
 
 
-def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
-  """The experiment's flags; `doc` (its module docstring) is the help."""
+def parse_flags(doc: str, argv: Sequence[str] | None = None,
+                documents: bool = True) -> Flags:
+  """The experiment's flags; `doc` (its module docstring) is the help.
+  `documents`: its studies run documents, so `--task` may pick the family.
+  """
   parser = argparse.ArgumentParser(
       description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--smoke', action='store_true',
@@ -149,6 +160,10 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
                       'one (default 4; --smoke: 1)')
   parser.add_argument('--workdir', default=str(REPO / 'runs' / 'claims'),
                       help='where the runs live (default runs/claims)')
+  if documents:
+    parser.add_argument('--task', default='', choices=DOCUMENT_TASKS,
+                        help='the documents family its studies run '
+                        '(default: documents)')
   for name in ('sft_steps', 'rl_steps', 'num_eval'):
     parser.add_argument(f'--{name}', type=int, default=None,
                         help='a reduced run: this instead of the full size')
@@ -164,7 +179,8 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None) -> Flags:
                workdir=pathlib.Path(args.workdir).resolve(),
                sft_steps=args.sft_steps, rl_steps=args.rl_steps,
                num_eval=args.num_eval, sft_seeds=sft_seeds,
-               samples=1 if args.smoke else args.samples)
+               samples=1 if args.smoke else args.samples,
+               task=getattr(args, 'task', ''))
 
 
 # ---------------------------------------------------------------------------
@@ -602,16 +618,19 @@ def size_record(flags: Flags) -> dict[str, Any]:
   """The sizes a JSON line reports, `reduced` when cut below the full."""
   reduced = bool(flags.sft_steps or flags.rl_steps or flags.num_eval)
   return {'smoke': flags.smoke, 'reduced': reduced,
+          'task': flags.task or 'documents',
           'sft_steps': flags.sft_steps or 'full',
           'rl_steps': sizes(flags).eval_steps[-1],
           'num_eval': sizes(flags).num_eval}
 
 
 def suffix(flags: Flags) -> str:
-  """Names runs of other sizes apart: '_smoke', '_sft<steps>' or ''."""
+  """Names runs of another task family or size apart: '_<task>', then
+  '_smoke', '_sft<steps>' or ''."""
+  task = f'_{flags.task}' if flags.task else ''
   if flags.smoke:
-    return '_smoke'
-  return f'_sft{flags.sft_steps}' if flags.sft_steps else ''
+    return task + '_smoke'
+  return task + (f'_sft{flags.sft_steps}' if flags.sft_steps else '')
 
 
 def run_name(flags: Flags, name: str, seed: 'int | Run') -> str:
@@ -632,6 +651,11 @@ def study_config(flags: Flags, study: Study,
   steps = {'sft.steps': flags.sft_steps} if flags.sft_steps else {}
   config = config_dict(study.variant, flags.smoke,
                        {**study.overrides, **steps, **(overrides or {})})
+  if flags.task:
+    if config.tasks.name not in DOCUMENT_TASKS:
+      raise ValueError(f'--task={flags.task}: the {study.name} study runs '
+                       f'{config.tasks.name}, not a documents family')
+    config.tasks.name = flags.task
   if flags.sft_steps:
     optim = config.sft.optim
     optim.decay_steps = max(flags.sft_steps - optim.warmup_steps, 0)
@@ -863,10 +887,12 @@ def level_plot(flags: Flags, experiment: str, title: str, xlabel: str,
 def main(doc: str, experiment: str, run: Callable[[Flags], Any],
          report: Callable[[Flags, Any], dict[str, Any]],
          plot: Callable[[Flags, Any], str],
-         argv: Sequence[str] | None = None) -> dict[str, Any]:
+         argv: Sequence[str] | None = None, documents: bool = True
+         ) -> dict[str, Any]:
   """An experiment's command: runs it, prints its tables, draws its plot
-  and prints, last, the JSON line (whose numbers it returns)."""
-  flags = parse_flags(doc, argv)
+  and prints, last, the JSON line (whose numbers it returns). `documents`:
+  as `parse_flags`'s."""
+  flags = parse_flags(doc, argv, documents)
   results = run(flags)
   numbers = report(flags, results)
   numbers['plot'] = plot(flags, results)

@@ -1,32 +1,32 @@
 r"""Claim 5: the recursive agent learns *when* to delegate.
 
   python benchmarks/claims/delegation.py [--smoke] [--sft_seeds=0,1,2] \
-      [--seeds=0,1] [--samples=4] [--workdir=runs/claims]
+      [--seeds=0,1] [--samples=4] [--task=documents_scan] \
+      [--workdir=runs/claims]
 
 A task and reward where the decision is learnable: `mixed` documents
 (2-32 records). Inside the window (<= 8 records) a direct answer is exact
-with the tools in three steps (read, `add`, answer: the scripted direct
-solver's exact match is 1 there) and one node; beyond it the direct
-reader truncates and only delegation is exact. Both agents start from
-the mixture SFT (`efficiency.py`: a coin per tree, so the first action
-does not depend on the length) and differ only in the reward:
+with the tools in three steps (read, `add`, answer) and one node; beyond
+it the direct reader truncates and only delegation is exact.
+`--task=documents_scan` adds a tool answering the task over one window,
+so a direct answer is a scan and a copy, which the tiny model learns
+exactly. Both agents start from the mixture SFT (a coin per tree, so the
+first action does not depend on the length); they differ in the reward:
   paper  Eq. 1, lambda 0.4 (a delegating root earns up to 0.4 more
-         than an equally right direct one), partial credit, Eq. 3
-         (efficiency's recursive runs);
+         than an equally right direct one), partial credit, Eq. 3;
   cost   lambda 0, exact success, a launch cost of 0.01 a node below
          (`rl.credit.node_cost`): delegating pays only where it raises
          exact success by more than its tree costs (the reward-optimal
          crossover, from the scripted solvers' trees, printed beside).
-Reported: the greedy delegation rate per exact record count at every
-evaluation step (and sampled at the ends); the regret of the chosen
-first action against forced ones on the same checkpoint, at the
-training depth budget (the root's first step begins with the direct
-solver's first tag, `<tool>` or `<answer>` on inline data, or with
-`<spawn>`), and at depth budget 0 (a prompt never seen); RL's gain in
-exact match split into "delegation switched on" (the SFT policy's
-per-bucket exact match when it delegated or not, reweighted by RL's
-delegation rate) and "better nodes" (the rest). `--smoke`: 3 SFT steps,
-1 RL step, 2 tasks.
+Reported: the greedy delegation rate per record count at every
+evaluation step (sampled at the ends); the regret of the chosen first
+action against forced ones on the same checkpoint, at the training
+depth budget (the root's first step begins with the direct solver's
+first tag, `<tool>`, or `<answer>` on inline data, or with `<spawn>`)
+and at depth budget 0 (a prompt never seen); RL's gain in exact match
+split into "delegation switched on" (the SFT policy's per-bucket exact
+match when it delegated or not, reweighted by RL's rate) and "better
+nodes" (the rest). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
 
 Prints the tables and a JSON line; draws `<workdir>/delegation.png`.
 """
@@ -60,11 +60,11 @@ BUCKETS = ((0, 8), (9, 16), (17, 32))  # records: inside, 1-2, 2-4 windows
 
 
 def direct_opening(inline_chars: int) -> Callable[[env_lib.NodeSpec], str]:
-  """The direct solver's first tag: it answers inline data, reads the
-  rest with a tool."""
+  """The direct solver's first tag: an answer on inline data, else a
+  tool."""
   def direct(spec: env_lib.NodeSpec) -> str:
-    inline = len(spec.data) <= inline_chars
-    return protocol.ANSWER if inline else protocol.TOOL
+    return protocol.ANSWER if len(spec.data) <= inline_chars else (
+        protocol.TOOL)
   return direct
 
 
@@ -199,10 +199,9 @@ def regret_table(flags: common.Flags, results) -> dict:
   return numbers
 
 
-def gain_split(flags: common.Flags, results) -> dict:
+def gain_split(results) -> dict:
   """Prints RL's gain in exact match (sampled trees) split into the
   delegation rate's change and the nodes' change, per length bucket."""
-  del flags
   rows, numbers = [], {}
   for arm, by_run in results.items():
     for low, high in BUCKETS:
@@ -223,9 +222,8 @@ def _split(by_run, low: int, high: int) -> tuple[float, float]:
     trees = [t for p in by_run.values()
              for ts in p[index]['samples'].get(TAG, []) for t in ts
              if low <= common.records(t) <= high]
-    d = delegates(trees).astype(bool)
-    e = np.array(floors.root_exact(trees))
-    return d, e
+    return (delegates(trees).astype(bool),
+            np.array(floors.root_exact(trees)))
   (d0, e0), (d1, e1) = pooled(0), pooled(-1)
   if not len(e0) or not len(e1):
     return float('nan'), float('nan')
@@ -242,7 +240,7 @@ def report(flags: common.Flags, results) -> dict:
           'sizes': common.size_record(flags), 'node_cost': NODE_COST,
           'rates': rate_table(flags, results),
           'regret': regret_table(flags, results),
-          'gain_split': gain_split(flags, results)}
+          'gain_split': gain_split(results)}
 
 
 def plot(flags: common.Flags, results) -> str:

@@ -130,7 +130,8 @@ def plot(flags: common.Flags, results) -> str:
 
 
 def main(argv=None) -> dict:
-  return common.main(__doc__, EXPERIMENT, run, report, plot, argv)
+  return common.main(__doc__, EXPERIMENT, run, report, plot, argv,
+                     documents=False)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 """Compositional tasks as tfds datasets, with verifiers and solvers.
 
 Importing this package registers the built-in families: 'crafting',
-'documents', 'documents_prose' and 'multihop' (see `registry` for the
+'documents', 'documents_prose', 'documents_scan' and 'multihop' (see `registry` for the
 difficulty splits).
 """
 
@@ -13,6 +13,7 @@ from rao_jax.tasks import demonstrations
 from rao_jax.tasks import documents
 from rao_jax.tasks import documents_code
 from rao_jax.tasks import documents_prose
+from rao_jax.tasks import documents_scan
 from rao_jax.tasks import jsonl
 from rao_jax.tasks import multihop
 from rao_jax.tasks.builder import build

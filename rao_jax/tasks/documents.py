@@ -206,12 +206,13 @@ class DocumentEnv:
   document: str
   answer: str
   format: str = ''
+  offered: tuple[env_lib.Tool, ...] = TOOLS  # `documents_scan` adds one
 
   def root_spec(self) -> env_lib.NodeSpec:
     return env_lib.NodeSpec(self.task, self.document, self.format)
 
   def tools(self) -> tuple[env_lib.Tool, ...]:
-    return TOOLS
+    return self.offered
 
   def root_state(self) -> str:
     return self.document
@@ -247,7 +248,7 @@ def make_env(example: Mapping[str, str]) -> DocumentEnv:
 # ---------------------------------------------------------------- Solvers
 
 
-def _record_chars(head: str) -> int | None:
+def record_chars(head: str) -> int | None:
   """Record width from the visible head (records are fixed-width)."""
   newline = head.find('\n')
   return newline + 1 if newline >= 0 else None
@@ -308,7 +309,7 @@ class DirectSolver:
       return protocol.answer(solve(*parsed, data))
     if view.step == 0:
       length = len(view.spec.data)  # the handle shows it
-      width = (_record_chars(context.visible_head(view, self.window)) or 1
+      width = (record_chars(context.visible_head(view, self.window)) or 1
                if self.fixed_width else 1)
       budget = (self.window.max_tokens -
                 context.prompt_tokens(view, TOOLS, self.window) -
@@ -350,17 +351,21 @@ class RecursiveSolver:
   tool, whose result it copies into its answer, label counts itself."""
 
   def __init__(self, window: context.Window, leaf_records: int = 2,
-               fanout: int = 2, leaf_chars: int | None = None):
+               fanout: int = 2, leaf_chars: int | None = None,
+               direct: env_lib.ScriptedPolicy | None = None):
     """`leaf_chars`: for records of no fixed width (`documents_prose`),
     split by length alone: a node whose data has at most this many
-    characters (its prompt shows the length) reads it itself."""
+    characters (its prompt shows the length) reads it itself. `direct`:
+    what a leaf, or a node with no depth left, does (default: read and
+    answer, `DirectSolver`)."""
     if leaf_records < 1 or fanout < 2:
       raise ValueError('need leaf_records >= 1 and fanout >= 2')
     self.window = window
     self.leaf_records = leaf_records
     self.fanout = fanout
     self.leaf_chars = leaf_chars
-    self.direct = DirectSolver(window, fixed_width=leaf_chars is None)
+    self.direct = direct or DirectSolver(window,
+                                         fixed_width=leaf_chars is None)
 
   def __call__(self, view: env_lib.StepView) -> str:
     parsed = parse_task(view.spec.task)
@@ -368,7 +373,7 @@ class RecursiveSolver:
       return protocol.answer('cannot parse the task')
     kind, args = parsed
     data = context.visible_data(view, self.window)
-    width = _record_chars(context.visible_head(view, self.window))
+    width = record_chars(context.visible_head(view, self.window))
     length = len(view.spec.data)
     if self.leaf_chars is not None:  # by length alone
       is_leaf, width = length <= self.leaf_chars, 1

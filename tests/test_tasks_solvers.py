@@ -204,3 +204,9 @@ def test_scan_makes_a_direct_answer_exact_inside_one_window_only(data_dir):
   for tree in recursive:
     assert tree.root.success == 1.0
     assert all(len(n.tokens) <= window.max_tokens for n in tree.nodes)
+  # With no depth left the recursive solver scans as the direct one does.
+  flat, _ = demonstrations.rollout(
+      task, examples, recursive=True, window=window, seeds=seeds,
+      budgets=dataclasses.replace(budgets, max_depth=0))
+  assert [tasks_testing.sampled_steps(t.root) for t in flat] == [
+      tasks_testing.sampled_steps(t.root) for t in direct]

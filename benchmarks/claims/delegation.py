@@ -113,9 +113,9 @@ def rate_by_records(points_by_run, index: int, sampled: bool = False
 
 
 def crossover(flags: common.Flags) -> dict[int, tuple[float, float, str]]:
-  """Record count -> (scripted direct R, scripted recursive R, the
-  reward-optimal first action) under the cost arm's reward (exact
-  success less NODE_COST a node below the root), on the held-out tasks."""
+  """Record count -> (scripted direct R, scripted recursive R, the better
+  first action) under the cost arm's reward (exact success less NODE_COST
+  a node below the root), on the held-out tasks."""
   config = common.typed(common.study_config(flags, common.MIXTURE))
   data_dir = str(common.study_sft(flags, common.MIXTURE) / 'data')
   tasks = common.examples(config, TAG, data_dir, common.sizes(flags).num_eval)
@@ -155,8 +155,8 @@ def rate_table(flags: common.Flags, results) -> dict:
   header = ['records', 'scripted R direct / delegate', 'optimal', *[
       f'{arm} greedy RL {s}' for arm in ARMS for s in steps], *[
           f'{arm} T=1 RL {s}' for arm in ARMS for s in (steps[0], steps[-1])]]
-  print('\nShare of roots that delegate, per exact record count (the '
-        'window holds 8)\n')
+  print('\nShare of roots that delegate, per record count (the window '
+        'holds 8)\n')
   print(common.table(header, rows))
   return {arm: {str(steps[i]): r for i, r in enumerate(by_step)}
           for arm, by_step in rates.items()}
@@ -179,15 +179,15 @@ def regret_table(flags: common.Flags, results) -> dict:
       delegate = evidence.greedy(by_run, index, FORCED_SPAWN)
       for low, high in BUCKETS:
         mask = evidence.mask_by(first, common.records, low, high)
+        if not mask.any():  # no task this long
+          continue
         gaps = {name: evidence.stats.difference(forced.exact[mask],
                                                 chosen.exact[mask])
                 for name, forced in (('direct', direct),
                                      ('delegate', delegate))}
-        rows.append([arm, when, f'{low}-{high}', int(mask.sum()),
-                     f'{chosen.exact[mask].mean():.3f}',
-                     f'{direct.exact[mask].mean():.3f}',
-                     f'{delegate.exact[mask].mean():.3f}',
-                     f'{budget_0.exact[mask].mean():.3f}',
+        rows.append([arm, when, f'{low}-{high}', int(mask.sum()), *[
+            f'{e.exact[mask].mean():.3f}'
+            for e in (chosen, direct, delegate, budget_0)],
                      str(gaps['direct']), str(gaps['delegate'])])
         numbers[f'{arm}/{when}/{low}-{high}'] = {
             name: gap.to_json() for name, gap in gaps.items()}
@@ -206,6 +206,8 @@ def gain_split(results) -> dict:
   for arm, by_run in results.items():
     for low, high in BUCKETS:
       total, switched = _split(by_run, low, high)
+      if np.isnan(total):
+        continue
       rows.append([arm, f'{low}-{high}', total, switched, total - switched])
       numbers[f'{arm}/{low}-{high}'] = {'gain': total, 'delegation': switched}
   print('\nRL gain in exact match (temperature 1), split: delegation '

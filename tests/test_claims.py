@@ -95,6 +95,11 @@ def test_flags_name_what_is_wrong():
               '--task=crafting'):
     with pytest.raises(SystemExit):
       common.parse_flags('', [bad])
+  for bad in ('--rl_override=rl.credit.bogus=1', '--rl_override=novalue',
+              '--rl_override=rl.credit.baseline=bogus',
+              '--rl_override=optim.learning_rate=fast'):
+    with pytest.raises(SystemExit):
+      common.parse_flags('', [bad])
   # An experiment of other tasks takes no documents family.
   with pytest.raises(SystemExit):
     common.parse_flags('', ['--task=documents_scan'], documents=False)
@@ -133,6 +138,22 @@ def test_sizes_and_run_names_follow_the_flags():
   assert common.study_config(full, common.MIXTURE).tasks.name == 'documents'
   with pytest.raises(ValueError, match='not a documents family'):
     common.study_config(scan, common.CRAFTING)
+  # RL overrides: every RL arm's config (over the arm's own), named apart;
+  # the SFT run is the same.
+  changed = common.parse_flags('', [
+      '--rl_override=rl.credit.baseline=leave_one_out_task',
+      '--rl_override=optim.learning_rate=5e-4'])
+  assert changed.rl_overrides == (
+      ('rl.credit.baseline', 'leave_one_out_task'),
+      ('optim.learning_rate', 5e-4))
+  assert common.run_name(changed, 'arm', 1) == (
+      'arm_sft0_seed1_baseline-leave_one_out_task_learning_rate-0.0005')
+  rl = common.rl_config(changed, common.MIXTURE, common.Run(0, 1), 8,
+                        {'rl.credit.baseline': 'leave_one_out_depth'})
+  assert (rl.rl.credit.baseline, rl.optim.learning_rate, rl.seed) == (
+      'leave_one_out_task', 5e-4, 1)
+  assert common.study_config(changed, common.MIXTURE).to_dict() == (
+      common.study_config(full, common.MIXTURE).to_dict())
   smoke = common.parse_flags('', ['--smoke'])
   assert common.suffix(smoke) == '_smoke'
   assert not common.size_record(smoke)['reduced']

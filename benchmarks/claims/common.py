@@ -30,6 +30,7 @@ range over seeds (`compare`) remains for the tables that report it.
 from __future__ import annotations
 
 import argparse
+import ast
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import functools
@@ -109,6 +110,8 @@ class Flags:
     task: the documents family the documents studies run ('' : the
       variant's, `documents`); `documents_scan` adds a window-sized scan
       tool (claim 5).
+    rl_overrides: (dotted field, value) pairs on top of every RL arm's
+      config (`--rl_override`); the SFT runs stay shared.
   """
 
   smoke: bool
@@ -120,6 +123,7 @@ class Flags:
   sft_seeds: tuple[int, ...] = (0,)
   samples: int = 4
   task: str = ''
+  rl_overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def runs(flags: Flags) -> list[Run]:
@@ -164,6 +168,11 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None,
     parser.add_argument('--task', default='', choices=DOCUMENT_TASKS,
                         help='the documents family its studies run '
                         '(default: documents)')
+  parser.add_argument('--rl_override', action='append', default=[],
+                      metavar='FIELD=VALUE',
+                      help='a run-config field for every RL arm, e.g. '
+                      'rl.credit.baseline=leave_one_out_task (repeatable; '
+                      'its runs are named apart, the SFT runs shared)')
   for name in ('sft_steps', 'rl_steps', 'num_eval'):
     parser.add_argument(f'--{name}', type=int, default=None,
                         help='a reduced run: this instead of the full size')
@@ -175,12 +184,32 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None,
   if args.smoke and (args.sft_steps or args.rl_steps or args.num_eval):
     parser.error('--smoke has its own sizes: drop --sft_steps, --rl_steps '
                  'and --num_eval')
+  rl_overrides = tuple(_rl_override(parser, text)
+                       for text in args.rl_override)
   return Flags(smoke=args.smoke, seeds=seeds,
                workdir=pathlib.Path(args.workdir).resolve(),
                sft_steps=args.sft_steps, rl_steps=args.rl_steps,
                num_eval=args.num_eval, sft_seeds=sft_seeds,
                samples=1 if args.smoke else args.samples,
-               task=getattr(args, 'task', ''))
+               task=getattr(args, 'task', ''), rl_overrides=rl_overrides)
+
+
+def _rl_override(parser, text: str) -> tuple[str, Any]:
+  """'rl.credit.node_cost=0.02' -> ('rl.credit.node_cost', 0.02), checked
+  against the run config before anything runs."""
+  field, sep, raw = text.partition('=')
+  if not sep or not field:
+    parser.error(f'--rl_override={text!r}: expected FIELD=VALUE, e.g. '
+                 'rl.credit.baseline=leave_one_out_task')
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw  # a bare word: a string
+  try:
+    typed(config_dict(MIXTURE.variant, False, {field: value}))
+  except (ValueError, KeyError, TypeError) as error:  # ConfigError too
+    parser.error(f'--rl_override={text!r}: {error}')
+  return field, value
 
 
 # ---------------------------------------------------------------------------
@@ -619,6 +648,7 @@ def size_record(flags: Flags) -> dict[str, Any]:
   reduced = bool(flags.sft_steps or flags.rl_steps or flags.num_eval)
   return {'smoke': flags.smoke, 'reduced': reduced,
           'task': flags.task or 'documents',
+          'rl_overrides': dict(flags.rl_overrides),
           'sft_steps': flags.sft_steps or 'full',
           'rl_steps': sizes(flags).eval_steps[-1],
           'num_eval': sizes(flags).num_eval}
@@ -634,9 +664,12 @@ def suffix(flags: Flags) -> str:
 
 
 def run_name(flags: Flags, name: str, seed: 'int | Run') -> str:
-  """The folder of an arm's RL run (`rl_arm`)."""
+  """The folder of an arm's RL run (`rl_arm`): `--rl_override`s name it
+  apart ('_baseline-leave_one_out_task')."""
   run = as_run(flags, seed)
-  return f'{name}_sft{run.sft}_seed{run.rl}{suffix(flags)}'
+  changed = ''.join(f'_{field.rsplit(".", 1)[-1]}-{value}'
+                    for field, value in flags.rl_overrides)
+  return f'{name}_sft{run.sft}_seed{run.rl}{suffix(flags)}{changed}'
 
 
 def study_config(flags: Flags, study: Study,
@@ -700,6 +733,16 @@ def forced_tag(root_prefix: scheduler_lib.RootPrefix) -> str:
   return '_forced_' + ''.join(c for c in root_prefix if c.isalnum())
 
 
+def rl_config(flags: Flags, study: Study, run: Run, max_depth: int,
+              overrides: Mapping[str, Any] | None = None
+              ) -> ml_collections.ConfigDict:
+  """An RL run's config: the study's, the arm's `overrides`, then the
+  flags' `--rl_override`s (which win)."""
+  return study_config(flags, study, {
+      'seed': run.rl, 'rollout.budgets.max_depth': max_depth,
+      **(overrides or {}), **dict(flags.rl_overrides)})
+
+
 def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
            max_depth: int, every_step: Mapping[str, EvalSpec],
            at_ends: Mapping[str, EvalSpec] | None = None,
@@ -734,9 +777,7 @@ def rl_arm(flags: Flags, study: Study, name: str, seed: 'int | Run',
   """
   run = as_run(flags, seed)
   sft_dir = study_sft(flags, study, run.sft)
-  config = study_config(flags, study, {
-      'seed': run.rl, 'rollout.budgets.max_depth': max_depth,
-      **(overrides or {})})
+  config = rl_config(flags, study, run, max_depth, overrides)
   run_config = typed(config)
   steps = tuple(eval_steps or sizes(flags).eval_steps)
   at_ends = at_ends or {}

@@ -107,7 +107,7 @@ class Flags:
     sft_seeds: SFT seeds, one SFT run per study and seed.
     samples: evaluations at temperature 1 beside the greedy one.
     sft_steps, rl_steps, num_eval: a reduced run (None: the full size).
-    task: the documents family the documents studies run ('' : the
+    task: the documents family the documents studies run ('': the
       variant's, `documents`); `documents_scan` adds a window-sized scan
       tool (claim 5).
     rl_overrides: (dotted field, value) pairs on top of every RL arm's

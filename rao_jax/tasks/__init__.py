@@ -1,8 +1,8 @@
 """Compositional tasks as tfds datasets, with verifiers and solvers.
 
 Importing this package registers the built-in families: 'crafting',
-'documents', 'documents_prose', 'documents_scan' and 'multihop' (see `registry` for the
-difficulty splits).
+'documents', 'documents_prose', 'documents_scan' and 'multihop' (see
+`registry` for the difficulty splits).
 """
 
 from rao_jax.tasks import builder

@@ -53,6 +53,7 @@ TOOLS = documents.TOOLS + (env_lib.Tool('scan', 'scan TASK START END', _scan),)
 
 
 def make_env(example: Mapping[str, str]) -> documents.DocumentEnv:
+  """The documents environment of `example`, offering `scan` as well."""
   return dataclasses.replace(documents.make_env(example), offered=TOOLS)
 
 

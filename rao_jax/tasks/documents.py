@@ -166,14 +166,23 @@ def _read(data: str, args: str) -> env_lib.ToolResult:
       numbers.is_number(p, 9) for p in parts):
     return env_lib.ToolResult('usage: read START END', error=True)
   start, end = int(parts[0]), int(parts[1])
+  refused = range_refusal('read', data, start, end, MAX_READ_CHARS)
+  if refused:
+    return refused
+  # An empty observation would read as a missing one.
+  return env_lib.ToolResult(data[start:end] or '(empty slice)')
+
+
+def range_refusal(tool: str, data: str, start: int, end: int,
+                  most: int) -> env_lib.ToolResult | None:
+  """The error a slice tool gives for [start, end) outside the data or
+  longer than `most` characters; None for a slice it may take."""
   if not start <= end <= len(data):
     return env_lib.ToolResult(
         f'bad range {start} {end} (data has {len(data)} chars)', error=True)
-  if end - start > MAX_READ_CHARS:
-    return env_lib.ToolResult(f'read at most {MAX_READ_CHARS} chars',
-                              error=True)
-  # An empty observation would read as a missing one.
-  return env_lib.ToolResult(data[start:end] or '(empty slice)')
+  if end - start > most:
+    return env_lib.ToolResult(f'{tool} at most {most} chars', error=True)
+  return None
 
 
 MAX_ADD_TERMS = 16

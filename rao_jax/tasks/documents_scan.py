@@ -41,12 +41,8 @@ def _scan(data: str, args: str) -> env_lib.ToolResult:
   if parsed is None or not all(numbers.is_number(p, 9) for p in parts[-2:]):
     return env_lib.ToolResult('usage: scan TASK START END', error=True)
   start, end = int(parts[-2]), int(parts[-1])
-  if not start <= end <= len(data):
-    return env_lib.ToolResult(
-        f'bad range {start} {end} (data has {len(data)} chars)', error=True)
-  if end - start > SCAN_CHARS:
-    return env_lib.ToolResult(f'scan at most {SCAN_CHARS} chars', error=True)
-  return env_lib.ToolResult(documents.solve(*parsed, data[start:end]))
+  return documents.range_refusal('scan', data, start, end, SCAN_CHARS) or (
+      env_lib.ToolResult(documents.solve(*parsed, data[start:end])))
 
 
 TOOLS = documents.TOOLS + (env_lib.Tool('scan', 'scan TASK START END', _scan),)

@@ -15,6 +15,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -103,6 +104,39 @@ def test_flags_name_what_is_wrong():
   # An experiment of other tasks takes no documents family.
   with pytest.raises(SystemExit):
     common.parse_flags('', ['--task=documents_scan'], documents=False)
+
+
+def test_arms_pick_from_the_experiments_own(capsys):
+  arms = ('paper', 'cost')
+  assert common.parse_flags('', [], arms=arms).arms == arms
+  assert common.parse_flags('', ['--arms=cost'], arms=arms).arms == ('cost',)
+  assert common.parse_flags('', []).arms == ()
+  for bad in ('--arms=bogus', '--arms=', '--arms=cost,bogus'):
+    with pytest.raises(SystemExit):
+      common.parse_flags('', [bad], arms=arms)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert 'expected a comma-separated subset of paper,cost' in error
+  # An experiment that names no arms takes no --arms.
+  with pytest.raises(SystemExit):
+    common.parse_flags('', ['--arms=cost'])
+
+
+def test_gain_splits_into_the_rate_and_the_nodes():
+  import evidence  # pylint: disable=g-import-not-at-top
+  half = np.array([True, True, False, False])
+  right_when_delegating = np.array([1., 1., 0., 0.])
+  # Every root delegates after, each as right as before: all of the gain
+  # is the rate's.
+  assert evidence.gain_split(half, right_when_delegating,
+                             np.ones(4, bool), np.ones(4)) == (0.5, 0.5)
+  # The same rate, better nodes: none of it is.
+  assert evidence.gain_split(half, right_when_delegating, half,
+                             np.array([1., 1., 1., 0.])) == (0.25, 0.0)
+  # A policy that never delegated: its mean stands for both sides.
+  assert evidence.gain_split(~np.ones(4, bool), np.full(4, 0.5),
+                             np.ones(4, bool), np.full(4, 0.5)) == (0.0, 0.0)
+  assert all(math.isnan(v) for v in evidence.gain_split(
+      half, right_when_delegating, np.zeros(0, bool), np.zeros(0)))
 
 
 def test_sizes_and_run_names_follow_the_flags():

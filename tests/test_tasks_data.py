@@ -123,6 +123,10 @@ def test_documents_span_one_window_to_far_beyond():
   assert configs['easy'].high * 10 < window  # fits one node
   assert configs['hard'].high * 10 >= 16 * window
   assert configs['extreme'].high * 10 >= 32 * window
+  # `crossover`: about as many inputs the direct reader holds as not.
+  low, high = configs['crossover'].low, configs['crossover'].high
+  inside = documents.DIRECT_RECORDS - low + 1
+  assert abs(inside / (high - low + 1) - 0.5) < 0.05
 
 
 def test_registry_and_splits():

@@ -112,6 +112,8 @@ class Flags:
       tool (claim 5).
     rl_overrides: (dotted field, value) pairs on top of every RL arm's
       config (`--rl_override`); the SFT runs stay shared.
+    arms: the arms to run, of an experiment that names its arms (`--arms`;
+      () where it does not).
   """
 
   smoke: bool
@@ -124,6 +126,7 @@ class Flags:
   samples: int = 4
   task: str = ''
   rl_overrides: tuple[tuple[str, Any], ...] = ()
+  arms: tuple[str, ...] = ()
 
 
 def runs(flags: Flags) -> list[Run]:
@@ -147,9 +150,10 @@ def _seed_list(parser, flag: str, text: str) -> tuple[int, ...]:
 
 
 def parse_flags(doc: str, argv: Sequence[str] | None = None,
-                documents: bool = True) -> Flags:
+                documents: bool = True, arms: Sequence[str] = ()) -> Flags:
   """The experiment's flags; `doc` (its module docstring) is the help.
   `documents`: its studies run documents, so `--task` may pick the family.
+  `arms`: the experiment's arms, which `--arms` picks from (default all).
   """
   parser = argparse.ArgumentParser(
       description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,6 +177,10 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None,
                       help='a run-config field for every RL arm, e.g. '
                       'rl.credit.baseline=leave_one_out_task (repeatable; '
                       'its runs are named apart, the SFT runs shared)')
+  if arms:
+    parser.add_argument('--arms', default=','.join(arms),
+                        help=f'comma-separated arms to run, of {",".join(arms)}'
+                        ' (default all)')
   for name in ('sft_steps', 'rl_steps', 'num_eval'):
     parser.add_argument(f'--{name}', type=int, default=None,
                         help='a reduced run: this instead of the full size')
@@ -186,12 +194,17 @@ def parse_flags(doc: str, argv: Sequence[str] | None = None,
                  'and --num_eval')
   rl_overrides = tuple(_rl_override(parser, text)
                        for text in args.rl_override)
+  chosen = tuple(args.arms.split(',')) if arms else ()
+  if arms and (not chosen or not set(chosen) <= set(arms)):
+    parser.error(f'--arms={args.arms!r}: expected a comma-separated subset '
+                 f'of {",".join(arms)}')
   return Flags(smoke=args.smoke, seeds=seeds,
                workdir=pathlib.Path(args.workdir).resolve(),
                sft_steps=args.sft_steps, rl_steps=args.rl_steps,
                num_eval=args.num_eval, sft_seeds=sft_seeds,
                samples=1 if args.smoke else args.samples,
-               task=getattr(args, 'task', ''), rl_overrides=rl_overrides)
+               task=getattr(args, 'task', ''), rl_overrides=rl_overrides,
+               arms=chosen)
 
 
 def _rl_override(parser, text: str) -> tuple[str, Any]:
@@ -928,12 +941,12 @@ def level_plot(flags: Flags, experiment: str, title: str, xlabel: str,
 def main(doc: str, experiment: str, run: Callable[[Flags], Any],
          report: Callable[[Flags, Any], dict[str, Any]],
          plot: Callable[[Flags, Any], str],
-         argv: Sequence[str] | None = None, documents: bool = True
-         ) -> dict[str, Any]:
+         argv: Sequence[str] | None = None, documents: bool = True,
+         arms: Sequence[str] = ()) -> dict[str, Any]:
   """An experiment's command: runs it, prints its tables, draws its plot
-  and prints, last, the JSON line (whose numbers it returns). `documents`:
-  as `parse_flags`'s."""
-  flags = parse_flags(doc, argv, documents)
+  and prints, last, the JSON line (whose numbers it returns). `documents`
+  and `arms`: as `parse_flags`'s."""
+  flags = parse_flags(doc, argv, documents, arms)
   results = run(flags)
   numbers = report(flags, results)
   numbers['plot'] = plot(flags, results)

@@ -2,7 +2,7 @@ r"""Claim 5: the recursive agent learns *when* to delegate.
 
   python benchmarks/claims/delegation.py [--smoke] [--sft_seeds=0,1,2] \
       [--seeds=0,1] [--samples=4] [--task=documents_scan] \
-      [--workdir=runs/claims]
+      [--arms=paper,cost] [--workdir=runs/claims]
 
 A task and reward where the decision is learnable: `mixed` documents
 (2-32 records). Inside the window (<= 8 records) a direct answer is exact
@@ -10,23 +10,24 @@ with the tools in three steps (read, `add`, answer) and one node; beyond
 it the direct reader truncates and only delegation is exact.
 `--task=documents_scan` adds a tool answering the task over one window,
 so a direct answer is a scan and a copy, which the tiny model learns
-exactly. Both agents start from the mixture SFT (a coin per tree, so the
-first action does not depend on the length); they differ in the reward:
+exactly. Both arms start from the mixture SFT (a coin per tree: the
+first action does not depend on the length) and differ in the reward:
   paper  Eq. 1, lambda 0.4 (a delegating root earns up to 0.4 more
          than an equally right direct one), partial credit, Eq. 3;
   cost   lambda 0, exact success, a launch cost of 0.01 a node below
          (`rl.credit.node_cost`): delegating pays only where it raises
-         exact success by more than its tree costs (the reward-optimal
-         crossover, from the scripted solvers' trees, printed beside).
+         exact success by more than its tree costs (the optimal
+         crossover, from the scripted solvers' trees, beside).
 Reported: the greedy delegation rate per record count at every
 evaluation step (sampled at the ends); the regret of the chosen first
 action against forced ones on the same checkpoint, at the training
 depth budget (the root's first step begins with the direct solver's
-first tag, `<tool>`, or `<answer>` on inline data, or with `<spawn>`)
-and at depth budget 0 (a prompt never seen); RL's gain in exact match
-split into "delegation switched on" (the SFT policy's per-bucket exact
-match when it delegated or not, reweighted by RL's rate) and "better
-nodes" (the rest). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
+first tag, or with `<spawn>`) and at depth budget 0 (a prompt never
+seen); RL's gain in exact match split into "delegation switched on" (the
+SFT policy's per-bucket exact match when it delegated or not, at RL's
+rate) and "better nodes" (the rest). RL on as many roots inside the
+window as beyond: `--rl_override=tasks.train_level=crossover` (2-16
+records). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
 
 Prints the tables and a JSON line; draws `<workdir>/delegation.png`.
 """
@@ -83,7 +84,7 @@ def run_arm(flags: common.Flags, arm: str, run) -> list[dict]:
 
 def run(flags: common.Flags) -> dict[str, dict]:
   return {arm: {r: run_arm(flags, arm, r) for r in common.runs(flags)}
-          for arm in ARMS}
+          for arm in flags.arms}
 
 
 def delegates(trees) -> np.ndarray:
@@ -148,13 +149,14 @@ def rate_table(flags: common.Flags, results) -> dict:
   rows = []
   for n, (direct, delegate, choice) in best.items():
     rows.append([n, f'{direct:.2f} / {delegate:.2f}', choice, *[
-        _cell(rates[arm][i].get(n)) for arm in ARMS
+        _cell(rates[arm][i].get(n)) for arm in results
         for i in range(len(steps))],
-                 *[_cell(sampled[arm][i].get(n)) for arm in ARMS
+                 *[_cell(sampled[arm][i].get(n)) for arm in results
                    for i in (0, -1)]])
   header = ['records', 'scripted R direct / delegate', 'optimal', *[
-      f'{arm} greedy RL {s}' for arm in ARMS for s in steps], *[
-          f'{arm} T=1 RL {s}' for arm in ARMS for s in (steps[0], steps[-1])]]
+      f'{arm} greedy RL {s}' for arm in results for s in steps], *[
+          f'{arm} T=1 RL {s}' for arm in results
+          for s in (steps[0], steps[-1])]]
   print('\nShare of roots that delegate, per record count (the window '
         'holds 8)\n')
   print(common.table(header, rows))
@@ -169,7 +171,7 @@ def _cell(value) -> str:
 def regret_table(flags: common.Flags, results) -> dict:
   """Prints exact match as chosen against the forced first actions on the
   same checkpoints, per length bucket."""
-  first = next(iter(results['paper'].values()))[0]['trees'][TAG]
+  first = next(iter(next(iter(results.values())).values()))[0]['trees'][TAG]
   rows, numbers = [], {}
   for arm, by_run in results.items():
     for index, when in ((0, 'SFT'), (-1, 'RL')):
@@ -226,15 +228,7 @@ def _split(by_run, low: int, high: int) -> tuple[float, float]:
              if low <= common.records(t) <= high]
     return (delegates(trees).astype(bool),
             np.array(floors.root_exact(trees)))
-  (d0, e0), (d1, e1) = pooled(0), pooled(-1)
-  if not len(e0) or not len(e1):
-    return float('nan'), float('nan')
-  # The SFT policy's exact match when it delegated and when not (its
-  # mean where one never occurred).
-  on = e0[d0].mean() if d0.any() else e0.mean()
-  off = e0[~d0].mean() if (~d0).any() else e0.mean()
-  switched = (d1.mean() - d0.mean()) * (on - off)
-  return float(e1.mean() - e0.mean()), float(switched)
+  return evidence.gain_split(*pooled(0), *pooled(-1))
 
 
 def report(flags: common.Flags, results) -> dict:
@@ -265,7 +259,8 @@ def plot(flags: common.Flags, results) -> str:
 
 
 def main(argv=None) -> dict:
-  return common.main(__doc__, EXPERIMENT, run, report, plot, argv)
+  return common.main(__doc__, EXPERIMENT, run, report, plot, argv,
+                     arms=tuple(ARMS))
 
 
 if __name__ == '__main__':

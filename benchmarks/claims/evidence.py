@@ -151,6 +151,23 @@ def to_json(arms: Mapping[str, Scores], floor: Mapping[str, np.ndarray],
                for name, arm in arms.items()}}
 
 
+def gain_split(delegated_0: np.ndarray, exact_0: np.ndarray,
+               delegated_1: np.ndarray, exact_1: np.ndarray
+               ) -> tuple[float, float]:
+  """(exact match after - before, the part the change in the delegation
+  rate alone explains), from per-tree booleans (delegated) and exact
+  scores before (`_0`) and after (`_1`); nan where a side has no tree."""
+  if not len(exact_0) or not len(exact_1):
+    return float('nan'), float('nan')
+  # The first policy's exact match when it delegated and when not (its
+  # mean where one never occurred).
+  on = exact_0[delegated_0].mean() if delegated_0.any() else exact_0.mean()
+  off = (exact_0[~delegated_0].mean() if (~delegated_0).any()
+         else exact_0.mean())
+  switched = (delegated_1.mean() - delegated_0.mean()) * (on - off)
+  return float(exact_1.mean() - exact_0.mean()), float(switched)
+
+
 def mask_by(trees: Trees, key: Callable[[tree_lib.Tree], int],
             low: int, high: int) -> np.ndarray:
   """Which tasks' key lies in [low, high]."""

@@ -418,7 +418,9 @@ class RecursiveSolver:
 # records (80 characters): the direct solver reads 8 of 9 and answers over
 # those. These levels are 1, 4 and 16 such windows long, to measure success
 # against length; `mixed` runs from a quarter of that window to 4 windows,
-# so a policy trained on it meets inputs that fit and inputs that do not.
+# so a policy trained on it meets inputs that fit and inputs that do not;
+# `crossover` (2-16 records) holds about as many inputs that fit as not,
+# for training the decision between reading and delegating.
 DIRECT_RECORDS = 8
 WINDOW_LEVELS = {f'window{n}': (n * DIRECT_RECORDS - 3, n * DIRECT_RECORDS)
                  for n in (1, 4, 16)}
@@ -463,7 +465,7 @@ class RaoDocuments(builder_lib.TaskBuilder):
   # evaluation and get fewer.
   BUILDER_CONFIGS = builder_lib.level_configs(
       {'easy': (8, 30), 'moderate': (26, 60), 'medium': (100, 200),
-       'mixed': (2, 32)},
+       'mixed': (2, 32), 'crossover': (2, 2 * DIRECT_RECORDS)},
       'records', version='1.1.0', num_train=4096, num_validation=256,
       num_test=256) + builder_lib.level_configs(
           {'hard': (400, 820), 'extreme': (820, 1640)}, 'records',
@@ -507,5 +509,5 @@ TASK = registry.register(registry.Task(
     direct_solver=DirectSolver,
     code_recursive_solver=_code_recursive_solver,
     code_direct_solver=_code_direct_solver,
-    levels=('easy', 'moderate', 'medium', 'hard', 'extreme', 'mixed') +
-    tuple(WINDOW_LEVELS)))
+    levels=('easy', 'moderate', 'medium', 'hard', 'extreme', 'mixed',
+            'crossover') + tuple(WINDOW_LEVELS)))

@@ -90,7 +90,8 @@ def test_a_hidden_depth_budget_is_recorded_and_a_shown_one_is_not():
 def test_registries_list_their_variants():
   assert credit.BASELINES.names() == (
       'leave_one_out', 'leave_one_out_depth', 'leave_one_out_task',
-      'leave_one_out_results', 'group_mean', 'none')
+      'leave_one_out_same_task', 'leave_one_out_results', 'group_mean',
+      'none')
   assert losses.ESTIMATORS.names() == ('cispo', 'ppo', 'sft')
   with pytest.raises(ValueError, match='rl.loss.estimator'):
     losses.ESTIMATORS.get('reinforce')

@@ -147,6 +147,20 @@ def test_leave_one_out_per_sub_task():
   np.testing.assert_allclose(out.advantage[[1, 6]], [1 - 1 / 3, 0 - 2 / 3])
 
 
+def test_leave_one_out_per_sub_task_only():
+  trees = _group()
+  for tree, node_id, task in ((0, 1, 'a'), (0, 2, 'b'), (0, 3, 'c'),
+                              (2, 1, 'a')):
+    trees[tree].nodes[node_id].spec = env_lib.NodeSpec(task=task, data='d')
+  out = credit.assign_credit(trees, credit.CreditConfig(
+      child_bonus=0.4, baseline='leave_one_out_same_task'))
+  r0 = 1 + 0.4 * (1 + 0 + 1) / 3
+  # As above, but 'b' and 'c' have no peer and are compared with no one:
+  # an easier sub-task elsewhere in the group earns nothing.
+  np.testing.assert_allclose(
+      out.advantage, [r0 - 0, 1 - 0, 0, 0, 0 - r0 / 2, 0 - r0 / 2, 0 - 1])
+
+
 def _tree_of_answers(tree_id, root_success, answers, successes):
   """A root over sub-tasks 'a' and 'b' whose leaves answered `answers`."""
   done = tree_lib.DONE
@@ -184,6 +198,7 @@ def test_leave_one_out_given_the_childrens_results():
 @pytest.mark.parametrize('baseline', ['leave_one_out', 'group_mean',
                                       'leave_one_out_depth',
                                       'leave_one_out_task',
+                                      'leave_one_out_same_task',
                                       'leave_one_out_results'])
 def test_tied_rewards_get_exactly_zero_advantage(baseline):
   # Three one-node trees all scoring 0.2: a plain sum of 0.2s rounds, so
@@ -201,7 +216,8 @@ def test_leave_one_out_refuses_a_group_of_one():
   trees = _group()
   trees[2].group = 8
   for baseline in ('leave_one_out', 'leave_one_out_depth',
-                   'leave_one_out_task', 'leave_one_out_results'):
+                   'leave_one_out_task', 'leave_one_out_same_task',
+                   'leave_one_out_results'):
     with pytest.raises(ValueError, match='group_size >= 2'):
       credit.assign_credit(trees, credit.CreditConfig(baseline=baseline))
 

@@ -24,6 +24,10 @@ For a batch of finished trees grouped by root task:
                 format): each sub-task's samples form their own GRPO group;
                 a node whose sub-task no other node got falls back to its
                 depth peers.
+                Variant 'leave_one_out_same_task': the same without the
+                fallback: a node whose sub-task no other node got gets
+                advantage 0, so every comparison is between samples of
+                one sub-task.
                 Variant 'leave_one_out_results': b(X) = mean of R(Y) over the
                 group's other nodes Y given X's sub-task whose children
                 returned the same answers as X's; a node with no such peer
@@ -70,6 +74,9 @@ class CreditConfig:
       against the group's other nodes given the same sub-task, else its
       depth peers: a sub-task every sample answers alike gets advantage 0,
       where the depth baseline would compare it with other sub-tasks),
+      'leave_one_out_same_task' (the same, no fallback: a node is never
+      compared with other sub-tasks, whose length alone can make them
+      easier, so only choices made on the same input earn advantage),
       'leave_one_out_results' (each node against the group's other nodes
       given the same sub-task whose children returned the same answers, no
       fallback: a parent that combined wrong results from its children
@@ -332,6 +339,8 @@ _register('leave_one_out', _per_tree(_leave_one_out_mean))  # Eq. 3
 _register('leave_one_out_depth', _per_peers(_by_depth))
 # The sub-task's peers, else (no other sample of it) its depth peers.
 _register('leave_one_out_task', _per_peers(_by_depth, _by_task))
+# The sub-task's peers only (none: advantage 0).
+_register('leave_one_out_same_task', _per_peers(_by_task))
 _register('leave_one_out_results', _per_peers(_by_results))
 _register('group_mean', _per_tree(_group_mean))
 _register('none', _per_tree(np.zeros_like))

@@ -182,6 +182,11 @@ def test_sizes_and_run_names_follow_the_flags():
       ('optim.learning_rate', 5e-4))
   assert common.run_name(changed, 'arm', 1) == (
       'arm_sft0_seed1_baseline-leave_one_out_task_learning_rate-0.0005')
+  # So are the plot and the saved files of the experiment that ran them.
+  assert common.output_path(changed, 'delegation', 'png').name == (
+      'delegation_baseline-leave_one_out_task_learning_rate-0.0005.png')
+  assert common.output_path(reduced, 'wall_clock_documents', 'json').name == (
+      'wall_clock_documents_sft75.json')
   rl = common.rl_config(changed, common.MIXTURE, common.Run(0, 1), 8,
                         {'rl.credit.baseline': 'leave_one_out_depth'})
   assert (rl.rl.credit.baseline, rl.optim.learning_rate, rl.seed) == (

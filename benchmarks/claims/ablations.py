@@ -86,7 +86,7 @@ def plot(flags: common.Flags, results) -> str:
     curves.append(common.Curve(arm, steps, intervals=[
         (b.mean, b.low, b.high) for b in bars]))
   return common.plot_panels(
-      flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
+      common.output_path(flags, EXPERIMENT, 'png'),
       'RL objective ablations (recursive agent, mixed documents)', [
           ('RL step', 'held-out exact match', curves)])
 

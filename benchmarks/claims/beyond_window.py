@@ -97,7 +97,7 @@ def plot(flags: common.Flags, results) -> str:
       curves.append(common.Curve(f'{arm}, {when}', list(WINDOWS), intervals=[
           (b.mean, b.low, b.high) for b in bars]))
   return common.plot_panels(
-      flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
+      common.output_path(flags, EXPERIMENT, 'png'),
       'Exact match against document length', [
           ('document length (windows)', 'held-out exact match', curves)])
 

@@ -676,13 +676,26 @@ def suffix(flags: Flags) -> str:
   return task + (f'_sft{flags.sft_steps}' if flags.sft_steps else '')
 
 
+def overrides_suffix(flags: Flags) -> str:
+  """Names what `--rl_override`s change apart: '_<last field>-<value>'
+  each ('_baseline-leave_one_out_task')."""
+  return ''.join(f'_{field.rsplit(".", 1)[-1]}-{value}'
+                 for field, value in flags.rl_overrides)
+
+
 def run_name(flags: Flags, name: str, seed: 'int | Run') -> str:
-  """The folder of an arm's RL run (`rl_arm`): `--rl_override`s name it
-  apart ('_baseline-leave_one_out_task')."""
+  """The folder of an arm's RL run (`rl_arm`), named apart by size, task
+  and `--rl_override`s."""
   run = as_run(flags, seed)
-  changed = ''.join(f'_{field.rsplit(".", 1)[-1]}-{value}'
-                    for field, value in flags.rl_overrides)
-  return f'{name}_sft{run.sft}_seed{run.rl}{suffix(flags)}{changed}'
+  return (f'{name}_sft{run.sft}_seed{run.rl}{suffix(flags)}'
+          f'{overrides_suffix(flags)}')
+
+
+def output_path(flags: Flags, stem: str, extension: str) -> pathlib.Path:
+  """An experiment's file beside the runs (its plot, saved timings),
+  named apart as its RL runs are."""
+  return flags.workdir / (
+      f'{stem}{suffix(flags)}{overrides_suffix(flags)}.{extension}')
 
 
 def study_config(flags: Flags, study: Study,
@@ -934,7 +947,7 @@ def level_plot(flags: Flags, experiment: str, title: str, xlabel: str,
       for points in by_seed.values()])
             for arm, by_seed in results.items()
             for index, when in ((0, 'SFT'), (1, 'RL'))]
-  return plot_panels(flags.workdir / f'{experiment}{suffix(flags)}.png',
+  return plot_panels(output_path(flags, experiment, 'png'),
                      title, [(xlabel, 'held-out root success', curves)])
 
 

@@ -254,7 +254,7 @@ def plot(flags: common.Flags, results) -> str:
     panels.append(('records (window: 8)', f'{arm}: roots that delegate',
                    curves))
   return common.plot_panels(
-      flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
+      common.output_path(flags, EXPERIMENT, 'png'),
       'When to delegate: greedy delegation rate per record count', panels)
 
 

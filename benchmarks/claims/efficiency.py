@@ -200,7 +200,7 @@ def plot(flags: common.Flags, results) -> str:
     return common.Curve(arm, x, intervals=[(b.mean, b.low, b.high)
                                            for b in bars])
   return common.plot_panels(
-      flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
+      common.output_path(flags, EXPERIMENT, 'png'),
       'Recursive vs single agent (own SFT): held-out exact match', [
           ('RL step', 'exact match', [curve(a) for a in ARMS]),
           ('total tokens (mean over runs)', 'exact match',

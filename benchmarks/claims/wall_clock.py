@@ -86,7 +86,7 @@ def measure(flags: common.Flags, family: str) -> dict[int, dict[str, dict]]:
   the parallel one) for the family's agents after RL, one policy an agent
   and seed, saved beside the runs as `wall_clock_<family>.json` and read
   back on a rerun."""
-  saved = flags.workdir / f'{EXPERIMENT}_{family}{common.suffix(flags)}.json'
+  saved = common.output_path(flags, f'{EXPERIMENT}_{family}', 'json')
   if saved.exists():
     results = {int(seed): rows for seed, rows in
                json.loads(saved.read_text()).items()}
@@ -196,7 +196,7 @@ def plot(flags: common.Flags, results) -> str:
         for seed in seeds])
   label = ', '.join(f'{i} {f}' for i, f in enumerate(families))
   return common.plot_panels(
-      flags.workdir / f'{EXPERIMENT}{common.suffix(flags)}.png',
+      common.output_path(flags, EXPERIMENT, 'png'),
       'Parallel against sequential children and the single agent, one '
       'tree at a time', [
           (f'family ({label})', 'seconds per tree',

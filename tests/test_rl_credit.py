@@ -123,13 +123,18 @@ def test_leave_one_out_per_depth():
   np.testing.assert_allclose(normed.advantage[1], (1 - 1 / 3) / (std1 + 1e-6))
 
 
-def test_leave_one_out_per_sub_task():
+def _group_of_sub_tasks():
+  """`_group` with depth-1 sub-tasks: n1 and tree 2's child share 'a'; n2
+  ('b') and n3 ('c') are alone."""
   trees = _group()
-  # Depth-1 sub-tasks: n1 and tree 2's child share 'a'; n2 ('b') and n3
-  # ('c') are alone.
   for tree, node_id, task in ((0, 1, 'a'), (0, 2, 'b'), (0, 3, 'c'),
                               (2, 1, 'a')):
     trees[tree].nodes[node_id].spec = env_lib.NodeSpec(task=task, data='d')
+  return trees
+
+
+def test_leave_one_out_per_sub_task():
+  trees = _group_of_sub_tasks()
   out = credit.assign_credit(trees, credit.CreditConfig(
       child_bonus=0.4, baseline='leave_one_out_task'))
   r0 = 1 + 0.4 * (1 + 0 + 1) / 3
@@ -148,11 +153,7 @@ def test_leave_one_out_per_sub_task():
 
 
 def test_leave_one_out_per_sub_task_only():
-  trees = _group()
-  for tree, node_id, task in ((0, 1, 'a'), (0, 2, 'b'), (0, 3, 'c'),
-                              (2, 1, 'a')):
-    trees[tree].nodes[node_id].spec = env_lib.NodeSpec(task=task, data='d')
-  out = credit.assign_credit(trees, credit.CreditConfig(
+  out = credit.assign_credit(_group_of_sub_tasks(), credit.CreditConfig(
       child_bonus=0.4, baseline='leave_one_out_same_task'))
   r0 = 1 + 0.4 * (1 + 0 + 1) / 3
   # As above, but 'b' and 'c' have no peer and are compared with no one:

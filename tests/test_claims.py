@@ -31,8 +31,8 @@ EXPERIMENTS = ('efficiency', 'delegation', 'beyond_window', 'ablations',
 # Keys each experiment's JSON line holds besides `experiment` and `plot`.
 HEADLINE_KEYS = {
     'efficiency': ('greedy', 'sampled', 'matched', 'sizes', 'seeds'),
-    'delegation': ('rates', 'regret', 'gain_split', 'node_cost', 'sizes',
-                   'seeds'),
+    'delegation': ('rates', 'regret', 'decision', 'gain_split', 'node_cost',
+                   'sizes', 'seeds'),
     'beyond_window': ('greedy', 'sampled', 'sizes', 'seeds'),
     'wall_clock': ('documents', 'crafting', 'sizes', 'seeds'),
     'ablations': ('arms', 'sizes', 'seeds'),
@@ -119,6 +119,23 @@ def test_arms_pick_from_the_experiments_own(capsys):
   # An experiment that names no arms takes no --arms.
   with pytest.raises(SystemExit):
     common.parse_flags('', ['--arms=cost'])
+
+
+def test_the_first_tokens_probability_is_read_from_either_choice():
+  import evidence  # pylint: disable=g-import-not-at-top
+  from rao_jax.agent import env as env_lib  # pylint: disable=g-import-not-at-top
+  from rao_jax.agent import tree as tree_lib  # pylint: disable=g-import-not-at-top
+
+  def tree(first, p):  # a prompt of 2 tokens, then two sampled ones
+    root = tree_lib.Node(tree_id=0, node_id=0, parent=None, depth=0, path=(),
+                         spec=env_lib.NodeSpec(task='t'),
+                         tokens=[1, 2, first, 3], loss_mask=[0, 0, 1, 1],
+                         logprobs=[0.0, 0.0, math.log(p), -0.1])
+    return tree_lib.Tree(tree_id=0, seed=0, group=0, nodes=[root])
+  spawn, direct = 7, 5
+  np.testing.assert_allclose(evidence.first_token_probability(
+      [tree(spawn, 0.8), tree(direct, 0.8), tree(direct, 0.25)], spawn),
+                             [0.8, 0.2, 0.75])
 
 
 def test_gain_splits_into_the_rate_and_the_nodes():

@@ -25,7 +25,8 @@ depth budget (the root's first step begins with the direct solver's
 first tag, or with `<spawn>`) and at depth budget 0 (a prompt never
 seen); RL's gain in exact match split into "delegation switched on" (the
 SFT policy's per-bucket exact match when it delegated or not, at RL's
-rate) and "better nodes" (the rest). RL on as many roots inside the
+rate) and "better nodes" (the rest); the probability of `<spawn>` as the
+root's first token, SFT against RL (exact per task). RL on as many roots inside the
 window as beyond: `--rl_override=tasks.train_level=crossover` (2-16
 records). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
 
@@ -44,7 +45,7 @@ import evidence
 import floors
 from rao_jax.agent import env as env_lib
 from rao_jax.agent import protocol
-from rao_jax.tasks import demonstrations
+from rao_jax.training import policy_tokenizer
 
 EXPERIMENT = 'delegation'
 TAG = 'mixed'
@@ -87,64 +88,23 @@ def run(flags: common.Flags) -> dict[str, dict]:
           for arm in flags.arms}
 
 
-def delegates(trees) -> np.ndarray:
-  return np.array([float(any(t.root.children)) for t in trees])
-
-
-def delegation_by_records(points_by_run, index: int, sampled: bool = False
-                          ) -> dict[int, np.ndarray]:
-  """Record count -> per root (over runs, and samples), 1 where it
-  delegated."""
-  found: dict[int, list[float]] = {}
-  for points in points_by_run.values():
-    point = points[index]
-    evaluations = (point['samples'].get(TAG, []) if sampled
-                   else [point['trees'][TAG]])
-    for trees in evaluations:
-      for tree, d in zip(trees, delegates(trees)):
-        found.setdefault(common.records(tree), []).append(d)
-  return {n: np.array(v) for n, v in sorted(found.items())}
-
-
-def rate_by_records(points_by_run, index: int, sampled: bool = False
-                    ) -> dict[int, float]:
-  """Record count -> share of roots that delegated."""
-  return {n: float(v.mean()) for n, v in delegation_by_records(
-      points_by_run, index, sampled).items()}
-
-
 def crossover(flags: common.Flags) -> dict[int, tuple[float, float, str]]:
-  """Record count -> (scripted direct R, scripted recursive R, the better
-  first action) under the cost arm's reward (exact success less NODE_COST
-  a node below the root), on the held-out tasks."""
+  """`evidence.scripted_choice` under the cost arm's reward, on the
+  held-out tasks."""
   config = common.typed(common.study_config(flags, common.MIXTURE))
   data_dir = str(common.study_sft(flags, common.MIXTURE) / 'data')
   tasks = common.examples(config, TAG, data_dir, common.sizes(flags).num_eval)
-  reward = {}
-  for name, recursive in (('direct', False), ('recursive', True)):
-    trees, _ = demonstrations.rollout(
-        config.tasks.resolve(), tasks, recursive=recursive,
-        window=config.rollout.window, budgets=config.rollout.budgets,
-        seeds=list(range(len(tasks))))
-    reward[name] = (np.array(floors.root_exact(trees)) - NODE_COST *
-                    np.array([len(t.nodes) - 1 for t in trees]))
-  lengths = np.array([len(t['data']) // 10 for t in tasks])
-  out = {}
-  for n in sorted(set(lengths)):
-    direct, delegate = (float(reward[k][lengths == n].mean())
-                        for k in ('direct', 'recursive'))
-    out[int(n)] = (direct, delegate,
-                   'delegate' if delegate > direct else 'direct')
-  return out
+  return evidence.scripted_choice(config, tasks, NODE_COST)
 
 
 def rate_table(flags: common.Flags, results) -> dict:
   """Prints the delegation rate per record count over training."""
   steps = common.sizes(flags).eval_steps
   best = crossover(flags)
-  rates = {arm: [rate_by_records(by_run, i) for i in range(len(steps))]
+  rates = {arm: [evidence.rate_by_records(by_run, i, TAG)
+                 for i in range(len(steps))]
            for arm, by_run in results.items()}
-  sampled = {arm: [rate_by_records(by_run, i, sampled=True)
+  sampled = {arm: [evidence.rate_by_records(by_run, i, TAG, sampled=True)
                    for i in (0, -1)] for arm, by_run in results.items()}
   rows = []
   for n, (direct, delegate, choice) in best.items():
@@ -201,6 +161,37 @@ def regret_table(flags: common.Flags, results) -> dict:
   return numbers
 
 
+def decision_table(flags: common.Flags, results) -> dict:
+  """Prints the policy's probability of `<spawn>` as the root's first
+  token per length bucket, SFT against RL (read from the sampled trees:
+  exact per task, where a sampled rate is a coin's mean)."""
+  config = common.typed(common.study_config(flags, common.MIXTURE))
+  spawn = policy_tokenizer.build(
+      config.tokenizer, config.model.vocab_size).encode(protocol.SPAWN)
+  first = next(iter(next(iter(results.values())).values()))[0]['trees'][TAG]
+  rows, numbers = [], {}
+  for arm, by_run in results.items():
+    if len(spawn) > 1 or not all(p[i]['samples'] for p in by_run.values()
+                                 for i in (0, -1)):
+      continue  # a tag of several tokens, or nothing sampled
+    sft, rl = (np.mean([evidence.first_token_probability(
+        p[i]['samples'][TAG][0], spawn[0]) for p in by_run.values()], 0)
+               for i in (0, -1))
+    for low, high in BUCKETS:
+      mask = evidence.mask_by(first, common.records, low, high)
+      if mask.any():
+        gap = evidence.stats.difference(sft[mask], rl[mask])
+        rows.append([arm, f'{low}-{high}', int(mask.sum()),
+                     f'{sft[mask].mean():.3f}', f'{rl[mask].mean():.3f}',
+                     str(gap)])
+        numbers[f'{arm}/{low}-{high}'] = gap.to_json()
+  print('\nProbability of <spawn> as the root\'s first token, paired 95% '
+        'intervals\n')
+  print(common.table(['reward', 'records', 'tasks', 'SFT', 'RL',
+                      'RL - SFT'], rows))
+  return numbers
+
+
 def gain_split(results) -> dict:
   """Prints RL's gain in exact match (sampled trees) split into the
   delegation rate's change and the nodes' change, per length bucket."""
@@ -226,7 +217,7 @@ def _split(by_run, low: int, high: int) -> tuple[float, float]:
     trees = [t for p in by_run.values()
              for ts in p[index]['samples'].get(TAG, []) for t in ts
              if low <= common.records(t) <= high]
-    return (delegates(trees).astype(bool),
+    return (evidence.delegates(trees).astype(bool),
             np.array(floors.root_exact(trees)))
   return evidence.gain_split(*pooled(0), *pooled(-1))
 
@@ -236,6 +227,7 @@ def report(flags: common.Flags, results) -> dict:
           'sizes': common.size_record(flags), 'node_cost': NODE_COST,
           'rates': rate_table(flags, results),
           'regret': regret_table(flags, results),
+          'decision': decision_table(flags, results),
           'gain_split': gain_split(results)}
 
 
@@ -247,7 +239,7 @@ def plot(flags: common.Flags, results) -> str:
   for arm, by_run in results.items():
     curves = []
     for i, step in enumerate(steps):
-      rate = delegation_by_records(by_run, i)
+      rate = evidence.delegation_by_records(by_run, i, TAG)
       bars = [evidence.stats.bootstrap(v) for v in rate.values()]
       curves.append(common.Curve(f'RL step {step}', list(rate), intervals=[
           (b.mean, b.low, b.high) for b in bars]))

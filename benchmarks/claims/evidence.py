@@ -151,6 +151,72 @@ def to_json(arms: Mapping[str, Scores], floor: Mapping[str, np.ndarray],
                for name, arm in arms.items()}}
 
 
+def scripted_choice(config: config_lib.RunConfig,
+                    tasks: Sequence[Mapping[str, str]], node_cost: float
+                    ) -> dict[int, tuple[float, float, str]]:
+  """Record count -> (the scripted direct solver's mean R, the recursive
+  one's, the better first action) on documents `tasks`, R being exact
+  success less `node_cost` a node below the root."""
+  reward = {}
+  for name, recursive in (('direct', False), ('recursive', True)):
+    trees, _ = demonstrations.rollout(
+        config.tasks.resolve(), tasks, recursive=recursive,
+        window=config.rollout.window, budgets=config.rollout.budgets,
+        seeds=list(range(len(tasks))))
+    reward[name] = (np.array(floors_lib.root_exact(trees)) - node_cost *
+                    np.array([len(t.nodes) - 1 for t in trees]))
+  lengths = np.array([len(t['data']) // 10 for t in tasks])
+  out = {}
+  for n in sorted(set(lengths)):
+    direct, delegate = (float(reward[k][lengths == n].mean())
+                        for k in ('direct', 'recursive'))
+    out[int(n)] = (direct, delegate,
+                   'delegate' if delegate > direct else 'direct')
+  return out
+
+
+def delegates(trees: Trees) -> np.ndarray:
+  """Per tree, 1 where its root spawned."""
+  return np.array([float(any(t.root.children)) for t in trees])
+
+
+def delegation_by_records(points_by_run, index: int, tag: str,
+                          sampled: bool = False) -> dict[int, np.ndarray]:
+  """Record count -> per root of evaluation `tag` at point `index` (over
+  runs, and samples), 1 where it delegated."""
+  found: dict[int, list[float]] = {}
+  for points in points_by_run.values():
+    point = points[index]
+    evaluations = (point['samples'].get(tag, []) if sampled
+                   else [point['trees'][tag]])
+    for trees in evaluations:
+      for tree, d in zip(trees, delegates(trees)):
+        found.setdefault(common.records(tree), []).append(d)
+  return {n: np.array(v) for n, v in sorted(found.items())}
+
+
+def rate_by_records(points_by_run, index: int, tag: str,
+                    sampled: bool = False) -> dict[int, float]:
+  """Record count -> share of roots that delegated."""
+  return {n: float(v.mean()) for n, v in delegation_by_records(
+      points_by_run, index, tag, sampled).items()}
+
+
+def first_token_probability(trees: Trees, token: int) -> np.ndarray:
+  """Per tree, the policy's probability of `token` as its root's first
+  sampled token, from the log-prob the sampler recorded (trees sampled
+  at temperature 1): p where the root chose it, else 1 - p of what it
+  chose, exact where the first token is a choice between two (the
+  first tag: `<spawn>` or the direct opening)."""
+  out = []
+  for tree in trees:
+    root = tree.root
+    first = root.loss_mask.index(1)
+    p = float(np.exp(root.logprobs[first]))
+    out.append(p if root.tokens[first] == token else 1.0 - p)
+  return np.array(out)
+
+
 def gain_split(delegated_0: np.ndarray, exact_0: np.ndarray,
                delegated_1: np.ndarray, exact_1: np.ndarray
                ) -> tuple[float, float]:

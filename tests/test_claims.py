@@ -133,9 +133,11 @@ def test_the_first_tokens_probability_is_read_from_either_choice():
                          logprobs=[0.0, 0.0, math.log(p), -0.1])
     return tree_lib.Tree(tree_id=0, seed=0, group=0, nodes=[root])
   spawn, direct = 7, 5
+  silent = tree(direct, 0.5)
+  silent.root.loss_mask = [0, 0, 0, 0]  # a root that sampled nothing
   np.testing.assert_allclose(evidence.first_token_probability(
-      [tree(spawn, 0.8), tree(direct, 0.8), tree(direct, 0.25)], spawn),
-                             [0.8, 0.2, 0.75])
+      [tree(spawn, 0.8), tree(direct, 0.8), tree(direct, 0.25), silent],
+      spawn), [0.8, 0.2, 0.75, np.nan])
 
 
 def test_gain_splits_into_the_rate_and_the_nodes():

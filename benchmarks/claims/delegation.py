@@ -26,9 +26,9 @@ first tag, or with `<spawn>`) and at depth budget 0 (a prompt never
 seen); RL's gain in exact match split into "delegation switched on" (the
 SFT policy's per-bucket exact match when it delegated or not, at RL's
 rate) and "better nodes" (the rest); the probability of `<spawn>` as the
-root's first token, SFT against RL (exact per task). RL on as many roots inside the
-window as beyond: `--rl_override=tasks.train_level=crossover` (2-16
-records). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
+root's first token, SFT against RL (exact per task). RL on as many roots
+inside the window as beyond: `--rl_override=tasks.train_level=crossover`
+(2-16 records). `--smoke`: 3 SFT steps, 1 RL step, 2 tasks.
 
 Prints the tables and a JSON line; draws `<workdir>/delegation.png`.
 """
@@ -173,12 +173,16 @@ def decision_table(flags: common.Flags, results) -> dict:
   for arm, by_run in results.items():
     if len(spawn) > 1 or not all(p[i]['samples'] for p in by_run.values()
                                  for i in (0, -1)):
-      continue  # a tag of several tokens, or nothing sampled
+      print(f'{arm}: no first-token probability (<spawn> is '
+            f'{len(spawn)} tokens, or no sampled evaluation)')
+      continue
+    # Any sample of a task has the same first-token distribution.
     sft, rl = (np.mean([evidence.first_token_probability(
         p[i]['samples'][TAG][0], spawn[0]) for p in by_run.values()], 0)
                for i in (0, -1))
     for low, high in BUCKETS:
-      mask = evidence.mask_by(first, common.records, low, high)
+      mask = evidence.mask_by(first, common.records, low, high) & (
+          np.isfinite(sft) & np.isfinite(rl))
       if mask.any():
         gap = evidence.stats.difference(sft[mask], rl[mask])
         rows.append([arm, f'{low}-{high}', int(mask.sum()),

@@ -207,10 +207,14 @@ def first_token_probability(trees: Trees, token: int) -> np.ndarray:
   sampled token, from the log-prob the sampler recorded (trees sampled
   at temperature 1): p where the root chose it, else 1 - p of what it
   chose, exact where the first token is a choice between two (the
-  first tag: `<spawn>` or the direct opening)."""
+  first tag: `<spawn>` or the direct opening); nan for a root that
+  sampled nothing."""
   out = []
   for tree in trees:
     root = tree.root
+    if 1 not in root.loss_mask:
+      out.append(float('nan'))
+      continue
     first = root.loss_mask.index(1)
     p = float(np.exp(root.logprobs[first]))
     out.append(p if root.tokens[first] == token else 1.0 - p)

@@ -128,10 +128,16 @@ def _cell(value) -> str:
   return 'n/a' if value is None else f'{value:.2f}'
 
 
+def _held_out(results):
+  """The held-out tasks' greedy SFT trees, in task order: every arm and
+  run evaluates the same tasks."""
+  return next(iter(next(iter(results.values())).values()))[0]['trees'][TAG]
+
+
 def regret_table(flags: common.Flags, results) -> dict:
   """Prints exact match as chosen against the forced first actions on the
   same checkpoints, per length bucket."""
-  first = next(iter(next(iter(results.values())).values()))[0]['trees'][TAG]
+  first = _held_out(results)
   rows, numbers = [], {}
   for arm, by_run in results.items():
     for index, when in ((0, 'SFT'), (-1, 'RL')):
@@ -168,13 +174,14 @@ def decision_table(flags: common.Flags, results) -> dict:
   config = common.typed(common.study_config(flags, common.MIXTURE))
   spawn = policy_tokenizer.build(
       config.tokenizer, config.model.vocab_size).encode(protocol.SPAWN)
-  first = next(iter(next(iter(results.values())).values()))[0]['trees'][TAG]
+  if len(spawn) > 1:
+    print(f'no first-token probability: <spawn> is {len(spawn)} tokens')
+    return {}
+  first = _held_out(results)
   rows, numbers = [], {}
   for arm, by_run in results.items():
-    if len(spawn) > 1 or not all(p[i]['samples'] for p in by_run.values()
-                                 for i in (0, -1)):
-      print(f'{arm}: no first-token probability (<spawn> is '
-            f'{len(spawn)} tokens, or no sampled evaluation)')
+    if not all(p[i]['samples'] for p in by_run.values() for i in (0, -1)):
+      print(f'{arm}: no first-token probability (no sampled evaluation)')
       continue
     # Any sample of a task has the same first-token distribution.
     sft, rl = (np.mean([evidence.first_token_probability(

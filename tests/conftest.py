@@ -13,6 +13,8 @@ fuzz_testing.load()  # hypothesis: fixed examples unless asked otherwise
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' ' + xla_env.xla_flags(8)).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+for _name, _value in xla_env.QUICK_COMPILE.items():
+  os.environ.setdefault(_name, _value)
 # One persistent compilation cache for the suite: pytest-xdist's workers
 # and every entry point a test starts (they inherit this environment)
 # reuse each other's compiled programs instead of compiling the same
@@ -98,7 +100,7 @@ def gemma3_270m(tmp_path_factory, worker_id):
       result = subprocess.run(
           [sys.executable, '-m', 'rao_jax.model.gguf_io',
            f'--gguf={gguf_path}', f'--out={out}'],
-          cwd=_ROOT, env=xla_env.env(1), capture_output=True, text=True,
+          cwd=_ROOT, env=xla_env.env(1, optimized=True), capture_output=True, text=True,
           timeout=900)
       assert result.returncode == 0, result.stderr[-4000:]
       assert f'-> {out}: 268,098,176 parameters' in result.stdout, (

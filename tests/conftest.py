@@ -13,8 +13,6 @@ fuzz_testing.load()  # hypothesis: fixed examples unless asked otherwise
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' ' + xla_env.xla_flags(8)).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-for _name, _value in xla_env.QUICK_COMPILE.items():
-  os.environ.setdefault(_name, _value)
 # One persistent compilation cache for the suite: pytest-xdist's workers
 # and every entry point a test starts (they inherit this environment)
 # reuse each other's compiled programs instead of compiling the same
@@ -36,6 +34,13 @@ os.environ.update(host_memory.environment_with_tunable(os.environ) or {})
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+# The suite's in-process programs are mostly tiny models run for a step or
+# two: compiling them costs more than running them, so the test processes
+# compile with XLA's optimisations mostly off (`-m 'not slow'` on 2 cores:
+# 408 s -> 327 s). The entry points tests start run many steps and keep
+# them (a subprocess does not inherit this), as do tests of the real
+# checkpoint (tests/test_gguf.py).
+jax.config.update('jax_disable_most_optimizations', True)
 
 
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
@@ -100,7 +105,7 @@ def gemma3_270m(tmp_path_factory, worker_id):
       result = subprocess.run(
           [sys.executable, '-m', 'rao_jax.model.gguf_io',
            f'--gguf={gguf_path}', f'--out={out}'],
-          cwd=_ROOT, env=xla_env.env(1, optimized=True), capture_output=True, text=True,
+          cwd=_ROOT, env=xla_env.env(1), capture_output=True, text=True,
           timeout=900)
       assert result.returncode == 0, result.stderr[-4000:]
       assert f'-> {out}: 268,098,176 parameters' in result.stdout, (

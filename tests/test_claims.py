@@ -18,8 +18,6 @@ import sys
 import numpy as np
 import pytest
 
-import xla_env
-
 HERE = pathlib.Path(__file__).resolve().parent
 CLAIMS = HERE.parent / 'benchmarks' / 'claims'
 sys.path.insert(0, str(CLAIMS))
@@ -44,13 +42,10 @@ HEADLINE_KEYS = {
 
 
 def _command(name: str, *args: str) -> subprocess.CompletedProcess:
-  # Optimised programs: the experiments decode trees of up to 127 nodes,
-  # so running outweighs compiling (the efficiency and beyond_window
-  # smokes: 120 s optimised, 122-135 s not, on 2 cores).
   return subprocess.run(
       [sys.executable, str(CLAIMS / f'{name}.py'), *args],
       capture_output=True, text=True, timeout=900, check=False,
-      cwd=HERE.parent, env=xla_env.env(8, optimized=True))
+      cwd=HERE.parent)
 
 
 def _check_smoke(name: str, workdir: pathlib.Path) -> None:

@@ -27,13 +27,12 @@ def test_smoke_config_runs_end_to_end(gemma3_270m, tmp_path):
   _, checkpoint = gemma3_270m  # converted by `gguf_io`
   workdir = tmp_path / 'run'
   # One device: fake devices would each gather the 1 GB of weights.
-  # Optimised programs: the real model's steps outlast their compiling.
   result = subprocess.run(
       [sys.executable, '-m', 'rao_jax.main',
        '--config=configs/gemma3_270m.py:smoke', f'--workdir={workdir}',
        f'--config.init_from_hf={checkpoint}',
        f'--config.tokenizer.path={checkpoint}', '--config.lora.rank=8'],
-      cwd=_ROOT, env=xla_env.env(1, optimized=True), capture_output=True, text=True,
+      cwd=_ROOT, env=xla_env.env(1), capture_output=True, text=True,
       timeout=7200)
   assert result.returncode == 0, result.stderr[-4000:]
 

@@ -34,9 +34,9 @@ _NEW_TOKENS = 32
 
 @pytest.fixture(scope='module', autouse=True)
 def optimized_programs():
-  """XLA's optimisations on for this module's programs (the suite turns
-  them off, tests/xla_env.py): the real model's steps outlast their
-  compiling (this module: 185 s optimised, 201 s not, on 2 cores)."""
+  """XLA's optimisations on for this module's programs (tests/conftest.py
+  turns them off): the real model's steps outlast their compiling (this
+  module: 185 s optimised, 201 s not, on 2 cores)."""
   quick = jax.config.read('jax_disable_most_optimizations')
   jax.config.update('jax_disable_most_optimizations', False)
   yield

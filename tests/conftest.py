@@ -37,7 +37,7 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 # The suite's in-process programs are mostly tiny models run for a step or
 # two: compiling them costs more than running them, so the test processes
 # compile with XLA's optimisations mostly off (`-m 'not slow'` on 2 cores:
-# 408 s -> 327 s). The entry points tests start run many steps and keep
+# 408 s -> 339 s). The entry points tests start run many steps and keep
 # them (a subprocess does not inherit this), as do tests of the real
 # checkpoint (tests/test_gguf.py).
 jax.config.update('jax_disable_most_optimizations', True)

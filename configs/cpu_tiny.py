@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                       sft_level='',  # '' = train_level
                       task_kinds=('count', 'sum'),  # first words; () = all
                       eval_levels=('moderate',),
+                      eval_agents=('recursive', 'single_agent'),
                       eval_split='test', num_eval=64,
                       data_dir='')  # '' = <workdir>/data
 

@@ -102,6 +102,9 @@ def _smoke():
   config.tasks.train_level = 'easy'
   config.tasks.eval_levels = ('easy',)
   config.tasks.num_eval = 1
+  # The recursive agent alone: the single agent's evaluations cost a
+  # quarter of the run and show nothing the smoke checks.
+  config.tasks.eval_agents = ('recursive',)
   config.sft.steps = 1
   config.sft.roots_per_step = 1
   # One step at the paper's learning rate, without its warm-up (which

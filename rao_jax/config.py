@@ -116,6 +116,10 @@ class TokenizerConfig:
     # The path is checked by `RunConfig`: plan mode reads no tokenizer.
 
 
+# The agents an evaluation can compare (`TasksConfig.eval_agents`).
+EVAL_AGENTS = ('recursive', 'single_agent')
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TasksConfig:
   """The task family, its levels and the held-out evaluation.
@@ -126,6 +130,9 @@ class TasksConfig:
     sft_level: the level SFT trains on ('' = train_level).
     task_kinds: keep only tasks whose first word is one of these (() = all).
     eval_levels: levels evaluated after each phase.
+    eval_agents: the agents evaluated: 'recursive' (at the training depth
+      budget and at `rollout.eval_max_depth`) and 'single_agent' (depth
+      budget 0, the baseline).
     eval_split: the held-out split evaluated.
     num_eval: tasks evaluated per level.
     data_dir: where the datasets are built ('' = <workdir>/data).
@@ -136,12 +143,17 @@ class TasksConfig:
   sft_level: str = ''
   task_kinds: tuple[str, ...] = ()
   eval_levels: tuple[str, ...] = ()
+  eval_agents: tuple[str, ...] = EVAL_AGENTS
   eval_split: str = 'test'
   num_eval: int = 64
   data_dir: str = ''
 
   def __post_init__(self):
     _check_positive('tasks', num_eval=self.num_eval)
+    unknown = [a for a in self.eval_agents if a not in EVAL_AGENTS]
+    if unknown or not self.eval_agents:
+      raise ValueError(f'tasks.eval_agents={self.eval_agents!r}: expected '
+                       f'one or more of {", ".join(EVAL_AGENTS)}')
 
   def resolve(self) -> registry.Task:
     """The registered task, its levels checked."""

@@ -46,6 +46,10 @@ def test_every_section_is_a_frozen_dataclass():
     ('tokenizer__kind', 'sentencepiece', 'tokenizer.kind'),
     ('checkpoint__max_to_keep', 0, 'checkpoint.max_to_keep=0'),
     ('tasks__num_eval', 0, 'tasks.num_eval=0'),
+    ('tasks__eval_agents', ('recursive', 'oracle'), "tasks.eval_agents=("
+     "'recursive', 'oracle'): expected one or more of recursive, "
+     'single_agent'),
+    ('tasks__eval_agents', (), 'tasks.eval_agents=(): expected one or more'),
     ('mesh__pipeline', 2, "mesh: unknown fields ['pipeline']"),
 ])
 def test_bad_fields_are_named(field, value, message):

@@ -26,12 +26,14 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # holding several shards while gloo's all-to-all connections stay few (each
 # collective waits on every device's thread; eight cost ~1.4x the time).
 _DEVICES = 4
-# A few real SFT and RL steps, one evaluation pass a phase. Short trees:
-# across processes every decoded token waits on gloo collectives (~0.5 s
-# a decode call of 8 tokens on CPU), and what is checked is that both
-# topologies agree, not what the trees hold.
+# A few real SFT and RL steps, one evaluation pass a phase (the recursive
+# agent's). Short trees: across processes every decoded token waits on
+# gloo collectives (~0.5 s a decode call of 8 tokens on CPU), and what is
+# checked is that both topologies agree, not what the trees hold.
 _SHORT = ('--config.sft.steps=2', '--config.rl.steps=3',
-          '--config.tasks.num_eval=1', '--config.rollout.eval_max_depth=8',
+          '--config.tasks.num_eval=1',
+          "--config.tasks.eval_agents=('recursive',)",
+          '--config.rollout.eval_max_depth=8',
           '--config.rollout.budgets.max_depth=8',
           '--config.rollout.budgets.max_steps=3',
           '--config.rollout.budgets.max_new_tokens=32',

@@ -164,16 +164,19 @@ class Rollouts:
 def evaluate_levels(rollouts: Rollouts, tasks: config_lib.TasksConfig,
                     data_dir: str, log: run_log_lib.RunLog, step: int,
                     tag: str) -> dict[str, float]:
-  """Root success per level of `tasks.eval_levels`: recursive at the train
-  and eval depth budgets, and the single agent (depth budget 0); logged at
-  `step` under `tag` (e.g. 'after_sft'), with the recursive agent's first
-  trees."""
+  """Root success per level of `tasks.eval_levels` for `tasks.eval_agents`:
+  recursive at the train and eval depth budgets, the single agent at depth
+  budget 0; logged at `step` under `tag` (e.g. 'after_sft'), with the
+  recursive agent's first trees."""
   rollout = rollouts.rollout_config
-  depths = {'recursive': rollout.budgets.max_depth,
-            'recursive_eval_depth': rollout.eval_max_depth,
-            'single_agent': 0}
-  if depths['recursive_eval_depth'] == depths['recursive']:
-    del depths['recursive_eval_depth']  # the same greedy trees again
+  depths = {}
+  if 'recursive' in tasks.eval_agents:
+    depths['recursive'] = rollout.budgets.max_depth
+    if rollout.eval_max_depth != rollout.budgets.max_depth:
+      # (at the same budget: the same greedy trees again)
+      depths['recursive_eval_depth'] = rollout.eval_max_depth
+  if 'single_agent' in tasks.eval_agents:
+    depths['single_agent'] = 0
   results = {}
   for level in tasks.eval_levels:
     examples = data_lib.eval_examples(

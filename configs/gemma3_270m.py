@@ -12,15 +12,15 @@ config.json; about 40 s):
       --config.tokenizer.path=/tmp/gemma3-270m
 
 `:smoke` runs every phase (SFT, eval, RL, eval, export) for one step each
-of short rows on `easy` documents on one CPU device, evaluating one task,
-at depth budget 1. Measured on a quiet 2-core VM with
-`--config.lora.rank=8` and an empty compilation cache, the run takes 3.2
-minutes (194 s) and peaks at 5.5 GiB resident; the SFT step (one tree of
-3 nodes, ~1,250 tokens in 1 x 768 rows) trains in about a minute,
-compiling included. `:h100` is one
-GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the paper's protocol
-(configs/tpu_v4.py's `paper_config`). Plan a variant before paying for it,
-on any machine (shapes only):
+of short rows on `easy` documents on one CPU device, evaluating one task
+with the recursive agent alone, at depth budget 1. Measured on a quiet
+2-core VM with `--config.lora.rank=8` and no compilation cache, the run
+takes 3.5 minutes (207 s; 234 s with the single agent evaluated too) and
+peaks at 5.5 GiB resident; the SFT step (one tree of 3 nodes, ~1,250
+tokens in 1 x 768 rows) trains in about a minute, compiling included.
+`:h100` is one GPU of 80 GB, `:v4-8` the 4-chip TPU slice; both are the
+paper's protocol (configs/tpu_v4.py's `paper_config`). Plan a variant
+before paying for it, on any machine (shapes only):
 
   python -m rao_jax.main --config=configs/gemma3_270m.py:v4-8 \
       --workdir=/tmp/plan --config.mode=plan --config.plan.compile=False

@@ -49,8 +49,8 @@ RUN_FILES = ('config.json', 'checkpoints', 'metrics.jsonl', 'tb', 'trees',
 # logs. A change of `sft.steps` moves RL's first step, so it is not free.
 FREE_FIELDS = ('mode', 'rl.steps', 'tasks.eval_levels', 'tasks.eval_agents',
                'tasks.eval_split', 'tasks.num_eval', 'tasks.data_dir',
-               'rollout.eval_max_depth', 'distributed', 'mesh.', 'sharding_rules', 'checkpoint.',
-               'log.', 'generate.')
+               'rollout.eval_max_depth', 'distributed', 'mesh.',
+               'sharding_rules', 'checkpoint.', 'log.', 'generate.')
 # Modes that number their steps alike: SFT steps first, then RL's.
 _SAME_STEPS = {'train': 'sft_then_rl', 'sft': 'sft_then_rl', 'rl': 'rl'}
 

@@ -172,8 +172,8 @@ def evaluate_levels(rollouts: Rollouts, tasks: config_lib.TasksConfig,
   depths = {}
   if 'recursive' in tasks.eval_agents:
     depths['recursive'] = rollout.budgets.max_depth
+    # At the evaluation budget too, unless it is the same (the same trees).
     if rollout.eval_max_depth != rollout.budgets.max_depth:
-      # (at the same budget: the same greedy trees again)
       depths['recursive_eval_depth'] = rollout.eval_max_depth
   if 'single_agent' in tasks.eval_agents:
     depths['single_agent'] = 0
